@@ -1,0 +1,59 @@
+//! The `mellanox.com/v1alpha1` API of the network operator, as the original product defines it:
+//! [`NicClusterPolicy`](policy::NicClusterPolicy), the three secondary-network kinds and the
+//! `k8s.cni.cncf.io/v1` [`NetworkAttachmentDefinition`](nad::NetworkAttachmentDefinition) they
+//! render to.
+//!
+//! This crate does no I/O. Besides the types it holds what every other crate needs to agree on:
+//! the generated CRDs ([`crd`]), a validator that checks a document against those CRD schemas the
+//! way an API server would ([`schema`]), strict parsing with field paths in errors ([`parse`]) and
+//! the checks a schema cannot express ([`validate`]).
+
+pub mod crd;
+pub mod image;
+pub mod nad;
+pub mod networks;
+pub mod parse;
+pub mod policy;
+pub mod schema;
+pub mod state;
+pub mod validate;
+
+pub use image::{ContainerResources, ImageSpec};
+pub use nad::NetworkAttachmentDefinition;
+pub use networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
+pub use policy::{NicClusterPolicy, NicClusterPolicySpec, NicClusterPolicyStatus};
+pub use state::SyncState;
+
+/// A problem with one field of a document: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field path, e.g. `spec.ofedDriver.version` or `spec.tolerations[0].key`.
+    pub path: String,
+    /// What is wrong, e.g. `missing field`.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// The API group of every kind this crate defines (except the NAD).
+pub const GROUP: &str = "mellanox.com";
+/// The API version of every kind this crate defines (except the NAD).
+pub const VERSION: &str = "v1alpha1";
+/// The only NicClusterPolicy name the operator acts on.
+pub const POLICY_NAME: &str = "nic-cluster-policy";

@@ -1,0 +1,360 @@
+//! `NicClusterPolicy`: the cluster-wide desired state of the NIC stack.
+
+use crate::image::ImageSpec;
+use crate::state::SyncState;
+use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The desired state of the cluster's fast-networking stack. Every section is optional; a
+/// present section enables its state, an absent one removes what that state deployed.
+///
+/// Only the instance named `nic-cluster-policy` is acted on.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "mellanox.com",
+    version = "v1alpha1",
+    kind = "NicClusterPolicy",
+    plural = "nicclusterpolicies",
+    singular = "nicclusterpolicy",
+    status = "NicClusterPolicyStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "NicClusterPolicy is the Schema for the nicclusterpolicies API",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NicClusterPolicySpec {
+    /// Node affinity added to every managed DaemonSet's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_affinity: Option<NodeAffinity>,
+    /// Tolerations added (before the component's own) to every managed DaemonSet's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// The OFED (DOCA) driver container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ofed_driver: Option<OfedDriverSpec>,
+    /// The RDMA shared device plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma_shared_device_plugin: Option<DevicePluginSpec>,
+    /// The SR-IOV network device plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov_device_plugin: Option<DevicePluginSpec>,
+    /// ib-kubernetes, the InfiniBand PKey/GUID manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ib_kubernetes: Option<IbKubernetesSpec>,
+    /// Secondary-network components: Multus, CNI plugins, IPoIB CNI, Whereabouts IPAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_network: Option<SecondaryNetworkSpec>,
+    /// NVIDIA IPAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nv_ipam: Option<NvIpamSpec>,
+    /// NIC feature discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_feature_discovery: Option<NicFeatureDiscoverySpec>,
+    /// DOCA telemetry service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doca_telemetry_service: Option<DocaTelemetryServiceSpec>,
+}
+
+/// Initial delay and period of one of the driver container's probes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodProbeSpec {
+    /// Seconds after the container started before the probe runs.
+    pub initial_delay_seconds: i32,
+    /// Seconds between two probes.
+    pub period_seconds: i32,
+}
+
+/// A reference to a ConfigMap in the operands' namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigMapNameReference {
+    /// Name of the ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The OFED driver container and how it is upgraded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfedDriverSpec {
+    /// Image of the driver container.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// Startup probe timing (defaults: 10 s delay, 10 s period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<PodProbeSpec>,
+    /// Liveness probe timing (defaults: 30 s delay, 30 s period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<PodProbeSpec>,
+    /// Readiness probe timing (defaults: 10 s delay, 30 s period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<PodProbeSpec>,
+    /// Environment variables of the driver container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    /// How driver upgrades roll out across nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_policy: Option<DriverUpgradePolicySpec>,
+    /// ConfigMap with custom CA certificates for the driver build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_config: Option<ConfigMapNameReference>,
+    /// ConfigMap with package repository files for the driver build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_config: Option<ConfigMapNameReference>,
+    /// Grace period of the driver pods; unloading modules is slow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("default" = 300))]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// Only precompiled driver images may be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
+    pub force_precompiled: Option<bool>,
+}
+
+/// How driver upgrades roll out across nodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.safeLoad) || !self.safeLoad || (has(self.autoUpgrade) && self.autoUpgrade)",
+    "message": "safeLoad requires autoUpgrade to be true",
+    "fieldPath": ".safeLoad",
+}]))]
+pub struct DriverUpgradePolicySpec {
+    /// Master switch: when false, nothing else here has an effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
+    pub auto_upgrade: Option<bool>,
+    /// Nodes upgraded at the same time; 0 means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("default" = 1))]
+    pub max_parallel_upgrades: Option<i32>,
+    /// Load a new driver only after the node was cordoned and drained (needs autoUpgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
+    pub safe_load: Option<bool>,
+    /// Pods to wait for before draining a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_completion: Option<WaitForCompletionSpec>,
+    /// How nodes are drained; absent means no drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSpec>,
+}
+
+/// Pods whose completion an upgrade waits for.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitForCompletionSpec {
+    /// Label selector of the pods to wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<String>,
+    /// Seconds to wait; 0 means forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("default" = 0))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// How a node is drained before its driver is upgraded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Drain nodes at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = true))]
+    pub enable: Option<bool>,
+    /// Also evict pods not managed by a controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
+    pub force: Option<bool>,
+    /// Label selector of the pods to evict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = ""))]
+    pub pod_selector: Option<String>,
+    /// Seconds a drain may take; 0 means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("default" = 300))]
+    pub timeout_seconds: Option<i32>,
+    /// Also evict pods that use emptyDir volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
+    pub delete_empty_dir: Option<bool>,
+}
+
+/// A device plugin: its image, its JSON configuration and CDI mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicePluginSpec {
+    /// Image of the plugin.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// The plugin's configuration (JSON), stored as-is in its ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Use the Container Device Interface to expose devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_cdi: Option<bool>,
+}
+
+/// ib-kubernetes and its UFM connection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.pKeyGUIDPoolRangeStart) || !has(self.pKeyGUIDPoolRangeEnd) || self.pKeyGUIDPoolRangeEnd.lowerAscii() > self.pKeyGUIDPoolRangeStart.lowerAscii()",
+    "message": "pKeyGUIDPoolRangeEnd must be greater than pKeyGUIDPoolRangeStart",
+    "fieldPath": ".pKeyGUIDPoolRangeEnd",
+}]))]
+pub struct IbKubernetesSpec {
+    /// Image of ib-kubernetes.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// Seconds between two updates of the PKey/GUID state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("default" = 5))]
+    pub periodic_update_seconds: Option<i32>,
+    /// First GUID of the pool, `xx:xx:xx:xx:xx:xx:xx:xx`.
+    #[serde(
+        default,
+        rename = "pKeyGUIDPoolRangeStart",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = crate::validate::GUID_PATTERN))]
+    pub p_key_guid_pool_range_start: Option<String>,
+    /// Last GUID of the pool, `xx:xx:xx:xx:xx:xx:xx:xx`.
+    #[serde(
+        default,
+        rename = "pKeyGUIDPoolRangeEnd",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = crate::validate::GUID_PATTERN))]
+    pub p_key_guid_pool_range_end: Option<String>,
+    /// Name of the Secret with the UFM credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ufm_secret: Option<String>,
+}
+
+/// Multus: its image and an optional explicit configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MultusSpec {
+    /// Image of Multus.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// Multus configuration (JSON); missing or empty means generated from the master plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}
+
+/// The secondary-network components.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondaryNetworkSpec {
+    /// Multus CNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multus: Option<MultusSpec>,
+    /// The reference CNI plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_plugins: Option<ImageSpec>,
+    /// The IPoIB CNI plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipoib: Option<ImageSpec>,
+    /// The Whereabouts IPAM plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_plugin: Option<ImageSpec>,
+}
+
+/// NVIDIA IPAM.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NvIpamSpec {
+    /// Image of NVIDIA IPAM.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// Deploy the IPPool/CIDRPool validating webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_webhook: Option<bool>,
+}
+
+/// NIC feature discovery.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NicFeatureDiscoverySpec {
+    /// Image of NIC feature discovery.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+}
+
+/// The DOCA telemetry service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocaTelemetryServiceSpec {
+    /// Image of the DOCA telemetry service.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// Where the service's configuration comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<DocaTelemetryServiceConfig>,
+}
+
+/// Configuration source of the DOCA telemetry service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocaTelemetryServiceConfig {
+    /// Name of a ConfigMap in the operands' namespace used instead of the default one.
+    pub from_config_map: String,
+}
+
+/// The observed state of the policy: one global state and one entry per section.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NicClusterPolicyStatus {
+    /// Global state: `ready` when every enabled section is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<SyncState>,
+    /// Why the global state is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// One entry per section, each written by that section's controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub applied_states: Option<Vec<AppliedState>>,
+    /// Standard conditions; `Ready` mirrors the global state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+/// The state one section's controller reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedState {
+    /// State name, e.g. `state-RDMA-device-plugin`.
+    pub name: String,
+    /// The section's state.
+    pub state: SyncState,
+    /// What holds the section back, or its error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The policy generation this entry was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl NicClusterPolicy {
+    /// This state's entry in `status.appliedStates`, if any.
+    pub fn applied_state(&self, name: &str) -> Option<&AppliedState> {
+        self.status
+            .as_ref()?
+            .applied_states
+            .as_ref()?
+            .iter()
+            .find(|s| s.name == name)
+    }
+}

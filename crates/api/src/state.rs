@@ -1,0 +1,84 @@
+//! Sync-state values and the names of the policy's states.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The state of one component (or of the whole policy), as the original product reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SyncState {
+    /// Every object exists and its workload is available.
+    #[serde(rename = "ready")]
+    Ready,
+    /// Progressing: objects missing, not yet available, or a transient API error.
+    #[serde(rename = "notReady")]
+    NotReady,
+    /// The section is absent from the policy (or the policy is not the one acted on).
+    #[serde(rename = "ignore")]
+    Ignore,
+    /// The section cannot be rendered: bad input or a missing dependency.
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl SyncState {
+    /// Every value, in the order dashboards list them.
+    pub const ALL: [SyncState; 4] = [Self::Ready, Self::NotReady, Self::Ignore, Self::Error];
+
+    /// The wire value (`ready`, `notReady`, `ignore`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::NotReady => "notReady",
+            Self::Ignore => "ignore",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state names of the policy's sections, in the original's execution order.
+pub mod names {
+    /// `spec.secondaryNetwork.multus`
+    pub const MULTUS: &str = "state-multus-cni";
+    /// `spec.secondaryNetwork.cniPlugins`
+    pub const CNI_PLUGINS: &str = "state-container-networking-plugins";
+    /// `spec.secondaryNetwork.ipoib`
+    pub const IPOIB: &str = "state-ipoib-cni";
+    /// `spec.secondaryNetwork.ipamPlugin`
+    pub const WHEREABOUTS: &str = "state-whereabouts-cni";
+    /// `spec.ofedDriver`
+    pub const OFED: &str = "state-OFED";
+    /// `spec.sriovDevicePlugin`
+    pub const SRIOV_DP: &str = "state-SRIOV-device-plugin";
+    /// `spec.rdmaSharedDevicePlugin`
+    pub const RDMA_DP: &str = "state-RDMA-device-plugin";
+    /// `spec.ibKubernetes`
+    pub const IB_KUBERNETES: &str = "state-ib-kubernetes";
+    /// `spec.nvIpam`
+    pub const NV_IPAM: &str = "state-nv-ipam-cni";
+    /// `spec.nicFeatureDiscovery`
+    pub const NIC_FEATURE_DISCOVERY: &str = "state-nic-feature-discovery";
+    /// `spec.docaTelemetryService`
+    pub const DOCA_TELEMETRY: &str = "state-doca-telemetry-service";
+
+    /// Every state of the policy, in execution order.
+    pub const ALL: [&str; 11] = [
+        MULTUS,
+        CNI_PLUGINS,
+        IPOIB,
+        WHEREABOUTS,
+        OFED,
+        SRIOV_DP,
+        RDMA_DP,
+        IB_KUBERNETES,
+        NV_IPAM,
+        NIC_FEATURE_DISCOVERY,
+        DOCA_TELEMETRY,
+    ];
+}

@@ -1,0 +1,90 @@
+//! `nicctl`: the network operator's offline tool.
+//!
+//! - `nicctl render -f POLICY.yaml [--nodes NODES.yaml]` prints, as one multi-document YAML
+//!   stream, every object the compiled-in states would create for the given documents.
+//! - `nicctl crds [--dir DIR]` prints every CRD of the project (or writes one file each).
+//!
+//! Bad input exits with code 2 and one line naming the file and the field path.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod render;
+
+/// The network operator's offline tool.
+#[derive(Debug, Parser)]
+#[command(name = "nicctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every object the compiled-in states would create for a NicClusterPolicy (and any
+    /// network CRs in the same file), as one multi-document YAML stream.
+    Render(render::RenderArgs),
+    /// Print every CRD of the project as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+enum Failure {
+    /// The user's input is wrong: exit code 2.
+    Input(String),
+    /// Anything else (I/O, serialisation): exit code 1.
+    Internal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render(args) => render::run(&args),
+        Command::Crds { dir } => crds(dir.as_deref()).map_err(Failure::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Internal(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn crds(dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut stream = String::new();
+    for crd in api::crd::all() {
+        let yaml = api::crd::to_yaml(&crd).context("serialising a CRD")?;
+        match dir {
+            Some(dir) => {
+                let path = dir.join(api::crd::file_name(&crd));
+                std::fs::write(&path, &yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => {
+                stream.push_str("---\n");
+                stream.push_str(&yaml);
+            }
+        }
+    }
+    print!("{stream}");
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! `nicctl render`: documents in, every object the compiled-in states would create out.
+
+use crate::Failure;
+use anyhow::Context;
+use api::parse::{self, Document};
+use clap::Args;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `nicctl render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// YAML file with a NicClusterPolicy (and optionally network CRs).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// YAML file with the cluster's Nodes (a stream of Node documents or a List), for states
+    /// that depend on node labels.
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// Namespace the operands are rendered into.
+    #[arg(
+        long,
+        env = "OPERANDS_NAMESPACE",
+        default_value = "nvidia-network-operator"
+    )]
+    namespace: String,
+    /// Render for an OpenShift cluster.
+    #[arg(long)]
+    openshift: bool,
+}
+
+/// Runs `nicctl render`.
+pub fn run(args: &RenderArgs) -> Result<(), Failure> {
+    let documents = read_documents(&args.file)?;
+    let nodes = match &args.nodes {
+        Some(path) => read_nodes(path)?,
+        None => Vec::new(),
+    };
+    let mut objects: Vec<Value> = Vec::new();
+    for document in &documents {
+        match document {
+            Document::Policy(policy) => {
+                if let Some(first) = api::validate::policy(policy).into_iter().next() {
+                    return Err(input_error(&args.file, first));
+                }
+                objects.extend(render_policy(policy, &nodes, args)?);
+            }
+            Document::Foreign { api_version, kind } => {
+                eprintln!(
+                    "note: {}: skipping {api_version} {kind}: not an operator kind",
+                    args.file.display()
+                );
+            }
+            Document::Macvlan(_) | Document::HostDevice(_) | Document::IPoIB(_) => {
+                eprintln!(
+                    "note: {}: network CRs are valid; no network renderer is compiled in yet",
+                    args.file.display()
+                );
+            }
+        }
+    }
+    if objects.is_empty() {
+        eprintln!(
+            "note: no compiled-in state renders anything for {}",
+            args.file.display()
+        );
+    }
+    let mut stream = String::new();
+    for object in &objects {
+        stream.push_str("---\n");
+        stream.push_str(&serde_saphyr::to_string(object).context("serialising an object")?);
+    }
+    print!("{stream}");
+    Ok(())
+}
+
+/// Every object of every compiled-in state for this policy.
+fn render_policy(
+    _policy: &api::NicClusterPolicy,
+    _nodes: &[Node],
+    _args: &RenderArgs,
+) -> Result<Vec<Value>, Failure> {
+    Ok(Vec::new())
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(|e| Failure::Input(format!("{e:#}")))
+}
+
+fn input_error(path: &Path, error: impl std::fmt::Display) -> Failure {
+    Failure::Input(format!("{}: {error}", path.display()))
+}
+
+fn read_documents(path: &Path) -> Result<Vec<Document>, Failure> {
+    let documents = parse::parse_all(&read(path)?).map_err(|e| input_error(path, e))?;
+    if documents.is_empty() {
+        return Err(input_error(path, "no document in the file"));
+    }
+    Ok(documents)
+}
+
+fn read_nodes(path: &Path) -> Result<Vec<Node>, Failure> {
+    let mut nodes = Vec::new();
+    for (i, doc) in parse::documents(&read(path)?)
+        .map_err(|e| input_error(path, e))?
+        .into_iter()
+        .enumerate()
+    {
+        let items = match doc.get("kind").and_then(Value::as_str) {
+            Some("List" | "NodeList") => doc
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            _ => vec![doc],
+        };
+        for item in items {
+            let node = parse::typed::<Node>(item)
+                .map_err(|e| input_error(path, format!("document {}: {e}", i + 1)))?;
+            nodes.push(node);
+        }
+    }
+    Ok(nodes)
+}

@@ -1,0 +1,116 @@
+//! `nicctl` as a user runs it: exit codes and messages.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn nicctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nicctl"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("nicctl runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("nicctl-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("temp file written");
+    path
+}
+
+const SEED_POLICY: &str = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml";
+
+#[test]
+fn render_exits_0_on_every_example() {
+    for entry in std::fs::read_dir(repo().join("example/crs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                path.display(),
+                stderr(&output)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_misspelled_field_exits_2_naming_the_file_and_the_field() {
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
+        .unwrap()
+        .replace("  ofedDriver:", "  ofedDriverr:");
+    let path = write_temp("misspelled.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains(path.to_str().unwrap()), "{message}");
+    assert!(
+        message.contains("spec.ofedDriverr: unknown field"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn a_wrong_type_exits_2_naming_the_field() {
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
+        .unwrap()
+        .replace("initialDelaySeconds: 10", "initialDelaySeconds: soon");
+    let path = write_temp("wrong-type.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(
+            "spec.ofedDriver.startupProbe.initialDelaySeconds: expected integer, got string"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_missing_required_field_exits_2_naming_the_field() {
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
+        .unwrap()
+        .replace("    version: 23.04-0.5.3.3.1\n", "");
+    let path = write_temp("missing.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("spec.ofedDriver.version: missing field"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let output = nicctl(&["render", "-f", "does-not-exist.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("does-not-exist.yaml"));
+}
+
+#[test]
+fn crds_prints_every_crd() {
+    let output = nicctl(&["crds"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for name in [
+        "nicclusterpolicies.mellanox.com",
+        "macvlannetworks.mellanox.com",
+        "hostdevicenetworks.mellanox.com",
+        "ipoibnetworks.mellanox.com",
+        "network-attachment-definitions.k8s.cni.cncf.io",
+    ] {
+        assert!(text.contains(&format!("name: {name}")), "{name} missing");
+    }
+}

@@ -1,0 +1,22 @@
+# Developer recipes; CI runs .ci/run.
+
+# Run the whole test suite (what CI runs after fmt and clippy).
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate crds/ from the API types.
+crds:
+    hack/update-crds.sh
+
+# Render every object for a policy file (default: the original product's example).
+render file="example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml":
+    cargo run -q -p nicctl -- render -f {{file}}
+
+# End-to-end tests against the cluster of NETOP_E2E_KUBECONFIG.
+e2e:
+    cargo test -p e2e -- --test-threads=1 --nocapture
