@@ -5,7 +5,9 @@ use anyhow::Context;
 use api::parse::{self, Document};
 use clap::Args;
 use k8s_openapi::api::core::v1::Node;
+use kube::core::DynamicObject;
 use serde_json::Value;
+use state_core::{RenderContext, RenderError, State, render_state};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `nicctl render`.
@@ -37,7 +39,7 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
         Some(path) => read_nodes(path)?,
         None => Vec::new(),
     };
-    let mut objects: Vec<Value> = Vec::new();
+    let mut objects: Vec<DynamicObject> = Vec::new();
     for document in &documents {
         match document {
             Document::Policy(policy) => {
@@ -75,13 +77,30 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Every object of every compiled-in state for this policy.
+/// Every object of every compiled-in state for this policy, states in the original's order.
 fn render_policy(
-    _policy: &api::NicClusterPolicy,
-    _nodes: &[Node],
-    _args: &RenderArgs,
-) -> Result<Vec<Value>, Failure> {
-    Ok(Vec::new())
+    policy: &api::NicClusterPolicy,
+    nodes: &[Node],
+    args: &RenderArgs,
+) -> Result<Vec<DynamicObject>, Failure> {
+    let ctx = RenderContext {
+        namespace: &args.namespace,
+        openshift: args.openshift,
+        policy,
+        nodes,
+    };
+    let mut objects = Vec::new();
+    objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
+    Ok(objects)
+}
+
+/// The objects of state `S`; bad input is an input error naming the field.
+fn state<S: State>(ctx: &RenderContext<'_>, file: &Path) -> Result<Vec<DynamicObject>, Failure> {
+    match render_state::<S>(ctx) {
+        Ok(objects) => Ok(objects.unwrap_or_default()),
+        Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
+        Err(e) => Err(Failure::Internal(anyhow::anyhow!("{}: {e}", S::NAME))),
+    }
 }
 
 fn read(path: &Path) -> Result<String, Failure> {

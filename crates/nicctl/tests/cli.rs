@@ -114,3 +114,27 @@ fn crds_prints_every_crd() {
         assert!(text.contains(&format!("name: {name}")), "{name} missing");
     }
 }
+
+#[test]
+fn render_prints_the_rdma_device_plugin_for_the_seed_policy() {
+    let output = nicctl(&["render", "-f", SEED_POLICY]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("name: rdma-shared-dp-ds"), "{text}");
+    assert!(text.contains("name: rdma-devices"), "{text}");
+}
+
+#[test]
+fn an_invalid_plugin_config_exits_2_naming_the_field() {
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
+        .unwrap()
+        .replace("\"configList\": [", "\"configList\": [[");
+    let path = write_temp("bad-config.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("spec.rdmaSharedDevicePlugin.config: invalid JSON"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,181 @@
+//! Golden renders of the RDMA shared device plugin, plus the inputs it must refuse.
+
+use api::NicClusterPolicy;
+use api::policy::DevicePluginSpec;
+use k8s_openapi::api::core::v1::{NodeAffinity, Toleration};
+use rdma_dp::RdmaDevicePlugin;
+use serde_json::json;
+use state_core::testing::{self, assert_round_trips, policy_from_file, to_yaml};
+use state_core::{RenderContext, State, render_state};
+
+const SEED: &str = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml";
+
+fn golden(name: &str, policy: &NicClusterPolicy, openshift: bool) {
+    let objects = testing::render::<RdmaDevicePlugin>(policy, openshift);
+    assert_round_trips(&objects);
+    insta::assert_snapshot!(name, to_yaml(&objects));
+}
+
+fn seed() -> NicClusterPolicy {
+    policy_from_file(SEED)
+}
+
+fn seed_without_ofed() -> NicClusterPolicy {
+    let mut policy = seed();
+    policy.spec.ofed_driver = None;
+    policy
+}
+
+fn plugin(policy: &mut NicClusterPolicy) -> &mut DevicePluginSpec {
+    policy
+        .spec
+        .rdma_shared_device_plugin
+        .as_mut()
+        .expect("the seed policy has the RDMA plugin")
+}
+
+fn render_error(policy: &NicClusterPolicy) -> String {
+    let ctx = RenderContext {
+        namespace: testing::NAMESPACE,
+        openshift: false,
+        policy,
+        nodes: &[],
+    };
+    render_state::<RdmaDevicePlugin>(&ctx)
+        .expect_err("rendering must fail")
+        .to_string()
+}
+
+#[test]
+fn seed_policy_with_ofed_waits_for_the_driver() {
+    golden("seed_policy", &seed(), false);
+}
+
+#[test]
+fn without_ofed_the_plugin_runs_on_every_nic_node() {
+    golden("without_ofed", &seed_without_ofed(), false);
+}
+
+#[test]
+fn policy_tolerations_affinity_pull_secrets_and_resources_are_applied() {
+    let mut policy = seed_without_ofed();
+    policy.spec.tolerations = Some(vec![Toleration {
+        key: Some("dedicated".into()),
+        operator: Some("Equal".into()),
+        value: Some("hpc".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]);
+    policy.spec.node_affinity = Some(
+        serde_json::from_value::<NodeAffinity>(json!({
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role.kubernetes.io/worker", "operator": "Exists"}]}
+            ]}
+        }))
+        .unwrap(),
+    );
+    let image = &mut plugin(&mut policy).image;
+    image.image_pull_secrets = Some(vec!["registry-secret".into()]);
+    image.container_resources = Some(vec![
+        serde_json::from_value(json!({"name": "rdma-shared-dp", "requests": {"cpu": "100m", "memory": "50Mi"}, "limits": {"memory": "100Mi"}}))
+            .unwrap(),
+    ]);
+    golden("tolerations_affinity_secrets_resources", &policy, false);
+}
+
+#[test]
+fn use_cdi_adds_the_flag_and_the_cdi_mounts() {
+    let mut policy = seed_without_ofed();
+    plugin(&mut policy).use_cdi = Some(true);
+    golden("use_cdi", &policy, false);
+}
+
+#[test]
+fn openshift_adds_the_privileged_scc_service_account() {
+    golden("openshift", &seed(), true);
+}
+
+#[test]
+fn a_config_with_quotes_and_newlines_is_stored_byte_for_byte() {
+    let mut policy = seed_without_ofed();
+    let config = "{\n  \"configList\": [{\"resourceName\": \"it's \\\"quoted\\\"\", \"rdmaHcaMax\": 63,\n    \"selectors\": {\"ifNames\": [\"ens2f0\"]}}]\n}\n";
+    plugin(&mut policy).config = Some(config.into());
+    let objects = testing::render::<RdmaDevicePlugin>(&policy, false);
+    let config_map = objects
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some("rdma-devices"))
+        .unwrap();
+    assert_eq!(config_map.data["data"]["config.json"], config);
+    golden("config_with_quotes_and_newlines", &policy, false);
+}
+
+#[test]
+fn a_config_change_changes_the_pod_template_so_pods_restart() {
+    let hash = |policy: &NicClusterPolicy| {
+        let objects = testing::render::<RdmaDevicePlugin>(policy, false);
+        let ds = objects
+            .iter()
+            .find(|o| o.types.as_ref().unwrap().kind == "DaemonSet")
+            .unwrap();
+        ds.data["spec"]["template"]["metadata"]["annotations"]["nvidia.network-operator.config-hash"].clone()
+    };
+    let mut changed = seed();
+    plugin(&mut changed).config = Some(r#"{"configList": []}"#.into());
+    assert_ne!(hash(&seed()), hash(&changed));
+}
+
+#[test]
+fn invalid_config_json_is_an_error_naming_the_field() {
+    let mut policy = seed();
+    plugin(&mut policy).config = Some("{\"configList\": [".into());
+    let message = render_error(&policy);
+    assert!(
+        message.starts_with("spec.rdmaSharedDevicePlugin.config: invalid JSON"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_or_empty_config_is_an_error_naming_the_field() {
+    for config in [None, Some(String::new()), Some("  ".into())] {
+        let mut policy = seed();
+        plugin(&mut policy).config = config;
+        let message = render_error(&policy);
+        assert!(
+            message.starts_with("spec.rdmaSharedDevicePlugin.config: required"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn every_object_carries_the_state_label_and_the_owner_reference() {
+    let mut policy = seed();
+    policy.metadata.uid = Some("0b5a4c0e-1b2c-4d5e-8f90-123456789abc".into());
+    for object in testing::render::<RdmaDevicePlugin>(&policy, true) {
+        assert_eq!(
+            object.metadata.labels.as_ref().unwrap()[state_core::STATE_LABEL],
+            RdmaDevicePlugin::NAME
+        );
+        let owner = &object.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("NicClusterPolicy", Some(true))
+        );
+    }
+}
+
+#[test]
+fn a_digest_version_gives_an_image_reference_by_digest() {
+    let mut policy = seed_without_ofed();
+    plugin(&mut policy).image.version = "sha256:0123456789abcdef".into();
+    let objects = testing::render::<RdmaDevicePlugin>(&policy, false);
+    let ds = objects
+        .iter()
+        .find(|o| o.types.as_ref().unwrap().kind == "DaemonSet")
+        .unwrap();
+    assert_eq!(
+        ds.data["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/mellanox/k8s-rdma-shared-dev-plugin@sha256:0123456789abcdef"
+    );
+}

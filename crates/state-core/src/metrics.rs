@@ -1,0 +1,124 @@
+//! Prometheus metrics shared by every controller, with names dashboards can rely on.
+
+use api::SyncState;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The metrics of one controller process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `network_operator_reconcile_total{state,result}`: reconciles by outcome.
+    pub reconcile_total: IntCounterVec,
+    /// `network_operator_reconcile_duration_seconds{state}`.
+    pub reconcile_duration: HistogramVec,
+    /// `network_operator_state{state,value}`: 1 for the state's current value, 0 for the others.
+    pub state: IntGaugeVec,
+    /// `network_operator_objects_applied_total{state}`: server-side applies sent.
+    pub objects_applied: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconcile_total = IntCounterVec::new(
+            Opts::new(
+                "network_operator_reconcile_total",
+                "Reconciles, by state and result",
+            ),
+            &["state", "result"],
+        )
+        .expect("valid metric");
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "network_operator_reconcile_duration_seconds",
+                "Duration of one reconcile",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["state"],
+        )
+        .expect("valid metric");
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "network_operator_state",
+                "Current value of each state (1 for the current value)",
+            ),
+            &["state", "value"],
+        )
+        .expect("valid metric");
+        let objects_applied = IntCounterVec::new(
+            Opts::new(
+                "network_operator_objects_applied_total",
+                "Objects written by server-side apply",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconcile_duration.clone()),
+            Box::new(state.clone()),
+            Box::new(objects_applied.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Self {
+            registry,
+            reconcile_total,
+            reconcile_duration,
+            state,
+            objects_applied,
+        }
+    }
+
+    /// Sets `network_operator_state{state=name}` to `current`.
+    pub fn set_state(&self, name: &str, current: SyncState) {
+        for value in SyncState::ALL {
+            self.state
+                .with_label_values(&[name, value.as_str()])
+                .set(i64::from(value == current));
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_gauge_is_one_only_for_the_current_value() {
+        let metrics = Metrics::new();
+        metrics.set_state("state-RDMA-device-plugin", SyncState::NotReady);
+        metrics.set_state("state-RDMA-device-plugin", SyncState::Ready);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"network_operator_state{state="state-RDMA-device-plugin",value="ready"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"network_operator_state{state="state-RDMA-device-plugin",value="notReady"} 0"#
+            ),
+            "{text}"
+        );
+    }
+}

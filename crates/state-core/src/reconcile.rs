@@ -1,0 +1,332 @@
+//! Reconcile, implemented once for every state:
+//! render → apply what changed → prune what is no longer rendered → readiness → report.
+
+use crate::edits::REVISION_ANNOTATION;
+use crate::metrics::Metrics;
+use crate::objects::{Kind, ObjectKey, hash, to_value};
+use crate::owned::OwnedObjects;
+use crate::readiness;
+use crate::render::render_state;
+use crate::state::{RenderContext, State};
+use crate::subset::is_subset;
+use api::policy::AppliedState;
+use api::{NicClusterPolicy, SyncState};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::runtime::controller::Action;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Requeue delay once ready (or ignored): a periodic resync.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue delay while the input is invalid: the policy watch brings the fix sooner.
+pub const ERROR_RETRY: Duration = Duration::from_secs(60);
+/// First requeue delay while not ready; doubles up to [`NOT_READY_MAX`].
+pub const NOT_READY_FIRST: Duration = Duration::from_secs(5);
+/// Longest requeue delay while not ready.
+pub const NOT_READY_MAX: Duration = Duration::from_secs(60);
+/// How long a reconcile waits for the owned-object caches to fill before going ahead.
+const CACHE_WAIT: Duration = Duration::from_secs(30);
+
+/// Everything reconcile needs, shared by every reconcile of one controller.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Namespace of the operands.
+    pub namespace: String,
+    /// The cluster is OpenShift.
+    pub openshift: bool,
+    /// Live copies of this state's objects.
+    pub owned: OwnedObjects,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// Set once the first reconcile finished (for `/readyz`).
+    pub reconciled_once: Arc<AtomicBool>,
+    not_ready_streak: AtomicU32,
+}
+
+impl Context {
+    /// A context for one controller.
+    pub fn new(
+        client: Client,
+        namespace: String,
+        openshift: bool,
+        owned: OwnedObjects,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            openshift,
+            owned,
+            metrics,
+            reconciled_once: Arc::new(AtomicBool::new(false)),
+            not_ready_streak: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A failure of reconcile itself (the status could not be written); retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing this state's status entry failed.
+    #[error("writing the status of {state}: {source}")]
+    Status {
+        /// The state name.
+        state: &'static str,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+/// What one sync concluded: the state's value and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The state's value.
+    pub state: SyncState,
+    /// Why, when there is something to say.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    fn new(state: SyncState, message: impl Into<Option<String>>) -> Self {
+        Self {
+            state,
+            message: message.into(),
+        }
+    }
+}
+
+/// The field manager of state `S`: `network-operator/<component>`.
+pub fn field_manager<S: State>() -> String {
+    format!("{}/{}", crate::FIELD_MANAGER_PREFIX, S::COMPONENT)
+}
+
+/// Reconciles state `S` for one policy and reports its status entry.
+pub async fn reconcile<S: State>(
+    policy: Arc<NicClusterPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if policy.name_any() != api::POLICY_NAME {
+        return Ok(Action::await_change()); // the aggregator reports why it is ignored
+    }
+    let started = Instant::now();
+    if !ctx.owned.wait_ready(CACHE_WAIT).await {
+        tracing::warn!(
+            state = S::NAME,
+            "owned-object caches not filled yet; going ahead"
+        );
+    }
+    let outcome = sync::<S>(&policy, &ctx).await;
+    match outcome.state {
+        SyncState::Error => {
+            tracing::warn!(state = S::NAME, message = ?outcome.message, "state error")
+        }
+        state => {
+            tracing::info!(state = S::NAME, value = %state, message = ?outcome.message, "reconciled")
+        }
+    }
+    report::<S>(&policy, &ctx, &outcome).await?;
+    ctx.metrics.set_state(S::NAME, outcome.state);
+    ctx.metrics
+        .reconcile_total
+        .with_label_values(&[S::NAME, outcome.state.as_str()])
+        .inc();
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[S::NAME])
+        .observe(started.elapsed().as_secs_f64());
+    ctx.reconciled_once.store(true, Ordering::Relaxed);
+    Ok(requeue(&ctx, outcome.state))
+}
+
+/// What to do after a failed reconcile: retry soon.
+pub fn error_policy<S: State>(
+    _policy: Arc<NicClusterPolicy>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(state = S::NAME, %error, "reconcile failed; retrying");
+    ctx.metrics
+        .reconcile_total
+        .with_label_values(&[S::NAME, "failed"])
+        .inc();
+    Action::requeue(NOT_READY_FIRST)
+}
+
+fn requeue(ctx: &Context, state: SyncState) -> Action {
+    match state {
+        SyncState::NotReady => {
+            let streak = ctx.not_ready_streak.fetch_add(1, Ordering::Relaxed).min(4);
+            Action::requeue((NOT_READY_FIRST * 2u32.pow(streak)).min(NOT_READY_MAX))
+        }
+        SyncState::Error => {
+            ctx.not_ready_streak.store(0, Ordering::Relaxed);
+            Action::requeue(ERROR_RETRY)
+        }
+        SyncState::Ready | SyncState::Ignore => {
+            ctx.not_ready_streak.store(0, Ordering::Relaxed);
+            Action::requeue(RESYNC)
+        }
+    }
+}
+
+/// Renders, applies, prunes and checks readiness; never fails, it concludes.
+pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome {
+    let render_ctx = RenderContext {
+        namespace: &ctx.namespace,
+        openshift: ctx.openshift,
+        policy,
+        nodes: &[],
+    };
+    let desired = match render_state::<S>(&render_ctx) {
+        Err(e) => return Outcome::new(SyncState::Error, e.to_string()),
+        Ok(None) => {
+            return match prune::<S>(ctx, &BTreeSet::new()).await {
+                Ok(()) => Outcome::new(SyncState::Ignore, None),
+                Err(message) => Outcome::new(SyncState::NotReady, message),
+            };
+        }
+        Ok(Some(objects)) => objects,
+    };
+    let kinds = S::kinds();
+    let mut live = Vec::with_capacity(desired.len());
+    for object in desired.iter() {
+        match apply_if_changed::<S>(ctx, &kinds, object.clone()).await {
+            Ok(applied) => live.push(applied),
+            Err(message) => return Outcome::new(SyncState::NotReady, message),
+        }
+    }
+    let keys: BTreeSet<ObjectKey> = desired.iter().map(ObjectKey::of).collect();
+    if let Err(message) = prune::<S>(ctx, &keys).await {
+        return Outcome::new(SyncState::NotReady, message);
+    }
+    let mut notes = Vec::new();
+    for object in &live {
+        let readiness = readiness::of(object);
+        if !readiness.ready {
+            return Outcome::new(SyncState::NotReady, readiness.message);
+        }
+        notes.extend(readiness.message);
+    }
+    Outcome::new(
+        SyncState::Ready,
+        (!notes.is_empty()).then(|| notes.join("; ")),
+    )
+}
+
+fn api_for(client: &Client, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+    match (kind.namespaced, namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
+        _ => Api::all_with(client.clone(), &kind.resource),
+    }
+}
+
+/// A stable hash of what we want, stored on the object so that fields we stop rendering are
+/// removed (a subset check alone cannot see them).
+fn revision(object: &DynamicObject) -> String {
+    hash(&serde_json::to_string(&to_value(object)).unwrap_or_default())
+}
+
+/// Applies `object` unless the live copy already holds every field of it; returns the live
+/// object afterwards (with status, for readiness).
+async fn apply_if_changed<S: State>(
+    ctx: &Context,
+    kinds: &[Kind],
+    mut object: DynamicObject,
+) -> Result<Arc<DynamicObject>, String> {
+    let hash = revision(&object);
+    object
+        .annotations_mut()
+        .insert(REVISION_ANNOTATION.to_string(), hash);
+    let key = ObjectKey::of(&object);
+    if let Some(live) = ctx.owned.get(&key)
+        && is_subset(&to_value(&object), &to_value(&live))
+    {
+        return Ok(live);
+    }
+    let kind = kinds
+        .iter()
+        .find(|k| k.matches(&object))
+        .ok_or_else(|| format!("{key}: undeclared kind"))?;
+    let api = api_for(&ctx.client, kind, key.namespace.as_deref());
+    let params = PatchParams::apply(&field_manager::<S>()).force();
+    let applied = api
+        .patch(&key.name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|e| format!("applying {key}: {e}"))?;
+    tracing::info!(state = S::NAME, object = %key, "applied");
+    ctx.metrics
+        .objects_applied
+        .with_label_values(&[S::NAME])
+        .inc();
+    Ok(Arc::new(applied))
+}
+
+fn owned_by_a_policy(object: &DynamicObject) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
+}
+
+/// Deletes every live object of this state that is not in `keep`. Objects without an owner
+/// reference to a NicClusterPolicy are never deleted, whatever their labels say.
+async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<(), String> {
+    for (kind, object) in ctx.owned.all() {
+        let key = ObjectKey::of(&object);
+        if keep.contains(&key) || object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if !owned_by_a_policy(&object) {
+            tracing::warn!(state = S::NAME, object = %key, "carries the state label but no NicClusterPolicy owner; left alone");
+            continue;
+        }
+        match api_for(&ctx.client, &kind, key.namespace.as_deref())
+            .delete(&key.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => tracing::info!(state = S::NAME, object = %key, "deleted: no longer rendered"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(format!("deleting {key}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Writes this state's `status.appliedStates` entry by server-side apply, unless the policy
+/// already shows exactly that entry.
+async fn report<S: State>(
+    policy: &NicClusterPolicy,
+    ctx: &Context,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let entry = AppliedState {
+        name: S::NAME.to_string(),
+        state: outcome.state,
+        message: outcome.message.clone(),
+        observed_generation: policy.metadata.generation,
+    };
+    if policy.applied_state(S::NAME) == Some(&entry) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": format!("{}/{}", api::GROUP, api::VERSION),
+        "kind": "NicClusterPolicy",
+        "metadata": { "name": policy.name_any() },
+        "status": { "appliedStates": [entry] },
+    });
+    let params = PatchParams::apply(&field_manager::<S>()).force();
+    Api::<NicClusterPolicy>::all(ctx.client.clone())
+        .patch_status(&policy.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Status {
+            state: S::NAME,
+            source,
+        })
+}

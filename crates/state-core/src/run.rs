@@ -1,0 +1,279 @@
+//! The runner every controller binary calls: flags, logs, metrics and health server, leader
+//! election, the controller itself, graceful shutdown.
+
+use crate::lease::{self, LeaseSettings};
+use crate::metrics::Metrics;
+use crate::owned::OwnedObjects;
+use crate::reconcile::{self, Context};
+use crate::state::State;
+use anyhow::Context as _;
+use api::NicClusterPolicy;
+use axum::Router;
+use axum::extract::State as Shared;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use kube::runtime::{Controller, controller, watcher};
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// How the cluster type is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterType {
+    /// OpenShift when the API serves `config.openshift.io/v1`.
+    Auto,
+    /// Plain Kubernetes.
+    Kubernetes,
+    /// OpenShift.
+    Openshift,
+}
+
+/// Flags shared by every controller; each has an environment fallback.
+#[derive(Clone, Debug, Parser)]
+pub struct Flags {
+    /// Namespace of the operands (DaemonSets, ConfigMaps, ...).
+    #[arg(
+        long,
+        env = "OPERANDS_NAMESPACE",
+        default_value = "nvidia-network-operator"
+    )]
+    pub namespace: String,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Run leader election, so that only one replica acts at a time.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// Name of the Lease used for leader election (default: the controller's name).
+    #[arg(long, env = "LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease (default: the operands' namespace).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the host name, i.e. the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Cluster type: detected, or forced.
+    #[arg(long, env = "CLUSTER_TYPE", value_enum, default_value = "auto")]
+    pub cluster_type: ClusterType,
+}
+
+/// Initialises logging (`RUST_LOG` filters, default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (alive) and `/readyz` (ready once `ready` is set) until
+/// `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    #[derive(Clone)]
+    struct Served {
+        metrics: Metrics,
+        ready: Arc<AtomicBool>,
+    }
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|Shared(s): Shared<Served>| async move { s.metrics.encode() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|Shared(s): Shared<Served>| async move {
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not reconciled yet")
+                }
+            }),
+        )
+        .with_state(Served { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+/// Whether the cluster is OpenShift, retrying while the API is unreachable.
+pub async fn is_openshift(client: &Client, cluster_type: ClusterType) -> bool {
+    match cluster_type {
+        ClusterType::Kubernetes => return false,
+        ClusterType::Openshift => return true,
+        ClusterType::Auto => {}
+    }
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match client
+            .list_api_group_resources("config.openshift.io/v1")
+            .await
+        {
+            Ok(_) => return true,
+            Err(kube::Error::Api(status)) if status.code == 404 => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the API to detect the cluster type; retrying")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Leader-election settings from the flags, for a controller named `component`.
+pub fn lease_settings(flags: &Flags, component: &str) -> LeaseSettings {
+    let identity = flags.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("{component}-{}", std::process::id()))
+    });
+    LeaseSettings {
+        name: flags
+            .lease_name
+            .clone()
+            .unwrap_or_else(|| format!("{component}-leader")),
+        namespace: flags
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| flags.namespace.clone()),
+        identity,
+        duration: Duration::from_secs(15),
+        retry: Duration::from_secs(2),
+    }
+}
+
+/// Runs the controller of state `S` until shutdown: the whole `main` of a state binary.
+pub async fn run<S: State>() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    init_tracing(flags.log_format);
+    let client = Client::try_default()
+        .await
+        .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(serve(
+        flags.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        shutdown_signal(),
+    ));
+    tokio::select! {
+        result = controller::<S>(client, &flags, metrics, ready) => result?,
+        result = server => result.context("HTTP server task")??,
+    }
+    Ok(())
+}
+
+/// Leader election (when asked), then the controller of state `S` until shutdown or lost
+/// leadership.
+pub async fn controller<S: State>(
+    client: Client,
+    flags: &Flags,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let leading = async {
+        if flags.leader_elect {
+            let settings = lease_settings(flags, S::COMPONENT);
+            lease::acquire(&client, &settings).await;
+            lease::hold(&client, &settings).await;
+            anyhow::bail!("lost the leader lease; exiting so that another replica leads")
+        }
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    let work = async {
+        if flags.leader_elect {
+            // Do nothing before the lease is ours.
+            lease::acquire(&client, &lease_settings(flags, S::COMPONENT)).await;
+        }
+        let openshift = is_openshift(&client, flags.cluster_type).await;
+        run_controller::<S>(
+            client.clone(),
+            flags.namespace.clone(),
+            openshift,
+            metrics,
+            ready,
+        )
+        .await;
+        Ok(())
+    };
+    tokio::select! {
+        result = leading => result,
+        result = work => result,
+    }
+}
+
+/// The kube-runtime controller of state `S`: watches the policy (`nic-cluster-policy` only)
+/// and the objects carrying the state label, reconciles until SIGTERM.
+pub async fn run_controller<S: State>(
+    client: Client,
+    namespace: String,
+    openshift: bool,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) {
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, &namespace);
+    let mut ctx = Context::new(client, namespace, openshift, owned, metrics);
+    ctx.reconciled_once = ready;
+    tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
+    Controller::new(
+        policies,
+        watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)),
+    )
+    .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
+    .reconcile_all_on(changes)
+    .graceful_shutdown_on(shutdown_signal())
+    .run(
+        reconcile::reconcile::<S>,
+        reconcile::error_policy::<S>,
+        Arc::new(ctx),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "controller event");
+        }
+    })
+    .await;
+}

@@ -1,0 +1,181 @@
+//! Test helpers every state crate uses (feature `testing`): policies from files, rendering,
+//! typed round trips of every object, YAML for golden snapshots, and a mock API server.
+
+use crate::render::render_state;
+use crate::state::{RenderContext, State};
+use api::NicClusterPolicy;
+use api::parse::{self, Document};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::Client;
+use kube::client::Body;
+use kube::core::DynamicObject;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// Namespace the helpers render into.
+pub const NAMESPACE: &str = "nvidia-network-operator";
+
+/// The repository's root directory (for `example/crs/...`).
+pub fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The NicClusterPolicy in a YAML text; panics with the parse error.
+pub fn policy_from_yaml(text: &str) -> NicClusterPolicy {
+    match parse::parse_all(text)
+        .unwrap_or_else(|e| panic!("policy does not parse: {e}"))
+        .remove(0)
+    {
+        Document::Policy(policy) => *policy,
+        other => panic!("expected a NicClusterPolicy, got {other:?}"),
+    }
+}
+
+/// The NicClusterPolicy in a file relative to the repository root.
+pub fn policy_from_file(relative: &str) -> NicClusterPolicy {
+    let path = repo_root().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    policy_from_yaml(&text)
+}
+
+/// Every object of state `S` for `policy`; panics if the section is absent or does not render.
+pub fn render<S: State>(policy: &NicClusterPolicy, openshift: bool) -> Vec<DynamicObject> {
+    let ctx = RenderContext {
+        namespace: NAMESPACE,
+        openshift,
+        policy,
+        nodes: &[],
+    };
+    match render_state::<S>(&ctx) {
+        Ok(Some(objects)) => objects,
+        Ok(None) => panic!("{}: section absent", S::NAME),
+        Err(e) => panic!("{}: {e}", S::NAME),
+    }
+}
+
+/// Objects as one multi-document YAML stream (for golden snapshots).
+pub fn to_yaml(objects: &[DynamicObject]) -> String {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "---\n{}",
+                serde_saphyr::to_string(o).expect("object serialises")
+            )
+        })
+        .collect()
+}
+
+/// Asserts that every object survives a round trip through its typed k8s-openapi struct:
+/// a misspelled or misplaced field (which the API server would drop) fails the test.
+pub fn assert_round_trips(objects: &[DynamicObject]) {
+    for object in objects {
+        let value = serde_json::to_value(object).expect("object serialises");
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let lost = match kind.as_str() {
+            "DaemonSet" => parse::round_trip_losses::<DaemonSet>(&value),
+            "Deployment" => parse::round_trip_losses::<Deployment>(&value),
+            "ConfigMap" => parse::round_trip_losses::<ConfigMap>(&value),
+            "Service" => parse::round_trip_losses::<Service>(&value),
+            "ServiceAccount" => parse::round_trip_losses::<ServiceAccount>(&value),
+            "Role" => parse::round_trip_losses::<Role>(&value),
+            "RoleBinding" => parse::round_trip_losses::<RoleBinding>(&value),
+            "ClusterRole" => parse::round_trip_losses::<ClusterRole>(&value),
+            "ClusterRoleBinding" => parse::round_trip_losses::<ClusterRoleBinding>(&value),
+            other => panic!("no typed round trip for kind {other}: add it to state_core::testing"),
+        };
+        let name = value["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(
+            lost.is_empty(),
+            "{kind} {name} loses fields in a typed round trip: {lost:#?}"
+        );
+    }
+}
+
+/// A request the mock API server received.
+#[derive(Debug)]
+pub struct Received {
+    /// HTTP method, e.g. `PATCH`.
+    pub method: String,
+    /// Path and query, e.g. `/apis/apps/v1/namespaces/ns/daemonsets/x?&force=true&fieldManager=...`.
+    pub uri: String,
+    /// The JSON body (`Null` when empty).
+    pub body: Value,
+}
+
+/// A mock API server: the test plays the server, request by request.
+pub struct ApiServer {
+    handle: tower_test::mock::Handle<http::Request<Body>, http::Response<Body>>,
+}
+
+/// A client talking to a mock API server.
+pub fn mock_client() -> (Client, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    (Client::new(service, NAMESPACE), ApiServer { handle })
+}
+
+impl ApiServer {
+    /// Waits for the next request, checks its method and its path (query excluded), and
+    /// answers `status` with `response` as JSON.
+    pub async fn expect(
+        &mut self,
+        method: &str,
+        path: &str,
+        status: u16,
+        response: Value,
+    ) -> Received {
+        let next = tokio::time::timeout(Duration::from_secs(5), self.handle.next_request()).await;
+        let (request, send) = next
+            .unwrap_or_else(|_| panic!("no request arrived; expected {method} {path}"))
+            .unwrap_or_else(|| panic!("client gone; expected {method} {path}"));
+        let method_seen = request.method().to_string();
+        let uri = request.uri().to_string();
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body readable");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        assert_eq!(
+            (
+                method_seen.as_str(),
+                uri.split('?').next().unwrap_or_default()
+            ),
+            (method, path),
+            "unexpected request {method_seen} {uri} with body {body}"
+        );
+        let response_body = serde_json::to_vec(&response).expect("response serialises");
+        send.send_response(
+            http::Response::builder()
+                .status(status)
+                .body(Body::from(response_body))
+                .expect("valid response"),
+        );
+        Received {
+            method: method_seen,
+            uri,
+            body,
+        }
+    }
+
+    /// Asserts that no further request arrives within a short while.
+    pub async fn expect_no_more(&mut self) {
+        if let Ok(Some((request, _))) =
+            tokio::time::timeout(Duration::from_millis(200), self.handle.next_request()).await
+        {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+/// A Kubernetes `Status` error body with `code`, as the API server sends it.
+pub fn status_error(code: u16, reason: &str) -> Value {
+    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
