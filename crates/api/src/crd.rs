@@ -7,8 +7,7 @@ use crate::nad::NetworkAttachmentDefinition;
 use crate::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
 use crate::policy::NicClusterPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
-    ValidationRule,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool, ValidationRule,
 };
 use kube::CustomResourceExt;
 
@@ -51,15 +50,10 @@ fn shorten_descriptions(schema: &mut JSONSchemaProps) {
             JSONSchemaPropsOrArray::Schema(s) => Some(s.as_mut()),
             JSONSchemaPropsOrArray::Schemas(_) => None,
         }))
-        .chain(
-            schema
-                .additional_properties
-                .iter_mut()
-                .filter_map(|extra| match extra {
-                    JSONSchemaPropsOrBool::Schema(s) => Some(s.as_mut()),
-                    JSONSchemaPropsOrBool::Bool(_) => None,
-                }),
-        );
+        .chain(schema.additional_properties.iter_mut().filter_map(|extra| match extra {
+            JSONSchemaPropsOrBool::Schema(s) => Some(s.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        }));
     for child in children {
         shorten_descriptions(child);
     }
@@ -71,10 +65,7 @@ pub fn nic_cluster_policy() -> CustomResourceDefinition {
     if let Some(root) = root_schema_mut(&mut crd) {
         root.x_kubernetes_validations = Some(vec![ValidationRule {
             rule: POLICY_NAME_RULE.to_string(),
-            message: Some(format!(
-                "only the NicClusterPolicy named {} is acted on",
-                crate::POLICY_NAME
-            )),
+            message: Some(format!("only the NicClusterPolicy named {} is acted on", crate::POLICY_NAME)),
             ..Default::default()
         }]);
     }
@@ -108,11 +99,5 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 }
 
 fn root_schema_mut(crd: &mut CustomResourceDefinition) -> Option<&mut JSONSchemaProps> {
-    crd.spec
-        .versions
-        .first_mut()?
-        .schema
-        .as_mut()?
-        .open_api_v3_schema
-        .as_mut()
+    crd.spec.versions.first_mut()?.schema.as_mut()?.open_api_v3_schema.as_mut()
 }

@@ -57,10 +57,7 @@ impl ImageSpec {
 
     /// The resources configured for the container named `container`, if any.
     pub fn resources_for(&self, container: &str) -> Option<&ContainerResources> {
-        self.container_resources
-            .as_ref()?
-            .iter()
-            .find(|r| r.name == container)
+        self.container_resources.as_ref()?.iter().find(|r| r.name == container)
     }
 }
 
@@ -84,19 +81,13 @@ mod tests {
 
     #[test]
     fn digest_versions_join_with_an_at_sign() {
-        assert_eq!(
-            spec("sha256:0123abcd").reference(),
-            "ghcr.io/mellanox/plugin@sha256:0123abcd"
-        );
+        assert_eq!(spec("sha256:0123abcd").reference(), "ghcr.io/mellanox/plugin@sha256:0123abcd");
     }
 
     #[test]
     fn resources_are_found_by_container_name() {
         let mut s = spec("v1");
-        s.container_resources = Some(vec![ContainerResources {
-            name: "a".into(),
-            ..Default::default()
-        }]);
+        s.container_resources = Some(vec![ContainerResources { name: "a".into(), ..Default::default() }]);
         assert!(s.resources_for("a").is_some());
         assert!(s.resources_for("b").is_none());
     }

@@ -32,11 +32,7 @@ pub enum NetworkState {
     derive = "Default",
     doc = "MacvlanNetwork is the Schema for the macvlannetworks API",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MacvlanNetworkSpec {
@@ -86,11 +82,7 @@ pub struct MacvlanNetworkStatus {
     derive = "Default",
     doc = "HostDeviceNetwork is the Schema for the hostdevicenetworks API",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HostDeviceNetworkSpec {
@@ -136,11 +128,7 @@ pub struct HostDeviceNetworkStatus {
     derive = "Default",
     doc = "IPoIBNetwork is the Schema for the ipoibnetworks API",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPoIBNetworkSpec {

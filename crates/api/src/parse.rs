@@ -69,12 +69,7 @@ pub fn parse_all(text: &str) -> Result<Vec<Document>, ParseError> {
     let several = docs.len() > 1;
     docs.into_iter()
         .enumerate()
-        .map(|(i, value)| {
-            document(value).map_err(|errors| ParseError {
-                document: several.then_some(i + 1),
-                errors,
-            })
-        })
+        .map(|(i, value)| document(value).map_err(|errors| ParseError { document: several.then_some(i + 1), errors }))
         .collect()
 }
 
@@ -84,18 +79,11 @@ pub fn document(value: Value) -> Result<Document, Vec<FieldError>> {
     let Some(api_version) = value.get("apiVersion").and_then(Value::as_str) else {
         return Err(vec![FieldError::new("apiVersion", "missing field")]);
     };
-    let Some(kind) = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
+    let Some(kind) = value.get("kind").and_then(Value::as_str).map(str::to_string) else {
         return Err(vec![FieldError::new("kind", "missing field")]);
     };
     if api_version.split('/').next() != Some(crate::GROUP) {
-        return Ok(Document::Foreign {
-            api_version: api_version.to_string(),
-            kind,
-        });
+        return Ok(Document::Foreign { api_version: api_version.to_string(), kind });
     }
     let expected_api_version = format!("{}/{}", crate::GROUP, crate::VERSION);
     if api_version != expected_api_version {
@@ -129,11 +117,7 @@ pub fn document(value: Value) -> Result<Document, Vec<FieldError>> {
 pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." {
-            "<root>".to_string()
-        } else {
-            path
-        };
+        let path = if path == "." { "<root>".to_string() } else { path };
         FieldError::new(path, one_line(&e.into_inner().to_string()))
     })
 }
@@ -142,9 +126,8 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
 ///
 /// Empty means the type holds every field of the input: nothing the user wrote is lost.
 pub fn round_trip_losses<T: DeserializeOwned + Serialize>(input: &Value) -> Vec<String> {
-    let output = typed::<T>(input.clone()).and_then(|t| {
-        serde_json::to_value(t).map_err(|e| FieldError::new("<root>", e.to_string()))
-    });
+    let output = typed::<T>(input.clone())
+        .and_then(|t| serde_json::to_value(t).map_err(|e| FieldError::new("<root>", e.to_string())));
     match output {
         Ok(output) => {
             let mut lost = Vec::new();
@@ -159,11 +142,7 @@ fn diff(input: &Value, output: &Value, path: &str, lost: &mut Vec<String>) {
     match (input, output) {
         (Value::Object(a), Value::Object(b)) => {
             for (key, value) in a {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 match b.get(key) {
                     Some(other) => diff(value, other, &child, lost),
                     None => lost.push(format!("{child}: dropped")),
@@ -203,9 +182,7 @@ spec:
     #[test]
     fn a_valid_policy_parses() {
         let docs = parse_all(POLICY).unwrap();
-        assert!(
-            matches!(&docs[..], [Document::Policy(p)] if p.spec.rdma_shared_device_plugin.is_some())
-        );
+        assert!(matches!(&docs[..], [Document::Policy(p)] if p.spec.rdma_shared_device_plugin.is_some()));
     }
 
     #[test]
@@ -225,20 +202,14 @@ spec:
     fn a_wrong_type_is_named() {
         let text = format!("{POLICY}    useCdi: maybe\n");
         let err = parse_all(&text).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "spec.rdmaSharedDevicePlugin.useCdi: expected boolean, got string"
-        );
+        assert_eq!(err, "spec.rdmaSharedDevicePlugin.useCdi: expected boolean, got string");
     }
 
     #[test]
     fn the_failing_document_of_a_stream_is_numbered() {
         let text = format!("{POLICY}---\napiVersion: mellanox.com/v1\nkind: MacvlanNetwork\n");
         let err = parse_all(&text).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "document 2: apiVersion: expected mellanox.com/v1alpha1, got \"mellanox.com/v1\""
-        );
+        assert_eq!(err, "document 2: apiVersion: expected mellanox.com/v1alpha1, got \"mellanox.com/v1\"");
     }
 
     #[test]
@@ -246,14 +217,9 @@ spec:
         let docs = parse_all("apiVersion: nv-ipam.nvidia.com/v1alpha1\nkind: IPPool\n").unwrap();
         assert_eq!(
             docs,
-            [Document::Foreign {
-                api_version: "nv-ipam.nvidia.com/v1alpha1".into(),
-                kind: "IPPool".into()
-            }]
+            [Document::Foreign { api_version: "nv-ipam.nvidia.com/v1alpha1".into(), kind: "IPPool".into() }]
         );
-        let err = parse_all("apiVersion: mellanox.com/v1alpha1\nkind: Bogus\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_all("apiVersion: mellanox.com/v1alpha1\nkind: Bogus\n").unwrap_err().to_string();
         assert!(err.starts_with("kind: unsupported kind \"Bogus\""), "{err}");
     }
 
@@ -266,9 +232,6 @@ spec:
     fn round_trip_losses_names_dropped_fields() {
         let value: Value = serde_json::json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy",
             "metadata": {"name": "nic-cluster-policy"}, "spec": {"extra": 1}});
-        assert_eq!(
-            round_trip_losses::<NicClusterPolicy>(&value),
-            ["spec.extra: dropped"]
-        );
+        assert_eq!(round_trip_losses::<NicClusterPolicy>(&value), ["spec.extra: dropped"]);
     }
 }

@@ -24,11 +24,7 @@ use serde::{Deserialize, Serialize};
     derive = "Default",
     doc = "NicClusterPolicy is the Schema for the nicclusterpolicies API",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NicClusterPolicySpec {
@@ -220,19 +216,11 @@ pub struct IbKubernetesSpec {
     #[schemars(range(min = 0), extend("default" = 5))]
     pub periodic_update_seconds: Option<i32>,
     /// First GUID of the pool, `xx:xx:xx:xx:xx:xx:xx:xx`.
-    #[serde(
-        default,
-        rename = "pKeyGUIDPoolRangeStart",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "pKeyGUIDPoolRangeStart", skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = crate::validate::GUID_PATTERN))]
     pub p_key_guid_pool_range_start: Option<String>,
     /// Last GUID of the pool, `xx:xx:xx:xx:xx:xx:xx:xx`.
-    #[serde(
-        default,
-        rename = "pKeyGUIDPoolRangeEnd",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "pKeyGUIDPoolRangeEnd", skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = crate::validate::GUID_PATTERN))]
     pub p_key_guid_pool_range_end: Option<String>,
     /// Name of the Secret with the UFM credentials.
@@ -350,11 +338,6 @@ pub struct AppliedState {
 impl NicClusterPolicy {
     /// This state's entry in `status.appliedStates`, if any.
     pub fn applied_state(&self, name: &str) -> Option<&AppliedState> {
-        self.status
-            .as_ref()?
-            .applied_states
-            .as_ref()?
-            .iter()
-            .find(|s| s.name == name)
+        self.status.as_ref()?.applied_states.as_ref()?.iter().find(|s| s.name == name)
     }
 }

@@ -22,19 +22,12 @@ pub fn validate(schema: &Value, value: &Value) -> Vec<FieldError> {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
-    }
+    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
 }
 
 fn violation(out: &mut Vec<FieldError>, path: &str, message: impl Into<String>) {
     let path = if path.is_empty() { "<root>" } else { path };
-    out.push(FieldError {
-        path: path.to_string(),
-        message: message.into(),
-    });
+    out.push(FieldError { path: path.to_string(), message: message.into() });
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -60,11 +53,7 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
     }
     if flag(schema, "x-kubernetes-int-or-string") {
         if !matches!(type_name(value), "integer" | "string") {
-            violation(
-                out,
-                path,
-                format!("expected an integer or a string, got {}", type_name(value)),
-            );
+            violation(out, path, format!("expected an integer or a string, got {}", type_name(value)));
         }
         return;
     }
@@ -81,14 +70,7 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
         && !allowed.contains(value)
     {
         let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        violation(
-            out,
-            path,
-            format!(
-                "unsupported value {value}: expected one of {}",
-                list.join(", ")
-            ),
-        );
+        violation(out, path, format!("unsupported value {value}: expected one of {}", list.join(", ")));
     }
     match value {
         Value::String(s) => check_string(schema, s, path, out),
@@ -108,17 +90,9 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
 fn check_string(schema: &Value, s: &str, path: &str, out: &mut Vec<FieldError>) {
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
         match Regex::new(pattern) {
-            Ok(re) if !re.is_match(s) => violation(
-                out,
-                path,
-                format!("{s:?} does not match the pattern {pattern:?}"),
-            ),
+            Ok(re) if !re.is_match(s) => violation(out, path, format!("{s:?} does not match the pattern {pattern:?}")),
             Ok(_) => {}
-            Err(e) => violation(
-                out,
-                path,
-                format!("schema pattern {pattern:?} is invalid: {e}"),
-            ),
+            Err(e) => violation(out, path, format!("schema pattern {pattern:?} is invalid: {e}")),
         }
     }
     let len = s.chars().count() as u64;
@@ -147,12 +121,7 @@ fn check_number(schema: &Value, n: f64, path: &str, out: &mut Vec<FieldError>) {
     }
 }
 
-fn check_object(
-    schema: &Value,
-    fields: &Map<String, Value>,
-    path: &str,
-    out: &mut Vec<FieldError>,
-) {
+fn check_object(schema: &Value, fields: &Map<String, Value>, path: &str, out: &mut Vec<FieldError>) {
     let root = path.is_empty();
     if root {
         // apiVersion, kind and metadata are the API server's own, never the CRD schema's.
@@ -214,13 +183,7 @@ fn structural(schema: &Value, path: &str, out: &mut Vec<String>) {
         out.push(format!("{path}: type is missing"));
     }
     for junction in ["anyOf", "oneOf", "allOf"] {
-        for (i, branch) in node
-            .get(junction)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, branch) in node.get(junction).and_then(Value::as_array).into_iter().flatten().enumerate() {
             value_validation_only(branch, &format!("{path}.{junction}[{i}]"), out);
         }
     }
@@ -228,9 +191,7 @@ fn structural(schema: &Value, path: &str, out: &mut Vec<String>) {
         value_validation_only(not, &format!("{path}.not"), out);
     }
     if node.contains_key("properties") && node.contains_key("additionalProperties") {
-        out.push(format!(
-            "{path}: properties and additionalProperties are mutually exclusive"
-        ));
+        out.push(format!("{path}: properties and additionalProperties are mutually exclusive"));
     }
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
         for (name, prop) in props {
@@ -254,15 +215,7 @@ fn structural(schema: &Value, path: &str, out: &mut Vec<String>) {
 }
 
 fn value_validation_only(branch: &Value, path: &str, out: &mut Vec<String>) {
-    const STRUCTURE: [&str; 7] = [
-        "type",
-        "properties",
-        "items",
-        "additionalProperties",
-        "nullable",
-        "default",
-        "$ref",
-    ];
+    const STRUCTURE: [&str; 7] = ["type", "properties", "items", "additionalProperties", "nullable", "default", "$ref"];
     for key in STRUCTURE {
         if branch.get(key).is_some() {
             out.push(format!("{path}: {key} is not allowed inside a junction"));
@@ -279,31 +232,17 @@ fn map_list_keys(node: &Map<String, Value>, items: &Value, path: &str, out: &mut
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let keys = node
-        .get("x-kubernetes-list-map-keys")
-        .and_then(Value::as_array);
+    let keys = node.get("x-kubernetes-list-map-keys").and_then(Value::as_array);
     if keys.is_none_or(|k| k.is_empty()) {
-        out.push(format!(
-            "{path}: list-type map needs x-kubernetes-list-map-keys"
-        ));
+        out.push(format!("{path}: list-type map needs x-kubernetes-list-map-keys"));
     }
     for key in keys.into_iter().flatten().filter_map(Value::as_str) {
-        let key_type = items
-            .pointer(&format!("/properties/{key}/type"))
-            .and_then(Value::as_str);
+        let key_type = items.pointer(&format!("/properties/{key}/type")).and_then(Value::as_str);
         if !matches!(key_type, Some("string" | "integer" | "boolean")) {
-            out.push(format!(
-                "{path}: map key {key} must be a scalar property of the items"
-            ));
+            out.push(format!("{path}: map key {key} must be a scalar property of the items"));
         }
-        if !required.contains(&key)
-            && items
-                .pointer(&format!("/properties/{key}/default"))
-                .is_none()
-        {
-            out.push(format!(
-                "{path}: map key {key} must be required or defaulted"
-            ));
+        if !required.contains(&key) && items.pointer(&format!("/properties/{key}/default")).is_none() {
+            out.push(format!("{path}: map key {key} must be required or defaulted"));
         }
     }
 }
@@ -335,10 +274,7 @@ mod tests {
     }
 
     fn messages(value: Value) -> Vec<String> {
-        validate(&schema(), &value)
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        validate(&schema(), &value).iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -352,21 +288,12 @@ mod tests {
     #[test]
     fn unknown_fields_are_named_with_their_path() {
         let doc = json!({"spec": {"version": "1", "versoin": "2", "list": [{"k": "v", "kk": 1}]}});
-        assert_eq!(
-            messages(doc),
-            [
-                "spec.list[0].kk: unknown field",
-                "spec.versoin: unknown field"
-            ]
-        );
+        assert_eq!(messages(doc), ["spec.list[0].kk: unknown field", "spec.versoin: unknown field"]);
     }
 
     #[test]
     fn missing_required_fields_are_named() {
-        assert_eq!(
-            messages(json!({"spec": {}})),
-            ["spec.version: missing field"]
-        );
+        assert_eq!(messages(json!({"spec": {}})), ["spec.version: missing field"]);
     }
 
     #[test]
@@ -382,10 +309,7 @@ mod tests {
                 "spec.version: \"UPPER\" does not match the pattern \"[a-z0-9.]+\"",
             ]
         );
-        assert_eq!(
-            messages(json!({"spec": {"version": 1}})),
-            ["spec.version: expected string, got integer"]
-        );
+        assert_eq!(messages(json!({"spec": {"version": 1}})), ["spec.version: expected string, got integer"]);
     }
 
     #[test]

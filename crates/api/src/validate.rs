@@ -10,8 +10,7 @@ use std::sync::LazyLock;
 /// Format of an InfiniBand GUID: eight hexadecimal pairs separated by colons.
 pub const GUID_PATTERN: &str = r"^([0-9A-Fa-f]{2}:){7}[0-9A-Fa-f]{2}$";
 
-static GUID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(GUID_PATTERN).expect("valid GUID pattern"));
+static GUID: LazyLock<Regex> = LazyLock::new(|| Regex::new(GUID_PATTERN).expect("valid GUID pattern"));
 
 /// Every problem of the policy that the CRD schema does not already report.
 pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
@@ -19,17 +18,10 @@ pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
     if policy.metadata.name.as_deref() != Some(crate::POLICY_NAME) {
         errors.push(FieldError::new(
             "metadata.name",
-            format!(
-                "only the NicClusterPolicy named {} is acted on",
-                crate::POLICY_NAME
-            ),
+            format!("only the NicClusterPolicy named {} is acted on", crate::POLICY_NAME),
         ));
     }
-    if let Some(upgrade) = policy
-        .spec
-        .ofed_driver
-        .as_ref()
-        .and_then(|o| o.upgrade_policy.as_ref())
+    if let Some(upgrade) = policy.spec.ofed_driver.as_ref().and_then(|o| o.upgrade_policy.as_ref())
         && upgrade.safe_load == Some(true)
         && upgrade.auto_upgrade != Some(true)
     {
@@ -41,18 +33,13 @@ pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
     if let Some(ib) = &policy.spec.ib_kubernetes {
         let start = ib.p_key_guid_pool_range_start.as_deref();
         let end = ib.p_key_guid_pool_range_end.as_deref();
-        for (field, value) in [
-            ("pKeyGUIDPoolRangeStart", start),
-            ("pKeyGUIDPoolRangeEnd", end),
-        ] {
+        for (field, value) in [("pKeyGUIDPoolRangeStart", start), ("pKeyGUIDPoolRangeEnd", end)] {
             if let Some(v) = value
                 && !GUID.is_match(v)
             {
                 errors.push(FieldError::new(
                     format!("spec.ibKubernetes.{field}"),
-                    format!(
-                        "{v:?} is not a GUID of the form xx:xx:xx:xx:xx:xx:xx:xx (hexadecimal)"
-                    ),
+                    format!("{v:?} is not a GUID of the form xx:xx:xx:xx:xx:xx:xx:xx (hexadecimal)"),
                 ));
             }
         }
@@ -69,17 +56,13 @@ pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
 }
 
 fn guid_value(guid: &str) -> Option<u64> {
-    GUID.is_match(guid)
-        .then(|| u64::from_str_radix(&guid.replace(':', ""), 16).ok())
-        .flatten()
+    GUID.is_match(guid).then(|| u64::from_str_radix(&guid.replace(':', ""), 16).ok()).flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{
-        DriverUpgradePolicySpec, IbKubernetesSpec, NicClusterPolicySpec, OfedDriverSpec,
-    };
+    use crate::policy::{DriverUpgradePolicySpec, IbKubernetesSpec, NicClusterPolicySpec, OfedDriverSpec};
 
     fn named(name: &str, spec: NicClusterPolicySpec) -> NicClusterPolicy {
         let mut p = NicClusterPolicy::new(name, spec);
@@ -105,18 +88,12 @@ mod tests {
     fn safe_load_without_auto_upgrade_is_reported() {
         let spec = NicClusterPolicySpec {
             ofed_driver: Some(OfedDriverSpec {
-                upgrade_policy: Some(DriverUpgradePolicySpec {
-                    safe_load: Some(true),
-                    ..Default::default()
-                }),
+                upgrade_policy: Some(DriverUpgradePolicySpec { safe_load: Some(true), ..Default::default() }),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        assert_eq!(
-            paths(&named("nic-cluster-policy", spec)),
-            ["spec.ofedDriver.upgradePolicy.safeLoad"]
-        );
+        assert_eq!(paths(&named("nic-cluster-policy", spec)), ["spec.ofedDriver.upgradePolicy.safeLoad"]);
     }
 
     fn ib(start: &str, end: &str) -> NicClusterPolicy {
@@ -138,10 +115,7 @@ mod tests {
         assert!(paths(&ib("02:00:00:00:00:00:00:00", "02:FF:FF:FF:FF:FF:FF:FF")).is_empty());
         assert_eq!(
             paths(&ib("02:00:00:00:00:00:00", "zz")),
-            [
-                "spec.ibKubernetes.pKeyGUIDPoolRangeStart",
-                "spec.ibKubernetes.pKeyGUIDPoolRangeEnd"
-            ]
+            ["spec.ibKubernetes.pKeyGUIDPoolRangeStart", "spec.ibKubernetes.pKeyGUIDPoolRangeEnd"]
         );
         assert_eq!(
             paths(&ib("02:FF:00:00:00:00:00:00", "02:00:00:00:00:00:00:00")),

@@ -18,11 +18,7 @@ fn examples() -> Vec<(String, String)> {
         })
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 8,
-        "expected the original product's examples and ours, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 8, "expected the original product's examples and ours, found {}", files.len());
     files
 }
 
@@ -31,12 +27,7 @@ fn operator_documents() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (name, text) in examples() {
         for value in parse::documents(&text).unwrap_or_else(|e| panic!("{name}: {e}")) {
-            let group = value["apiVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .split('/')
-                .next()
-                .unwrap_or_default();
+            let group = value["apiVersion"].as_str().unwrap_or_default().split('/').next().unwrap_or_default();
             if group == api::GROUP {
                 out.push((name.clone(), value));
             }
@@ -58,10 +49,7 @@ fn the_original_products_examples_are_all_present() {
         "nicclusterpolicy_every-section.yaml",
         "nicclusterpolicy_ofed-upgrade.yaml",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "missing example/crs/{expected}"
-        );
+        assert!(names.iter().any(|n| n == expected), "missing example/crs/{expected}");
     }
 }
 
@@ -115,19 +103,11 @@ fn a_typed_round_trip_loses_no_field_of_any_example() {
 
 #[test]
 fn the_every_section_example_sets_every_section() {
-    let text = examples()
-        .into_iter()
-        .find(|(n, _)| n == "nicclusterpolicy_every-section.yaml")
-        .unwrap()
-        .1;
+    let text = examples().into_iter().find(|(n, _)| n == "nicclusterpolicy_every-section.yaml").unwrap().1;
     let value = parse::documents(&text).unwrap().remove(0);
     let spec = value["spec"].as_object().unwrap();
     let schema = crd::schema_json(&crd::nic_cluster_policy());
-    for section in schema["properties"]["spec"]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-    {
+    for section in schema["properties"]["spec"]["properties"].as_object().unwrap().keys() {
         assert!(spec.contains_key(section), "spec.{section} is not set");
     }
 }

@@ -76,8 +76,7 @@ fn crds(dir: Option<&Path>) -> anyhow::Result<()> {
         match dir {
             Some(dir) => {
                 let path = dir.join(api::crd::file_name(&crd));
-                std::fs::write(&path, &yaml)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
             None => {

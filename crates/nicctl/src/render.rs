@@ -21,11 +21,7 @@ pub struct RenderArgs {
     #[arg(long)]
     nodes: Option<PathBuf>,
     /// Namespace the operands are rendered into.
-    #[arg(
-        long,
-        env = "OPERANDS_NAMESPACE",
-        default_value = "nvidia-network-operator"
-    )]
+    #[arg(long, env = "OPERANDS_NAMESPACE", default_value = "nvidia-network-operator")]
     namespace: String,
     /// Render for an OpenShift cluster.
     #[arg(long)]
@@ -49,10 +45,7 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
                 objects.extend(render_policy(policy, &nodes, args)?);
             }
             Document::Foreign { api_version, kind } => {
-                eprintln!(
-                    "note: {}: skipping {api_version} {kind}: not an operator kind",
-                    args.file.display()
-                );
+                eprintln!("note: {}: skipping {api_version} {kind}: not an operator kind", args.file.display());
             }
             Document::Macvlan(_) | Document::HostDevice(_) | Document::IPoIB(_) => {
                 eprintln!(
@@ -63,10 +56,7 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
         }
     }
     if objects.is_empty() {
-        eprintln!(
-            "note: no compiled-in state renders anything for {}",
-            args.file.display()
-        );
+        eprintln!("note: no compiled-in state renders anything for {}", args.file.display());
     }
     let mut stream = String::new();
     for object in &objects {
@@ -83,12 +73,7 @@ fn render_policy(
     nodes: &[Node],
     args: &RenderArgs,
 ) -> Result<Vec<DynamicObject>, Failure> {
-    let ctx = RenderContext {
-        namespace: &args.namespace,
-        openshift: args.openshift,
-        policy,
-        nodes,
-    };
+    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, nodes };
     let mut objects = Vec::new();
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     Ok(objects)
@@ -123,22 +108,13 @@ fn read_documents(path: &Path) -> Result<Vec<Document>, Failure> {
 
 fn read_nodes(path: &Path) -> Result<Vec<Node>, Failure> {
     let mut nodes = Vec::new();
-    for (i, doc) in parse::documents(&read(path)?)
-        .map_err(|e| input_error(path, e))?
-        .into_iter()
-        .enumerate()
-    {
+    for (i, doc) in parse::documents(&read(path)?).map_err(|e| input_error(path, e))?.into_iter().enumerate() {
         let items = match doc.get("kind").and_then(Value::as_str) {
-            Some("List" | "NodeList") => doc
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
+            Some("List" | "NodeList") => doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
             _ => vec![doc],
         };
         for item in items {
-            let node = parse::typed::<Node>(item)
-                .map_err(|e| input_error(path, format!("document {}: {e}", i + 1)))?;
+            let node = parse::typed::<Node>(item).map_err(|e| input_error(path, format!("document {}: {e}", i + 1)))?;
             nodes.push(node);
         }
     }

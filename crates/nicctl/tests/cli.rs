@@ -8,11 +8,7 @@ fn repo() -> PathBuf {
 }
 
 fn nicctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nicctl"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("nicctl runs")
+    Command::new(env!("CARGO_BIN_EXE_nicctl")).args(args).current_dir(repo()).output().expect("nicctl runs")
 }
 
 fn stderr(output: &Output) -> String {
@@ -33,30 +29,20 @@ fn render_exits_0_on_every_example() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
-            assert!(
-                output.status.success(),
-                "{}: {}",
-                path.display(),
-                stderr(&output)
-            );
+            assert!(output.status.success(), "{}: {}", path.display(), stderr(&output));
         }
     }
 }
 
 #[test]
 fn a_misspelled_field_exits_2_naming_the_file_and_the_field() {
-    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
-        .unwrap()
-        .replace("  ofedDriver:", "  ofedDriverr:");
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap().replace("  ofedDriver:", "  ofedDriverr:");
     let path = write_temp("misspelled.yaml", &text);
     let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     assert!(message.contains(path.to_str().unwrap()), "{message}");
-    assert!(
-        message.contains("spec.ofedDriverr: unknown field"),
-        "{message}"
-    );
+    assert!(message.contains("spec.ofedDriverr: unknown field"), "{message}");
     assert_eq!(message.trim().lines().count(), 1, "{message}");
 }
 
@@ -69,9 +55,7 @@ fn a_wrong_type_exits_2_naming_the_field() {
     let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).contains(
-            "spec.ofedDriver.startupProbe.initialDelaySeconds: expected integer, got string"
-        ),
+        stderr(&output).contains("spec.ofedDriver.startupProbe.initialDelaySeconds: expected integer, got string"),
         "{}",
         stderr(&output)
     );
@@ -79,17 +63,11 @@ fn a_wrong_type_exits_2_naming_the_field() {
 
 #[test]
 fn a_missing_required_field_exits_2_naming_the_field() {
-    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
-        .unwrap()
-        .replace("    version: 23.04-0.5.3.3.1\n", "");
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap().replace("    version: 23.04-0.5.3.3.1\n", "");
     let path = write_temp("missing.yaml", &text);
     let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("spec.ofedDriver.version: missing field"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("spec.ofedDriver.version: missing field"), "{}", stderr(&output));
 }
 
 #[test]
@@ -126,15 +104,10 @@ fn render_prints_the_rdma_device_plugin_for_the_seed_policy() {
 
 #[test]
 fn an_invalid_plugin_config_exits_2_naming_the_field() {
-    let text = std::fs::read_to_string(repo().join(SEED_POLICY))
-        .unwrap()
-        .replace("\"configList\": [", "\"configList\": [[");
+    let text =
+        std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap().replace("\"configList\": [", "\"configList\": [[");
     let path = write_temp("bad-config.yaml", &text);
     let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("spec.rdmaSharedDevicePlugin.config: invalid JSON"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("spec.rdmaSharedDevicePlugin.config: invalid JSON"), "{}", stderr(&output));
 }

@@ -58,13 +58,13 @@ impl State for RdmaDevicePlugin {
         ]
     }
 
-    fn render(
-        spec: &DevicePluginSpec,
-        ctx: &RenderContext<'_>,
-    ) -> Result<Vec<DynamicObject>, RenderError> {
+    fn render(spec: &DevicePluginSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
         let field = format!("{}.config", Self::field_path());
         let config = objects::non_empty(spec.config.as_ref()).ok_or_else(|| {
-            FieldError::new(&field, "required: the plugin cannot start without a configuration (a JSON object with configList)")
+            FieldError::new(
+                &field,
+                "required: the plugin cannot start without a configuration (a JSON object with configList)",
+            )
         })?;
         objects::check_json(&field, config)?;
         let values = json!({
@@ -78,10 +78,7 @@ impl State for RdmaDevicePlugin {
         let mut rendered = render_manifests(MANIFESTS, &values)?;
         // The ConfigMap goes right before the DaemonSet that mounts it.
         let at = rendered.len().saturating_sub(1);
-        rendered.insert(
-            at,
-            objects::config_map(CONFIG_MAP, ctx.namespace, "config.json", config),
-        );
+        rendered.insert(at, objects::config_map(CONFIG_MAP, ctx.namespace, "config.json", config));
         Ok(rendered)
     }
 }

@@ -27,23 +27,12 @@ fn seed_without_ofed() -> NicClusterPolicy {
 }
 
 fn plugin(policy: &mut NicClusterPolicy) -> &mut DevicePluginSpec {
-    policy
-        .spec
-        .rdma_shared_device_plugin
-        .as_mut()
-        .expect("the seed policy has the RDMA plugin")
+    policy.spec.rdma_shared_device_plugin.as_mut().expect("the seed policy has the RDMA plugin")
 }
 
 fn render_error(policy: &NicClusterPolicy) -> String {
-    let ctx = RenderContext {
-        namespace: testing::NAMESPACE,
-        openshift: false,
-        policy,
-        nodes: &[],
-    };
-    render_state::<RdmaDevicePlugin>(&ctx)
-        .expect_err("rendering must fail")
-        .to_string()
+    let ctx = RenderContext { namespace: testing::NAMESPACE, openshift: false, policy, nodes: &[] };
+    render_state::<RdmaDevicePlugin>(&ctx).expect_err("rendering must fail").to_string()
 }
 
 #[test]
@@ -101,10 +90,7 @@ fn a_config_with_quotes_and_newlines_is_stored_byte_for_byte() {
     let config = "{\n  \"configList\": [{\"resourceName\": \"it's \\\"quoted\\\"\", \"rdmaHcaMax\": 63,\n    \"selectors\": {\"ifNames\": [\"ens2f0\"]}}]\n}\n";
     plugin(&mut policy).config = Some(config.into());
     let objects = testing::render::<RdmaDevicePlugin>(&policy, false);
-    let config_map = objects
-        .iter()
-        .find(|o| o.metadata.name.as_deref() == Some("rdma-devices"))
-        .unwrap();
+    let config_map = objects.iter().find(|o| o.metadata.name.as_deref() == Some("rdma-devices")).unwrap();
     assert_eq!(config_map.data["data"]["config.json"], config);
     golden("config_with_quotes_and_newlines", &policy, false);
 }
@@ -113,10 +99,7 @@ fn a_config_with_quotes_and_newlines_is_stored_byte_for_byte() {
 fn a_config_change_changes_the_pod_template_so_pods_restart() {
     let hash = |policy: &NicClusterPolicy| {
         let objects = testing::render::<RdmaDevicePlugin>(policy, false);
-        let ds = objects
-            .iter()
-            .find(|o| o.types.as_ref().unwrap().kind == "DaemonSet")
-            .unwrap();
+        let ds = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "DaemonSet").unwrap();
         ds.data["spec"]["template"]["metadata"]["annotations"]["nvidia.network-operator.config-hash"].clone()
     };
     let mut changed = seed();
@@ -129,10 +112,7 @@ fn invalid_config_json_is_an_error_naming_the_field() {
     let mut policy = seed();
     plugin(&mut policy).config = Some("{\"configList\": [".into());
     let message = render_error(&policy);
-    assert!(
-        message.starts_with("spec.rdmaSharedDevicePlugin.config: invalid JSON"),
-        "{message}"
-    );
+    assert!(message.starts_with("spec.rdmaSharedDevicePlugin.config: invalid JSON"), "{message}");
 }
 
 #[test]
@@ -141,10 +121,7 @@ fn a_missing_or_empty_config_is_an_error_naming_the_field() {
         let mut policy = seed();
         plugin(&mut policy).config = config;
         let message = render_error(&policy);
-        assert!(
-            message.starts_with("spec.rdmaSharedDevicePlugin.config: required"),
-            "{message}"
-        );
+        assert!(message.starts_with("spec.rdmaSharedDevicePlugin.config: required"), "{message}");
     }
 }
 
@@ -153,15 +130,9 @@ fn every_object_carries_the_state_label_and_the_owner_reference() {
     let mut policy = seed();
     policy.metadata.uid = Some("0b5a4c0e-1b2c-4d5e-8f90-123456789abc".into());
     for object in testing::render::<RdmaDevicePlugin>(&policy, true) {
-        assert_eq!(
-            object.metadata.labels.as_ref().unwrap()[state_core::STATE_LABEL],
-            RdmaDevicePlugin::NAME
-        );
+        assert_eq!(object.metadata.labels.as_ref().unwrap()[state_core::STATE_LABEL], RdmaDevicePlugin::NAME);
         let owner = &object.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.controller),
-            ("NicClusterPolicy", Some(true))
-        );
+        assert_eq!((owner.kind.as_str(), owner.controller), ("NicClusterPolicy", Some(true)));
     }
 }
 
@@ -170,10 +141,7 @@ fn a_digest_version_gives_an_image_reference_by_digest() {
     let mut policy = seed_without_ofed();
     plugin(&mut policy).image.version = "sha256:0123456789abcdef".into();
     let objects = testing::render::<RdmaDevicePlugin>(&policy, false);
-    let ds = objects
-        .iter()
-        .find(|o| o.types.as_ref().unwrap().kind == "DaemonSet")
-        .unwrap();
+    let ds = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "DaemonSet").unwrap();
     assert_eq!(
         ds.data["spec"]["template"]["spec"]["containers"][0]["image"],
         "ghcr.io/mellanox/k8s-rdma-shared-dev-plugin@sha256:0123456789abcdef"

@@ -9,10 +9,8 @@ use kube::core::DynamicObject;
 use serde_json::{Value, json};
 
 /// Labels every object carries besides the state label.
-pub const STANDARD_LABELS: [(&str, &str); 2] = [
-    ("app.kubernetes.io/managed-by", "network-operator"),
-    ("app.kubernetes.io/part-of", "nvidia-network-operator"),
-];
+pub const STANDARD_LABELS: [(&str, &str); 2] =
+    [("app.kubernetes.io/managed-by", "network-operator"), ("app.kubernetes.io/part-of", "nvidia-network-operator")];
 
 /// Node label NFD sets on nodes with a Mellanox/NVIDIA NIC.
 pub const NIC_PRESENT_LABEL: &str = "feature.node.kubernetes.io/pci-15b3.present";
@@ -38,19 +36,11 @@ impl Edits<'_> {
     /// Applies every edit to `object`.
     pub fn apply(&self, object: &mut DynamicObject) {
         self.metadata(object);
-        let kind = object
-            .types
-            .as_ref()
-            .map(|t| t.kind.clone())
-            .unwrap_or_default();
+        let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
         if !matches!(kind.as_str(), "DaemonSet" | "Deployment") {
             return;
         }
-        let Some(pod) = object
-            .data
-            .pointer_mut("/spec/template/spec")
-            .filter(|p| p.is_object())
-        else {
+        let Some(pod) = object.data.pointer_mut("/spec/template/spec").filter(|p| p.is_object()) else {
             return;
         };
         self.pull_secrets(pod);
@@ -68,9 +58,7 @@ impl Edits<'_> {
         let labels = object.metadata.labels.get_or_insert_with(Default::default);
         labels.insert(STATE_LABEL.to_string(), self.state.to_string());
         for (key, value) in STANDARD_LABELS {
-            labels
-                .entry(key.to_string())
-                .or_insert_with(|| value.to_string());
+            labels.entry(key.to_string()).or_insert_with(|| value.to_string());
         }
         // Offline rendering (nicctl) has no uid: the reference would be invalid, so it is left out.
         if self.policy.metadata.uid.is_some()
@@ -94,12 +82,7 @@ impl Edits<'_> {
 
     fn container_resources(&self, pod: &mut Value) {
         for list in ["initContainers", "containers"] {
-            for container in pod
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
+            for container in pod.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
                 let Some(name) = container["name"].as_str() else {
                     continue;
                 };
@@ -119,14 +102,7 @@ impl Edits<'_> {
     }
 
     fn tolerations(&self, pod: &mut Value) {
-        let mut merged: Vec<Value> = self
-            .policy
-            .spec
-            .tolerations
-            .iter()
-            .flatten()
-            .map(|t| json!(t))
-            .collect();
+        let mut merged: Vec<Value> = self.policy.spec.tolerations.iter().flatten().map(|t| json!(t)).collect();
         merged.extend(pod["tolerations"].as_array().cloned().unwrap_or_default());
         let gpu = json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"});
         if !merged.contains(&gpu) {
@@ -139,9 +115,8 @@ impl Edits<'_> {
         let Some(policy_affinity) = &self.policy.spec.node_affinity else {
             return;
         };
-        let existing: Option<NodeAffinity> = pod
-            .pointer("/affinity/nodeAffinity")
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let existing: Option<NodeAffinity> =
+            pod.pointer("/affinity/nodeAffinity").and_then(|v| serde_json::from_value(v.clone()).ok());
         let merged = merge_node_affinity(existing, policy_affinity);
         if !pod["affinity"].is_object() {
             pod["affinity"] = json!({});
@@ -168,9 +143,7 @@ pub fn merge_node_affinity(existing: Option<NodeAffinity>, policy: &NodeAffinity
     };
     let required = match (
         existing.required_during_scheduling_ignored_during_execution,
-        policy
-            .required_during_scheduling_ignored_during_execution
-            .clone(),
+        policy.required_during_scheduling_ignored_during_execution.clone(),
     ) {
         (Some(a), Some(b)) => {
             let mut terms = Vec::new();
@@ -182,25 +155,15 @@ pub fn merge_node_affinity(existing: Option<NodeAffinity>, policy: &NodeAffinity
                     terms.push(term);
                 }
             }
-            Some(k8s_openapi::api::core::v1::NodeSelector {
-                node_selector_terms: terms,
-            })
+            Some(k8s_openapi::api::core::v1::NodeSelector { node_selector_terms: terms })
         }
         (a, b) => a.or(b),
     };
-    let mut preferred = existing
-        .preferred_during_scheduling_ignored_during_execution
-        .unwrap_or_default();
-    preferred.extend(
-        policy
-            .preferred_during_scheduling_ignored_during_execution
-            .clone()
-            .unwrap_or_default(),
-    );
+    let mut preferred = existing.preferred_during_scheduling_ignored_during_execution.unwrap_or_default();
+    preferred.extend(policy.preferred_during_scheduling_ignored_during_execution.clone().unwrap_or_default());
     NodeAffinity {
         required_during_scheduling_ignored_during_execution: required,
-        preferred_during_scheduling_ignored_during_execution: (!preferred.is_empty())
-            .then_some(preferred),
+        preferred_during_scheduling_ignored_during_execution: (!preferred.is_empty()).then_some(preferred),
     }
 }
 
@@ -243,9 +206,7 @@ mod tests {
 
     fn required(terms: Vec<NodeSelectorTerm>) -> NodeAffinity {
         NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: terms,
-            }),
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector { node_selector_terms: terms }),
             preferred_during_scheduling_ignored_during_execution: None,
         }
     }
@@ -257,13 +218,7 @@ mod tests {
             .unwrap()
             .node_selector_terms
             .iter()
-            .map(|t| {
-                t.match_expressions
-                    .iter()
-                    .flatten()
-                    .map(|e| e.key.clone())
-                    .collect()
-            })
+            .map(|t| t.match_expressions.iter().flatten().map(|e| e.key.clone()).collect())
             .collect()
     }
 
@@ -275,10 +230,7 @@ mod tests {
 
     #[test]
     fn required_terms_are_combined_so_both_must_hold() {
-        let merged = merge_node_affinity(
-            Some(required(vec![term("t1"), term("t2")])),
-            &required(vec![term("p")]),
-        );
+        let merged = merge_node_affinity(Some(required(vec![term("t1"), term("t2")])), &required(vec![term("p")]));
         assert_eq!(keys(&merged), [vec!["t1", "p"], vec!["t2", "p"]]);
     }
 }

@@ -52,11 +52,7 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Deci
     if holder == identity {
         return Decision::Renew;
     }
-    let last = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
+    let last = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
     let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
     match last {
         Some(last) if last + duration > now => Decision::Wait { holder },
@@ -85,47 +81,30 @@ pub fn next_spec(
         Decision::Renew => {}
     }
     spec.holder_identity = Some(settings.identity.clone());
-    spec.lease_duration_seconds =
-        Some(i32::try_from(settings.duration.as_secs()).unwrap_or(i32::MAX));
+    spec.lease_duration_seconds = Some(i32::try_from(settings.duration.as_secs()).unwrap_or(i32::MAX));
     spec.renew_time = Some(MicroTime(now));
     Some(spec)
 }
 
 /// One round: read the lease, decide, write. `Ok(true)` when we hold the lease afterwards.
-pub async fn try_acquire_or_renew(
-    api: &Api<Lease>,
-    settings: &LeaseSettings,
-) -> Result<bool, kube::Error> {
+pub async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let current = api.get_opt(&settings.name).await?;
-    let decision = decide(
-        current.as_ref().and_then(|l| l.spec.as_ref()),
-        &settings.identity,
-        now,
-    );
-    let Some(spec) = next_spec(
-        current.as_ref().and_then(|l| l.spec.as_ref()),
-        &decision,
-        settings,
-        now,
-    ) else {
+    let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &settings.identity, now);
+    let Some(spec) = next_spec(current.as_ref().and_then(|l| l.spec.as_ref()), &decision, settings, now) else {
         return Ok(false);
     };
     let result = match current {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(settings.name.clone()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(settings.name.clone()), ..Default::default() },
                 spec: Some(spec),
             };
             api.create(&PostParams::default(), &lease).await
         }
         Some(mut lease) => {
             lease.spec = Some(spec);
-            api.replace(&settings.name, &PostParams::default(), &lease)
-                .await
+            api.replace(&settings.name, &PostParams::default(), &lease).await
         }
     };
     match result {
@@ -231,21 +210,8 @@ mod tests {
     #[test]
     fn a_lease_held_by_another_is_not_taken() {
         let lease = held_by("other", now() - SignedDuration::from_secs(5));
-        assert_eq!(
-            decide(Some(&lease), "me", now()),
-            Decision::Wait {
-                holder: "other".into()
-            }
-        );
-        assert_eq!(
-            next_spec(
-                Some(&lease),
-                &decide(Some(&lease), "me", now()),
-                &settings(),
-                now()
-            ),
-            None
-        );
+        assert_eq!(decide(Some(&lease), "me", now()), Decision::Wait { holder: "other".into() });
+        assert_eq!(next_spec(Some(&lease), &decide(Some(&lease), "me", now()), &settings(), now()), None);
     }
 
     #[test]

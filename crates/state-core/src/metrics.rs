@@ -1,9 +1,7 @@
 //! Prometheus metrics shared by every controller, with names dashboards can rely on.
 
 use api::SyncState;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The metrics of one controller process.
 #[derive(Clone)]
@@ -30,35 +28,23 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reconcile_total = IntCounterVec::new(
-            Opts::new(
-                "network_operator_reconcile_total",
-                "Reconciles, by state and result",
-            ),
+            Opts::new("network_operator_reconcile_total", "Reconciles, by state and result"),
             &["state", "result"],
         )
         .expect("valid metric");
         let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "network_operator_reconcile_duration_seconds",
-                "Duration of one reconcile",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new("network_operator_reconcile_duration_seconds", "Duration of one reconcile")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["state"],
         )
         .expect("valid metric");
         let state = IntGaugeVec::new(
-            Opts::new(
-                "network_operator_state",
-                "Current value of each state (1 for the current value)",
-            ),
+            Opts::new("network_operator_state", "Current value of each state (1 for the current value)"),
             &["state", "value"],
         )
         .expect("valid metric");
         let objects_applied = IntCounterVec::new(
-            Opts::new(
-                "network_operator_objects_applied_total",
-                "Objects written by server-side apply",
-            ),
+            Opts::new("network_operator_objects_applied_total", "Objects written by server-side apply"),
             &["state"],
         )
         .expect("valid metric");
@@ -68,25 +54,15 @@ impl Metrics {
             Box::new(state.clone()),
             Box::new(objects_applied.clone()),
         ] {
-            registry
-                .register(collector)
-                .expect("metric registered once");
+            registry.register(collector).expect("metric registered once");
         }
-        Self {
-            registry,
-            reconcile_total,
-            reconcile_duration,
-            state,
-            objects_applied,
-        }
+        Self { registry, reconcile_total, reconcile_duration, state, objects_applied }
     }
 
     /// Sets `network_operator_state{state=name}` to `current`.
     pub fn set_state(&self, name: &str, current: SyncState) {
         for value in SyncState::ALL {
-            self.state
-                .with_label_values(&[name, value.as_str()])
-                .set(i64::from(value == current));
+            self.state.with_label_values(&[name, value.as_str()]).set(i64::from(value == current));
         }
     }
 
@@ -108,16 +84,9 @@ mod tests {
         metrics.set_state("state-RDMA-device-plugin", SyncState::NotReady);
         metrics.set_state("state-RDMA-device-plugin", SyncState::Ready);
         let text = metrics.encode();
+        assert!(text.contains(r#"network_operator_state{state="state-RDMA-device-plugin",value="ready"} 1"#), "{text}");
         assert!(
-            text.contains(
-                r#"network_operator_state{state="state-RDMA-device-plugin",value="ready"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"network_operator_state{state="state-RDMA-device-plugin",value="notReady"} 0"#
-            ),
+            text.contains(r#"network_operator_state{state="state-RDMA-device-plugin",value="notReady"} 0"#),
             "{text}"
         );
     }

@@ -20,25 +20,20 @@ pub struct Kind {
 impl Kind {
     /// The kind of `K`, a namespaced k8s-openapi type.
     pub fn namespaced<K: kube::Resource<DynamicType = ()>>() -> Self {
-        Self {
-            resource: ApiResource::erase::<K>(&()),
-            namespaced: true,
-        }
+        Self { resource: ApiResource::erase::<K>(&()), namespaced: true }
     }
 
     /// The kind of `K`, a cluster-scoped k8s-openapi type.
     pub fn cluster<K: kube::Resource<DynamicType = ()>>() -> Self {
-        Self {
-            resource: ApiResource::erase::<K>(&()),
-            namespaced: false,
-        }
+        Self { resource: ApiResource::erase::<K>(&()), namespaced: false }
     }
 
     /// Whether `object` is of this kind.
     pub fn matches(&self, object: &DynamicObject) -> bool {
-        object.types.as_ref().is_some_and(|t| {
-            t.api_version == self.resource.api_version && t.kind == self.resource.kind
-        })
+        object
+            .types
+            .as_ref()
+            .is_some_and(|t| t.api_version == self.resource.api_version && t.kind == self.resource.kind)
     }
 }
 
@@ -82,8 +77,7 @@ pub fn to_dynamic<K: kube::Resource<DynamicType = ()> + Serialize>(object: &K) -
     let mut value = serde_json::to_value(object).unwrap_or_default();
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
-    serde_json::from_value(value)
-        .unwrap_or_else(|_| DynamicObject::new("", &ApiResource::erase::<K>(&())))
+    serde_json::from_value(value).unwrap_or_else(|_| DynamicObject::new("", &ApiResource::erase::<K>(&())))
 }
 
 /// The object as one JSON value (types, metadata and the rest).
@@ -93,11 +87,7 @@ pub fn to_value(object: &DynamicObject) -> serde_json::Value {
 
 /// A stable 64-bit FNV-1a hash of `text`, in decimal (revision and config-hash annotations).
 pub fn hash(text: &str) -> String {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-        .to_string()
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)).to_string()
 }
 
 /// A user-supplied config string, or `None` when it is missing or blank (an empty `config`
@@ -117,11 +107,7 @@ pub fn check_json(field: &str, text: &str) -> Result<(), FieldError> {
 /// A ConfigMap holding `value` under `key`, built in Rust so the value is never re-quoted.
 pub fn config_map(name: &str, namespace: &str, key: &str, value: &str) -> DynamicObject {
     to_dynamic(&ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.into()), ..Default::default() },
         data: Some([(key.to_string(), value.to_string())].into()),
         ..Default::default()
     })
@@ -142,12 +128,7 @@ mod tests {
     fn invalid_json_names_the_field_and_the_position() {
         let err = check_json("spec.x.config", "{\"a\": }").unwrap_err();
         assert_eq!(err.path, "spec.x.config");
-        assert!(
-            err.message
-                .starts_with("invalid JSON: expected value at line 1 column 7"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("invalid JSON: expected value at line 1 column 7"), "{}", err.message);
     }
 
     #[test]

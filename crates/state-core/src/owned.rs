@@ -44,11 +44,7 @@ impl OwnedObjects {
                 .default_backoff()
                 .filter_map(|event| async move {
                     match event {
-                        Ok(
-                            watcher::Event::Apply(_)
-                            | watcher::Event::Delete(_)
-                            | watcher::Event::InitDone,
-                        ) => Some(()),
+                        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => Some(()),
                         Ok(_) => None,
                         Err(e) => {
                             tracing::warn!(error = %e, "watch of owned objects failed; retrying");
@@ -68,11 +64,7 @@ impl OwnedObjects {
             .into_iter()
             .map(|kind| {
                 let mut writer = reflector::store::Writer::new(kind.resource.clone());
-                let mine: Vec<DynamicObject> = objects
-                    .iter()
-                    .filter(|o| kind.matches(o))
-                    .cloned()
-                    .collect();
+                let mine: Vec<DynamicObject> = objects.iter().filter(|o| kind.matches(o)).cloned().collect();
                 writer.apply_watcher_event(&watcher::Event::Init);
                 for object in mine {
                     writer.apply_watcher_event(&watcher::Event::InitApply(object));
@@ -92,9 +84,10 @@ impl OwnedObjects {
 
     /// The live copy of the object with this identity, if any.
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<DynamicObject>> {
-        let (kind, store) = self.stores.iter().find(|(kind, _)| {
-            kind.resource.api_version == key.api_version && kind.resource.kind == key.kind
-        })?;
+        let (kind, store) = self
+            .stores
+            .iter()
+            .find(|(kind, _)| kind.resource.api_version == key.api_version && kind.resource.kind == key.kind)?;
         let mut reference = ObjectRef::new_with(&key.name, kind.resource.clone());
         if let Some(ns) = &key.namespace {
             reference = reference.within(ns);

@@ -17,27 +17,17 @@ pub struct Readiness {
 
 impl Readiness {
     fn ready() -> Self {
-        Self {
-            ready: true,
-            message: None,
-        }
+        Self { ready: true, message: None }
     }
 
     fn not_ready(message: String) -> Self {
-        Self {
-            ready: false,
-            message: Some(message),
-        }
+        Self { ready: false, message: Some(message) }
     }
 }
 
 /// The readiness of `object` as it is live (with its status).
 pub fn of(object: &DynamicObject) -> Readiness {
-    let kind = object
-        .types
-        .as_ref()
-        .map(|t| t.kind.as_str())
-        .unwrap_or_default();
+    let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
     let name = object.metadata.name.as_deref().unwrap_or_default();
     let generation = object.metadata.generation.unwrap_or(0);
     let status = &object.data["status"];
@@ -53,18 +43,11 @@ pub fn of(object: &DynamicObject) -> Readiness {
             let desired = int("desiredNumberScheduled");
             let (available, updated) = (int("numberAvailable"), int("updatedNumberScheduled"));
             if desired == 0 {
-                Readiness {
-                    ready: true,
-                    message: Some(format!("DaemonSet {name}: no node matches")),
-                }
+                Readiness { ready: true, message: Some(format!("DaemonSet {name}: no node matches")) }
             } else if available != desired {
-                Readiness::not_ready(format!(
-                    "DaemonSet {name}: {available} of {desired} pods available"
-                ))
+                Readiness::not_ready(format!("DaemonSet {name}: {available} of {desired} pods available"))
             } else if updated != desired {
-                Readiness::not_ready(format!(
-                    "DaemonSet {name}: {updated} of {desired} pods updated"
-                ))
+                Readiness::not_ready(format!("DaemonSet {name}: {updated} of {desired} pods updated"))
             } else {
                 Readiness::ready()
             }
@@ -86,9 +69,7 @@ pub fn of(object: &DynamicObject) -> Readiness {
             if !available {
                 Readiness::not_ready(format!("Deployment {name}: not Available"))
             } else if updated != replicas {
-                Readiness::not_ready(format!(
-                    "Deployment {name}: {updated} of {replicas} replicas updated"
-                ))
+                Readiness::not_ready(format!("Deployment {name}: {updated} of {replicas} replicas updated"))
             } else {
                 Readiness::ready()
             }
@@ -137,10 +118,7 @@ mod tests {
             json!({"observedGeneration": 2, "desiredNumberScheduled": 3, "numberAvailable": 3, "updatedNumberScheduled": 3}),
         ));
         assert!(!r.ready);
-        assert_eq!(
-            r.message.unwrap(),
-            "DaemonSet ds: status not yet observed for generation 3"
-        );
+        assert_eq!(r.message.unwrap(), "DaemonSet ds: status not yet observed for generation 3");
     }
 
     #[test]
@@ -159,10 +137,7 @@ mod tests {
 
     #[test]
     fn a_daemonset_matching_no_node_is_ready_and_says_so() {
-        let r = of(&ds(
-            1,
-            json!({"observedGeneration": 1, "desiredNumberScheduled": 0}),
-        ));
+        let r = of(&ds(1, json!({"observedGeneration": 1, "desiredNumberScheduled": 0})));
         assert!(r.ready);
         assert_eq!(r.message.unwrap(), "DaemonSet ds: no node matches");
     }
@@ -175,23 +150,8 @@ mod tests {
     #[test]
     fn a_deployment_must_be_available_and_updated() {
         let available = json!([{"type": "Available", "status": "True"}]);
-        assert!(
-            of(&deploy(
-                json!({"observedGeneration": 1, "conditions": available, "updatedReplicas": 2})
-            ))
-            .ready
-        );
-        assert!(
-            !of(&deploy(
-                json!({"observedGeneration": 1, "conditions": available, "updatedReplicas": 1})
-            ))
-            .ready
-        );
-        assert!(
-            !of(&deploy(
-                json!({"observedGeneration": 1, "updatedReplicas": 2})
-            ))
-            .ready
-        );
+        assert!(of(&deploy(json!({"observedGeneration": 1, "conditions": available, "updatedReplicas": 2}))).ready);
+        assert!(!of(&deploy(json!({"observedGeneration": 1, "conditions": available, "updatedReplicas": 1}))).ready);
+        assert!(!of(&deploy(json!({"observedGeneration": 1, "updatedReplicas": 2}))).ready);
     }
 }

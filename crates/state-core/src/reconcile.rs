@@ -51,13 +51,7 @@ pub struct Context {
 
 impl Context {
     /// A context for one controller.
-    pub fn new(
-        client: Client,
-        namespace: String,
-        openshift: bool,
-        owned: OwnedObjects,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(client: Client, namespace: String, openshift: bool, owned: OwnedObjects, metrics: Metrics) -> Self {
         Self {
             client,
             namespace,
@@ -94,10 +88,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn new(state: SyncState, message: impl Into<Option<String>>) -> Self {
-        Self {
-            state,
-            message: message.into(),
-        }
+        Self { state, message: message.into() }
     }
 }
 
@@ -107,19 +98,13 @@ pub fn field_manager<S: State>() -> String {
 }
 
 /// Reconciles state `S` for one policy and reports its status entry.
-pub async fn reconcile<S: State>(
-    policy: Arc<NicClusterPolicy>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
+pub async fn reconcile<S: State>(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     if policy.name_any() != api::POLICY_NAME {
         return Ok(Action::await_change()); // the aggregator reports why it is ignored
     }
     let started = Instant::now();
     if !ctx.owned.wait_ready(CACHE_WAIT).await {
-        tracing::warn!(
-            state = S::NAME,
-            "owned-object caches not filled yet; going ahead"
-        );
+        tracing::warn!(state = S::NAME, "owned-object caches not filled yet; going ahead");
     }
     let outcome = sync::<S>(&policy, &ctx).await;
     match outcome.state {
@@ -132,29 +117,16 @@ pub async fn reconcile<S: State>(
     }
     report::<S>(&policy, &ctx, &outcome).await?;
     ctx.metrics.set_state(S::NAME, outcome.state);
-    ctx.metrics
-        .reconcile_total
-        .with_label_values(&[S::NAME, outcome.state.as_str()])
-        .inc();
-    ctx.metrics
-        .reconcile_duration
-        .with_label_values(&[S::NAME])
-        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.reconcile_total.with_label_values(&[S::NAME, outcome.state.as_str()]).inc();
+    ctx.metrics.reconcile_duration.with_label_values(&[S::NAME]).observe(started.elapsed().as_secs_f64());
     ctx.reconciled_once.store(true, Ordering::Relaxed);
     Ok(requeue(&ctx, outcome.state))
 }
 
 /// What to do after a failed reconcile: retry soon.
-pub fn error_policy<S: State>(
-    _policy: Arc<NicClusterPolicy>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+pub fn error_policy<S: State>(_policy: Arc<NicClusterPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(state = S::NAME, %error, "reconcile failed; retrying");
-    ctx.metrics
-        .reconcile_total
-        .with_label_values(&[S::NAME, "failed"])
-        .inc();
+    ctx.metrics.reconcile_total.with_label_values(&[S::NAME, "failed"]).inc();
     Action::requeue(NOT_READY_FIRST)
 }
 
@@ -177,12 +149,7 @@ fn requeue(ctx: &Context, state: SyncState) -> Action {
 
 /// Renders, applies, prunes and checks readiness; never fails, it concludes.
 pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome {
-    let render_ctx = RenderContext {
-        namespace: &ctx.namespace,
-        openshift: ctx.openshift,
-        policy,
-        nodes: &[],
-    };
+    let render_ctx = RenderContext { namespace: &ctx.namespace, openshift: ctx.openshift, policy, nodes: &[] };
     let desired = match render_state::<S>(&render_ctx) {
         Err(e) => return Outcome::new(SyncState::Error, e.to_string()),
         Ok(None) => {
@@ -213,10 +180,7 @@ pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome
         }
         notes.extend(readiness.message);
     }
-    Outcome::new(
-        SyncState::Ready,
-        (!notes.is_empty()).then(|| notes.join("; ")),
-    )
+    Outcome::new(SyncState::Ready, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 fn api_for(client: &Client, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -240,38 +204,25 @@ async fn apply_if_changed<S: State>(
     mut object: DynamicObject,
 ) -> Result<Arc<DynamicObject>, String> {
     let hash = revision(&object);
-    object
-        .annotations_mut()
-        .insert(REVISION_ANNOTATION.to_string(), hash);
+    object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), hash);
     let key = ObjectKey::of(&object);
     if let Some(live) = ctx.owned.get(&key)
         && is_subset(&to_value(&object), &to_value(&live))
     {
         return Ok(live);
     }
-    let kind = kinds
-        .iter()
-        .find(|k| k.matches(&object))
-        .ok_or_else(|| format!("{key}: undeclared kind"))?;
+    let kind = kinds.iter().find(|k| k.matches(&object)).ok_or_else(|| format!("{key}: undeclared kind"))?;
     let api = api_for(&ctx.client, kind, key.namespace.as_deref());
     let params = PatchParams::apply(&field_manager::<S>()).force();
-    let applied = api
-        .patch(&key.name, &params, &Patch::Apply(&object))
-        .await
-        .map_err(|e| format!("applying {key}: {e}"))?;
+    let applied =
+        api.patch(&key.name, &params, &Patch::Apply(&object)).await.map_err(|e| format!("applying {key}: {e}"))?;
     tracing::info!(state = S::NAME, object = %key, "applied");
-    ctx.metrics
-        .objects_applied
-        .with_label_values(&[S::NAME])
-        .inc();
+    ctx.metrics.objects_applied.with_label_values(&[S::NAME]).inc();
     Ok(Arc::new(applied))
 }
 
 fn owned_by_a_policy(object: &DynamicObject) -> bool {
-    object
-        .owner_references()
-        .iter()
-        .any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
+    object.owner_references().iter().any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
 }
 
 /// Deletes every live object of this state that is not in `keep`. Objects without an owner
@@ -286,10 +237,7 @@ async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<()
             tracing::warn!(state = S::NAME, object = %key, "carries the state label but no NicClusterPolicy owner; left alone");
             continue;
         }
-        match api_for(&ctx.client, &kind, key.namespace.as_deref())
-            .delete(&key.name, &DeleteParams::default())
-            .await
-        {
+        match api_for(&ctx.client, &kind, key.namespace.as_deref()).delete(&key.name, &DeleteParams::default()).await {
             Ok(_) => tracing::info!(state = S::NAME, object = %key, "deleted: no longer rendered"),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(e) => return Err(format!("deleting {key}: {e}")),
@@ -300,11 +248,7 @@ async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<()
 
 /// Writes this state's `status.appliedStates` entry by server-side apply, unless the policy
 /// already shows exactly that entry.
-async fn report<S: State>(
-    policy: &NicClusterPolicy,
-    ctx: &Context,
-    outcome: &Outcome,
-) -> Result<(), Error> {
+async fn report<S: State>(policy: &NicClusterPolicy, ctx: &Context, outcome: &Outcome) -> Result<(), Error> {
     let entry = AppliedState {
         name: S::NAME.to_string(),
         state: outcome.state,
@@ -325,8 +269,5 @@ async fn report<S: State>(
         .patch_status(&policy.name_any(), &params, &Patch::Apply(&patch))
         .await
         .map(|_| ())
-        .map_err(|source| Error::Status {
-            state: S::NAME,
-            source,
-        })
+        .map_err(|source| Error::Status { state: S::NAME, source })
 }

@@ -45,11 +45,7 @@ pub enum ClusterType {
 #[derive(Clone, Debug, Parser)]
 pub struct Flags {
     /// Namespace of the operands (DaemonSets, ConfigMaps, ...).
-    #[arg(
-        long,
-        env = "OPERANDS_NAMESPACE",
-        default_value = "nvidia-network-operator"
-    )]
+    #[arg(long, env = "OPERANDS_NAMESPACE", default_value = "nvidia-network-operator")]
     pub namespace: String,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -99,10 +95,7 @@ pub async fn serve(
         ready: Arc<AtomicBool>,
     }
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|Shared(s): Shared<Served>| async move { s.metrics.encode() }),
-        )
+        .route("/metrics", get(|Shared(s): Shared<Served>| async move { s.metrics.encode() }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -115,14 +108,9 @@ pub async fn serve(
             }),
         )
         .with_state(Served { metrics, ready });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -148,10 +136,7 @@ pub async fn is_openshift(client: &Client, cluster_type: ClusterType) -> bool {
     }
     let mut delay = Duration::from_secs(1);
     loop {
-        match client
-            .list_api_group_resources("config.openshift.io/v1")
-            .await
-        {
+        match client.list_api_group_resources("config.openshift.io/v1").await {
             Ok(_) => return true,
             Err(kube::Error::Api(status)) if status.code == 404 => return false,
             Err(e) => {
@@ -165,18 +150,13 @@ pub async fn is_openshift(client: &Client, cluster_type: ClusterType) -> bool {
 
 /// Leader-election settings from the flags, for a controller named `component`.
 pub fn lease_settings(flags: &Flags, component: &str) -> LeaseSettings {
-    let identity = flags.identity.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("{component}-{}", std::process::id()))
-    });
+    let identity = flags
+        .identity
+        .clone()
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| format!("{component}-{}", std::process::id())));
     LeaseSettings {
-        name: flags
-            .lease_name
-            .clone()
-            .unwrap_or_else(|| format!("{component}-leader")),
-        namespace: flags
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| flags.namespace.clone()),
+        name: flags.lease_name.clone().unwrap_or_else(|| format!("{component}-leader")),
+        namespace: flags.lease_namespace.clone().unwrap_or_else(|| flags.namespace.clone()),
         identity,
         duration: Duration::from_secs(15),
         retry: Duration::from_secs(2),
@@ -187,17 +167,11 @@ pub fn lease_settings(flags: &Flags, component: &str) -> LeaseSettings {
 pub async fn run<S: State>() -> anyhow::Result<()> {
     let flags = Flags::parse();
     init_tracing(flags.log_format);
-    let client = Client::try_default()
-        .await
-        .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
+    let client =
+        Client::try_default().await.context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(serve(
-        flags.metrics_addr,
-        metrics.clone(),
-        ready.clone(),
-        shutdown_signal(),
-    ));
+    let server = tokio::spawn(serve(flags.metrics_addr, metrics.clone(), ready.clone(), shutdown_signal()));
     tokio::select! {
         result = controller::<S>(client, &flags, metrics, ready) => result?,
         result = server => result.context("HTTP server task")??,
@@ -228,14 +202,7 @@ pub async fn controller<S: State>(
             lease::acquire(&client, &lease_settings(flags, S::COMPONENT)).await;
         }
         let openshift = is_openshift(&client, flags.cluster_type).await;
-        run_controller::<S>(
-            client.clone(),
-            flags.namespace.clone(),
-            openshift,
-            metrics,
-            ready,
-        )
-        .await;
+        run_controller::<S>(client.clone(), flags.namespace.clone(), openshift, metrics, ready).await;
         Ok(())
     };
     tokio::select! {
@@ -258,22 +225,15 @@ pub async fn run_controller<S: State>(
     let mut ctx = Context::new(client, namespace, openshift, owned, metrics);
     ctx.reconciled_once = ready;
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
-    Controller::new(
-        policies,
-        watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)),
-    )
-    .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
-    .reconcile_all_on(changes)
-    .graceful_shutdown_on(shutdown_signal())
-    .run(
-        reconcile::reconcile::<S>,
-        reconcile::error_policy::<S>,
-        Arc::new(ctx),
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "controller event");
-        }
-    })
-    .await;
+    Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
+        .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
+        .reconcile_all_on(changes)
+        .graceful_shutdown_on(shutdown_signal())
+        .run(reconcile::reconcile::<S>, reconcile::error_policy::<S>, Arc::new(ctx))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }

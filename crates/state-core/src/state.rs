@@ -26,10 +26,7 @@ pub trait State: Send + Sync + 'static {
     /// Every kind this state may render; these are watched and pruned.
     fn kinds() -> Vec<Kind>;
     /// The objects of this state, before the cross-cutting edits. Pure: no I/O.
-    fn render(
-        spec: &Self::Spec,
-        ctx: &RenderContext<'_>,
-    ) -> Result<Vec<DynamicObject>, RenderError>;
+    fn render(spec: &Self::Spec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError>;
 }
 
 /// What a render function may look at besides its own section.

@@ -35,47 +35,25 @@ macro_rules! manifests {
 ///
 /// Documents that are empty or have no `kind` are dropped, so a template can switch a whole
 /// object off with `{% if %}`.
-pub fn render_manifests(
-    manifests: &[Manifest],
-    values: &impl Serialize,
-) -> Result<Vec<DynamicObject>, RenderError> {
+pub fn render_manifests(manifests: &[Manifest], values: &impl Serialize) -> Result<Vec<DynamicObject>, RenderError> {
     let mut engine = tera::Tera::new();
     engine.autoescape_on(Vec::<&str>::new());
-    engine.register_filter(
-        "json",
-        |value: tera::Value, _: tera::Kwargs, _: &tera::State| {
-            if value.is_undefined() {
-                return Err(tera::Error::message(
-                    "the json filter got an undefined value",
-                ));
-            }
-            serde_json::to_string(&value).map_err(tera::Error::message)
-        },
-    );
-    let context = tera::Context::from_serialize(values).map_err(|e| RenderError::Manifest {
-        manifest: "<values>".into(),
-        message: e.to_string(),
-    })?;
+    engine.register_filter("json", |value: tera::Value, _: tera::Kwargs, _: &tera::State| {
+        if value.is_undefined() {
+            return Err(tera::Error::message("the json filter got an undefined value"));
+        }
+        serde_json::to_string(&value).map_err(tera::Error::message)
+    });
+    let context = tera::Context::from_serialize(values)
+        .map_err(|e| RenderError::Manifest { manifest: "<values>".into(), message: e.to_string() })?;
     let mut objects = Vec::new();
     for manifest in manifests {
-        let broken = |message: String| RenderError::Manifest {
-            manifest: manifest.name.into(),
-            message,
-        };
-        engine
-            .add_raw_template(manifest.name, manifest.text)
-            .map_err(|e| broken(e.to_string()))?;
-        let text = engine
-            .render(manifest.name, &context)
-            .map_err(|e| broken(format!("{e:?}")))?;
-        let documents: Vec<Value> =
-            serde_saphyr::from_str_multiple(&text).map_err(|e| broken(e.to_string()))?;
+        let broken = |message: String| RenderError::Manifest { manifest: manifest.name.into(), message };
+        engine.add_raw_template(manifest.name, manifest.text).map_err(|e| broken(e.to_string()))?;
+        let text = engine.render(manifest.name, &context).map_err(|e| broken(format!("{e:?}")))?;
+        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text).map_err(|e| broken(e.to_string()))?;
         for document in documents {
-            if document
-                .get("kind")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
+            if document.get("kind").and_then(Value::as_str).is_none_or(str::is_empty) {
                 continue;
             }
             objects.push(serde_json::from_value(document).map_err(|e| broken(e.to_string()))?);
@@ -96,11 +74,7 @@ mod tests {
 
     #[test]
     fn values_with_quotes_and_newlines_survive_the_json_filter() {
-        let objects = render_manifests(
-            &[CM],
-            &json!({"enabled": true, "ns": "n", "value": "a'b\"c\nd: e"}),
-        )
-        .unwrap();
+        let objects = render_manifests(&[CM], &json!({"enabled": true, "ns": "n", "value": "a'b\"c\nd: e"})).unwrap();
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0].data["data"]["v"], "a'b\"c\nd: e");
         assert_eq!(objects[0].metadata.namespace.as_deref(), Some("n"));
@@ -108,11 +82,7 @@ mod tests {
 
     #[test]
     fn a_document_switched_off_renders_nothing() {
-        assert!(
-            render_manifests(&[CM], &json!({"enabled": false}))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(render_manifests(&[CM], &json!({"enabled": false})).unwrap().is_empty());
     }
 
     #[test]

@@ -25,10 +25,7 @@ pub fn repo_root() -> std::path::PathBuf {
 
 /// The NicClusterPolicy in a YAML text; panics with the parse error.
 pub fn policy_from_yaml(text: &str) -> NicClusterPolicy {
-    match parse::parse_all(text)
-        .unwrap_or_else(|e| panic!("policy does not parse: {e}"))
-        .remove(0)
-    {
+    match parse::parse_all(text).unwrap_or_else(|e| panic!("policy does not parse: {e}")).remove(0) {
         Document::Policy(policy) => *policy,
         other => panic!("expected a NicClusterPolicy, got {other:?}"),
     }
@@ -43,12 +40,7 @@ pub fn policy_from_file(relative: &str) -> NicClusterPolicy {
 
 /// Every object of state `S` for `policy`; panics if the section is absent or does not render.
 pub fn render<S: State>(policy: &NicClusterPolicy, openshift: bool) -> Vec<DynamicObject> {
-    let ctx = RenderContext {
-        namespace: NAMESPACE,
-        openshift,
-        policy,
-        nodes: &[],
-    };
+    let ctx = RenderContext { namespace: NAMESPACE, openshift, policy, nodes: &[] };
     match render_state::<S>(&ctx) {
         Ok(Some(objects)) => objects,
         Ok(None) => panic!("{}: section absent", S::NAME),
@@ -58,15 +50,7 @@ pub fn render<S: State>(policy: &NicClusterPolicy, openshift: bool) -> Vec<Dynam
 
 /// Objects as one multi-document YAML stream (for golden snapshots).
 pub fn to_yaml(objects: &[DynamicObject]) -> String {
-    objects
-        .iter()
-        .map(|o| {
-            format!(
-                "---\n{}",
-                serde_saphyr::to_string(o).expect("object serialises")
-            )
-        })
-        .collect()
+    objects.iter().map(|o| format!("---\n{}", serde_saphyr::to_string(o).expect("object serialises"))).collect()
 }
 
 /// Asserts that every object survives a round trip through its typed k8s-openapi struct:
@@ -88,15 +72,12 @@ pub fn assert_round_trips(objects: &[DynamicObject]) {
             other => panic!("no typed round trip for kind {other}: add it to state_core::testing"),
         };
         let name = value["metadata"]["name"].as_str().unwrap_or_default();
-        assert!(
-            lost.is_empty(),
-            "{kind} {name} loses fields in a typed round trip: {lost:#?}"
-        );
+        assert!(lost.is_empty(), "{kind} {name} loses fields in a typed round trip: {lost:#?}");
     }
 }
 
 /// A request the mock API server received.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Received {
     /// HTTP method, e.g. `PATCH`.
     pub method: String,
@@ -104,6 +85,14 @@ pub struct Received {
     pub uri: String,
     /// The JSON body (`Null` when empty).
     pub body: Value,
+}
+
+impl Received {
+    /// Whether the query string holds `key=value` (value URL-encoded as sent).
+    pub fn has_query(&self, key: &str, value: &str) -> bool {
+        let query = self.uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        query.split('&').any(|pair| pair == format!("{key}={value}"))
+    }
 }
 
 /// A mock API server: the test plays the server, request by request.
@@ -120,12 +109,17 @@ pub fn mock_client() -> (Client, ApiServer) {
 impl ApiServer {
     /// Waits for the next request, checks its method and its path (query excluded), and
     /// answers `status` with `response` as JSON.
-    pub async fn expect(
+    pub async fn expect(&mut self, method: &str, path: &str, status: u16, response: Value) -> Received {
+        self.handle(method, path, |_| (status, response)).await
+    }
+
+    /// Like [`expect`](Self::expect), with the answer computed from the request (e.g. echoing
+    /// an applied object back).
+    pub async fn handle(
         &mut self,
         method: &str,
         path: &str,
-        status: u16,
-        response: Value,
+        respond: impl FnOnce(&Received) -> (u16, Value),
     ) -> Received {
         let next = tokio::time::timeout(Duration::from_secs(5), self.handle.next_request()).await;
         let (request, send) = next
@@ -133,36 +127,20 @@ impl ApiServer {
             .unwrap_or_else(|| panic!("client gone; expected {method} {path}"));
         let method_seen = request.method().to_string();
         let uri = request.uri().to_string();
-        let bytes = request
-            .into_body()
-            .collect_bytes()
-            .await
-            .expect("request body readable");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("JSON body")
-        };
+        let bytes = request.into_body().collect_bytes().await.expect("request body readable");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
         assert_eq!(
-            (
-                method_seen.as_str(),
-                uri.split('?').next().unwrap_or_default()
-            ),
+            (method_seen.as_str(), uri.split('?').next().unwrap_or_default()),
             (method, path),
             "unexpected request {method_seen} {uri} with body {body}"
         );
+        let received = Received { method: method_seen, uri, body };
+        let (status, response) = respond(&received);
         let response_body = serde_json::to_vec(&response).expect("response serialises");
         send.send_response(
-            http::Response::builder()
-                .status(status)
-                .body(Body::from(response_body))
-                .expect("valid response"),
+            http::Response::builder().status(status).body(Body::from(response_body)).expect("valid response"),
         );
-        Received {
-            method: method_seen,
-            uri,
-            body,
-        }
+        received
     }
 
     /// Asserts that no further request arrives within a short while.
