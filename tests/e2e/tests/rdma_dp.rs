@@ -1,0 +1,118 @@
+//! The rdma-dp controller, run in-process against a real API server: objects, status entry,
+//! readiness from the DaemonSet status, and cleanup when the section is removed.
+
+use api::{NicClusterPolicy, POLICY_NAME};
+use e2e::{client, delete_if_present, eventually, exclusive, install_crds, unique_namespace};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use state_core::metrics::Metrics;
+use state_core::run::run_controller;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+const SEED: &str = include_str!("../../../example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml");
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn entry(client: &Client) -> Result<(String, Option<String>), String> {
+    let policy = Api::<NicClusterPolicy>::all(client.clone()).get(POLICY_NAME).await.map_err(|e| e.to_string())?;
+    let entry = policy.applied_state("state-RDMA-device-plugin").ok_or("no entry for state-RDMA-device-plugin yet")?;
+    Ok((entry.state.to_string(), entry.message.clone()))
+}
+
+async fn entry_is(client: &Client, wanted: &str) -> Result<Option<String>, String> {
+    let (state, message) = entry(client).await?;
+    if state == wanted { Ok(message) } else { Err(format!("state is {state} ({message:?})")) }
+}
+
+#[tokio::test]
+async fn rdma_dp_deploys_reports_and_cleans_up() {
+    let Some(client) = client().await else { return };
+    let _guard = exclusive().await;
+    install_crds(&client).await;
+    let namespace = unique_namespace(&client, "netop-e2e-rdma").await;
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    delete_if_present(&policies, POLICY_NAME).await;
+    eventually("an old policy to be gone", WAIT, || async {
+        match policies.get_opt(POLICY_NAME).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let seed = seed_policy();
+    policies.create(&PostParams::default(), &seed).await.expect("the seed policy is accepted");
+
+    let controller = tokio::spawn(run_controller::<rdma_dp::RdmaDevicePlugin>(
+        client.clone(),
+        namespace.clone(),
+        false,
+        Metrics::new(),
+        Arc::new(AtomicBool::new(false)),
+    ));
+
+    // Objects exist with the expected fields.
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let ds = eventually("the DaemonSet", WAIT, || async {
+        daemon_sets.get_opt("rdma-shared-dp-ds").await.map_err(|e| e.to_string())?.ok_or("absent".to_string())
+    })
+    .await;
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers[0].name, "rdma-shared-dp");
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("ghcr.io/mellanox/k8s-rdma-shared-dev-plugin:sha-fe7f371c7e1b8315bf900f71cd25cfc1251dc775")
+    );
+    let selector = pod.node_selector.clone().unwrap_or_default();
+    assert_eq!(selector.get("feature.node.kubernetes.io/pci-15b3.present").map(String::as_str), Some("true"));
+    assert_eq!(selector.get("network.nvidia.com/operator.mofed.wait").map(String::as_str), Some("false"));
+    assert_eq!(ds.metadata.labels.as_ref().unwrap()["nvidia.network-operator.state"], "state-RDMA-device-plugin");
+    let owner = &ds.metadata.owner_references.as_ref().expect("owner reference")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("NicClusterPolicy", POLICY_NAME));
+    let config_map = config_maps.get("rdma-devices").await.expect("the ConfigMap exists");
+    let config = &config_map.data.as_ref().unwrap()["config.json"];
+    assert!(config.contains("rdma_shared_device_a"), "{config}");
+
+    // No DaemonSet controller runs here: the status is empty, the state is notReady.
+    eventually("the entry to be notReady", WAIT, || entry_is(&client, "notReady")).await;
+
+    // Play the DaemonSet controller: every desired pod available and updated.
+    let generation = daemon_sets.get("rdma-shared-dp-ds").await.unwrap().metadata.generation.unwrap_or(1);
+    let status = json!({"status": {
+        "observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+        "numberMisscheduled": 0, "numberReady": 2, "numberAvailable": 2, "updatedNumberScheduled": 2,
+    }});
+    daemon_sets
+        .patch_status("rdma-shared-dp-ds", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("DaemonSet status patched");
+    eventually("the entry to be ready", WAIT, || entry_is(&client, "ready")).await;
+
+    // Remove the section: the objects go, the entry says ignore.
+    policies
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rdmaSharedDevicePlugin": null}})))
+        .await
+        .expect("section removed");
+    eventually("the DaemonSet and ConfigMap to be deleted", WAIT, || async {
+        let ds = daemon_sets.get_opt("rdma-shared-dp-ds").await.map_err(|e| e.to_string())?;
+        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
+        if ds.is_none() && cm.is_none() { Ok(()) } else { Err("still present".to_string()) }
+    })
+    .await;
+    eventually("the entry to be ignore", WAIT, || entry_is(&client, "ignore")).await;
+
+    controller.abort();
+    delete_if_present(&policies, POLICY_NAME).await;
+    delete_if_present(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), &namespace).await;
+}
+
+fn seed_policy() -> NicClusterPolicy {
+    match api::parse::parse_all(SEED).expect("the seed parses").remove(0) {
+        api::parse::Document::Policy(policy) => *policy,
+        other => panic!("not a policy: {other:?}"),
+    }
+}
