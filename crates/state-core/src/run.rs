@@ -81,10 +81,15 @@ pub fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Binds the HTTP server's address; failing to bind is fatal, so it happens before anything else.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
 /// Serves `/metrics`, `/healthz` (alive) and `/readyz` (ready once `ready` is set) until
 /// `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -108,8 +113,7 @@ pub async fn serve(
             }),
         )
         .with_state(Served { metrics, ready });
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")
 }
 
@@ -171,7 +175,8 @@ pub async fn run<S: State>() -> anyhow::Result<()> {
         Client::try_default().await.context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(serve(flags.metrics_addr, metrics.clone(), ready.clone(), shutdown_signal()));
+    let listener = bind(flags.metrics_addr).await?;
+    let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), shutdown_signal()));
     tokio::select! {
         result = controller::<S>(client, &flags, metrics, ready) => result?,
         result = server => result.context("HTTP server task")??,
@@ -236,4 +241,48 @@ pub async fn run_controller<S: State>(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn health_is_always_ok_and_readiness_follows_the_first_reconcile() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Metrics::new();
+        metrics.set_state("state-X", api::SyncState::Ready);
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, metrics, ready.clone(), async {
+            let _ = stopped.await;
+        }));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let metrics_page = get(addr, "/metrics").await;
+        assert!(metrics_page.contains(r#"network_operator_state{state="state-X",value="ready"} 1"#), "{metrics_page}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        for arg in Flags::command().get_arguments() {
+            assert!(arg.get_env().is_some(), "--{} has no environment fallback", arg.get_id());
+        }
+    }
 }
