@@ -335,6 +335,28 @@ pub struct AppliedState {
     pub observed_generation: Option<i64>,
 }
 
+impl NicClusterPolicySpec {
+    /// Whether the section of the state named `state` (e.g. `state-OFED`) is set.
+    pub fn has_section(&self, state: &str) -> bool {
+        use crate::state::names;
+        let secondary = self.secondary_network.as_ref();
+        match state {
+            names::MULTUS => secondary.is_some_and(|s| s.multus.is_some()),
+            names::CNI_PLUGINS => secondary.is_some_and(|s| s.cni_plugins.is_some()),
+            names::IPOIB => secondary.is_some_and(|s| s.ipoib.is_some()),
+            names::WHEREABOUTS => secondary.is_some_and(|s| s.ipam_plugin.is_some()),
+            names::OFED => self.ofed_driver.is_some(),
+            names::SRIOV_DP => self.sriov_device_plugin.is_some(),
+            names::RDMA_DP => self.rdma_shared_device_plugin.is_some(),
+            names::IB_KUBERNETES => self.ib_kubernetes.is_some(),
+            names::NV_IPAM => self.nv_ipam.is_some(),
+            names::NIC_FEATURE_DISCOVERY => self.nic_feature_discovery.is_some(),
+            names::DOCA_TELEMETRY => self.doca_telemetry_service.is_some(),
+            _ => false,
+        }
+    }
+}
+
 impl NicClusterPolicy {
     /// This state's entry in `status.appliedStates`, if any.
     pub fn applied_state(&self, name: &str) -> Option<&AppliedState> {

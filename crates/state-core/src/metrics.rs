@@ -15,6 +15,8 @@ pub struct Metrics {
     pub state: IntGaugeVec,
     /// `network_operator_objects_applied_total{state}`: server-side applies sent.
     pub objects_applied: IntCounterVec,
+    /// `network_operator_policy_state{value}`: 1 for the policy's global state (aggregator).
+    pub policy_state: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -48,21 +50,34 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let policy_state = IntGaugeVec::new(
+            Opts::new("network_operator_policy_state", "Global state of nic-cluster-policy (1 for the current value)"),
+            &["value"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_duration.clone()),
             Box::new(state.clone()),
             Box::new(objects_applied.clone()),
+            Box::new(policy_state.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Self { registry, reconcile_total, reconcile_duration, state, objects_applied }
+        Self { registry, reconcile_total, reconcile_duration, state, objects_applied, policy_state }
     }
 
     /// Sets `network_operator_state{state=name}` to `current`.
     pub fn set_state(&self, name: &str, current: SyncState) {
         for value in SyncState::ALL {
             self.state.with_label_values(&[name, value.as_str()]).set(i64::from(value == current));
+        }
+    }
+
+    /// Sets `network_operator_policy_state` to `current`.
+    pub fn set_policy_state(&self, current: SyncState) {
+        for value in SyncState::ALL {
+            self.policy_state.with_label_values(&[value.as_str()]).set(i64::from(value == current));
         }
     }
 

@@ -167,8 +167,26 @@ pub fn lease_settings(flags: &Flags, component: &str) -> LeaseSettings {
     }
 }
 
-/// Runs the controller of state `S` until shutdown: the whole `main` of a state binary.
-pub async fn run<S: State>() -> anyhow::Result<()> {
+/// What a controller process hands to its body once flags, logs, client and server are up.
+pub struct Process {
+    /// The API client.
+    pub client: Client,
+    /// The parsed flags.
+    pub flags: Flags,
+    /// The process's metrics, served on `/metrics`.
+    pub metrics: Metrics,
+    /// Set by the body once it has done its first reconcile (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The `main` of every controller binary named `component`: flags, logs, client, the
+/// metrics/health server, leader election when asked, then `body` until it returns (on
+/// SIGTERM) or the lease is lost (an error, so that the pod restarts and another replica leads).
+pub async fn run_process<F, Fut>(component: &'static str, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Process) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let flags = Flags::parse();
     init_tracing(flags.log_format);
     let client =
@@ -177,43 +195,40 @@ pub async fn run<S: State>() -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = bind(flags.metrics_addr).await?;
     let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), shutdown_signal()));
+    let leader_elect = flags.leader_elect.then(|| lease_settings(&flags, component));
+    let process = Process { client: client.clone(), flags, metrics, ready };
+    let work = async {
+        match leader_elect {
+            Some(settings) => {
+                lease::acquire(&client, &settings).await; // do nothing before the lease is ours
+                tokio::select! {
+                    () = lease::hold(&client, &settings) => {
+                        anyhow::bail!("lost the leader lease; exiting so that another replica leads")
+                    }
+                    () = body(process) => Ok(()),
+                }
+            }
+            None => {
+                body(process).await;
+                Ok(())
+            }
+        }
+    };
     tokio::select! {
-        result = controller::<S>(client, &flags, metrics, ready) => result?,
+        result = work => result?,
         result = server => result.context("HTTP server task")??,
     }
+    tracing::info!(component, "stopped");
     Ok(())
 }
 
-/// Leader election (when asked), then the controller of state `S` until shutdown or lost
-/// leadership.
-pub async fn controller<S: State>(
-    client: Client,
-    flags: &Flags,
-    metrics: Metrics,
-    ready: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let leading = async {
-        if flags.leader_elect {
-            let settings = lease_settings(flags, S::COMPONENT);
-            lease::acquire(&client, &settings).await;
-            lease::hold(&client, &settings).await;
-            anyhow::bail!("lost the leader lease; exiting so that another replica leads")
-        }
-        std::future::pending::<anyhow::Result<()>>().await
-    };
-    let work = async {
-        if flags.leader_elect {
-            // Do nothing before the lease is ours.
-            lease::acquire(&client, &lease_settings(flags, S::COMPONENT)).await;
-        }
-        let openshift = is_openshift(&client, flags.cluster_type).await;
-        run_controller::<S>(client.clone(), flags.namespace.clone(), openshift, metrics, ready).await;
-        Ok(())
-    };
-    tokio::select! {
-        result = leading => result,
-        result = work => result,
-    }
+/// Runs the controller of state `S` until shutdown: the whole `main` of a state binary.
+pub async fn run<S: State>() -> anyhow::Result<()> {
+    run_process(S::COMPONENT, |process| async move {
+        let openshift = is_openshift(&process.client, process.flags.cluster_type).await;
+        run_controller::<S>(process.client, process.flags.namespace, openshift, process.metrics, process.ready).await;
+    })
+    .await
 }
 
 /// The kube-runtime controller of state `S`: watches the policy (`nic-cluster-policy` only)

@@ -108,3 +108,42 @@ where
         Err(e) => eprintln!("cleanup: deleting {name}: {e}"),
     }
 }
+
+/// The original product's example policy, as users have it.
+pub const SEED_POLICY: &str = include_str!("../../../example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml");
+
+/// The seed policy, parsed.
+pub fn seed_policy() -> api::NicClusterPolicy {
+    match api::parse::parse_all(SEED_POLICY).expect("the seed parses").remove(0) {
+        api::parse::Document::Policy(policy) => *policy,
+        other => panic!("not a policy: {other:?}"),
+    }
+}
+
+/// Replaces any existing `nic-cluster-policy` with `policy` and returns it as created.
+pub async fn fresh_policy(client: &Client, policy: &api::NicClusterPolicy) -> api::NicClusterPolicy {
+    let policies: Api<api::NicClusterPolicy> = Api::all(client.clone());
+    delete_if_present(&policies, api::POLICY_NAME).await;
+    eventually("an old policy to be gone", Duration::from_secs(60), || async {
+        match policies.get_opt(api::POLICY_NAME).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    policies.create(&PostParams::default(), policy).await.expect("the policy is accepted")
+}
+
+/// Plays the DaemonSet controller (absent here): every desired pod available and updated.
+pub async fn mark_daemonset_available(client: &Client, namespace: &str, name: &str) {
+    let daemon_sets: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let generation = daemon_sets.get(name).await.expect("the DaemonSet exists").metadata.generation.unwrap_or(1);
+    let status = serde_json::json!({"status": {
+        "observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+        "numberMisscheduled": 0, "numberReady": 2, "numberAvailable": 2, "updatedNumberScheduled": 2,
+    }});
+    daemon_sets
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("DaemonSet status patched");
+}

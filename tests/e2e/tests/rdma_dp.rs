@@ -2,10 +2,13 @@
 //! readiness from the DaemonSet status, and cleanup when the section is removed.
 
 use api::{NicClusterPolicy, POLICY_NAME};
-use e2e::{client, delete_if_present, eventually, exclusive, install_crds, unique_namespace};
+use e2e::{
+    client, delete_if_present, eventually, exclusive, fresh_policy, install_crds, mark_daemonset_available,
+    seed_policy, unique_namespace,
+};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use state_core::metrics::Metrics;
@@ -14,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-const SEED: &str = include_str!("../../../example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml");
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn entry(client: &Client) -> Result<(String, Option<String>), String> {
@@ -35,16 +37,7 @@ async fn rdma_dp_deploys_reports_and_cleans_up() {
     install_crds(&client).await;
     let namespace = unique_namespace(&client, "netop-e2e-rdma").await;
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    delete_if_present(&policies, POLICY_NAME).await;
-    eventually("an old policy to be gone", WAIT, || async {
-        match policies.get_opt(POLICY_NAME).await {
-            Ok(None) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    let seed = seed_policy();
-    policies.create(&PostParams::default(), &seed).await.expect("the seed policy is accepted");
+    fresh_policy(&client, &seed_policy()).await;
 
     let controller = tokio::spawn(run_controller::<rdma_dp::RdmaDevicePlugin>(
         client.clone(),
@@ -81,15 +74,7 @@ async fn rdma_dp_deploys_reports_and_cleans_up() {
     eventually("the entry to be notReady", WAIT, || entry_is(&client, "notReady")).await;
 
     // Play the DaemonSet controller: every desired pod available and updated.
-    let generation = daemon_sets.get("rdma-shared-dp-ds").await.unwrap().metadata.generation.unwrap_or(1);
-    let status = json!({"status": {
-        "observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
-        "numberMisscheduled": 0, "numberReady": 2, "numberAvailable": 2, "updatedNumberScheduled": 2,
-    }});
-    daemon_sets
-        .patch_status("rdma-shared-dp-ds", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("DaemonSet status patched");
+    mark_daemonset_available(&client, &namespace, "rdma-shared-dp-ds").await;
     eventually("the entry to be ready", WAIT, || entry_is(&client, "ready")).await;
 
     // Remove the section: the objects go, the entry says ignore.
@@ -108,11 +93,4 @@ async fn rdma_dp_deploys_reports_and_cleans_up() {
     controller.abort();
     delete_if_present(&policies, POLICY_NAME).await;
     delete_if_present(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), &namespace).await;
-}
-
-fn seed_policy() -> NicClusterPolicy {
-    match api::parse::parse_all(SEED).expect("the seed parses").remove(0) {
-        api::parse::Document::Policy(policy) => *policy,
-        other => panic!("not a policy: {other:?}"),
-    }
 }

@@ -1,0 +1,208 @@
+//! Writes the fold's result on the policy's status (its own field manager, never touching
+//! `appliedStates`), only when it changed, and records an Event when the global state changes.
+
+use crate::fold::{Summary, fold};
+use api::{NicClusterPolicy, POLICY_NAME, SyncState};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use state_core::metrics::Metrics;
+use state_core::run::{Process, shutdown_signal};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The aggregator's server-side-apply field manager.
+pub const FIELD_MANAGER: &str = "network-operator/aggregator";
+/// Type of the standard condition the aggregator maintains.
+pub const READY_CONDITION: &str = "Ready";
+/// Longest condition message the API accepts.
+const MAX_MESSAGE: usize = 32768;
+/// Longest Event note the API accepts.
+const MAX_NOTE: usize = 1024;
+
+/// What every reconcile of the aggregator shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// Records Events on the policy.
+    pub recorder: Recorder,
+    /// Set once the first reconcile finished (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// A context whose Events are reported as `network-operator-aggregator`.
+    pub fn new(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) -> Self {
+        let reporter =
+            Reporter { controller: "network-operator-aggregator".into(), instance: std::env::var("HOSTNAME").ok() };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, ready }
+    }
+}
+
+/// A failed status write; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the status of NicClusterPolicy {name}: {source}")]
+pub struct Error {
+    name: String,
+    source: kube::Error,
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// The `Ready` condition for `summary`; `lastTransitionTime` stays as it was while the
+/// condition's status does not change.
+pub fn ready_condition(
+    summary: &Summary,
+    generation: Option<i64>,
+    previous: Option<&Condition>,
+    now: Timestamp,
+) -> Condition {
+    let status = if summary.state == SyncState::Ready { "True" } else { "False" };
+    let reason = match summary.state {
+        SyncState::Ready => "Ready",
+        SyncState::NotReady => "NotReady",
+        SyncState::Error => "Error",
+        SyncState::Ignore => "Ignored",
+    };
+    let message = summary.reason.clone().unwrap_or_else(|| "every enabled state is ready".to_string());
+    let last_transition_time =
+        previous.filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or(Time(now));
+    Condition {
+        type_: READY_CONDITION.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: truncate(&message, MAX_MESSAGE),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Folds one policy and writes its global status when it changed.
+pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = policy.name_any();
+    let summary = fold(&policy);
+    if name == POLICY_NAME {
+        ctx.metrics.set_policy_state(summary.state);
+        for (state, value) in &summary.states {
+            ctx.metrics.set_state(state, *value);
+        }
+    }
+    let status = policy.status.clone().unwrap_or_default();
+    let previous = status.conditions.iter().flatten().find(|c| c.type_ == READY_CONDITION);
+    let condition = ready_condition(&summary, policy.metadata.generation, previous, Timestamp::now());
+    let unchanged =
+        status.state == Some(summary.state) && status.reason == summary.reason && previous == Some(&condition);
+    ctx.ready.store(true, Ordering::Relaxed);
+    if unchanged {
+        return Ok(Action::requeue(state_core::reconcile::RESYNC));
+    }
+    let mut new_status = json!({ "state": summary.state, "conditions": [condition] });
+    if let Some(reason) = &summary.reason {
+        new_status["reason"] = json!(reason);
+    }
+    let patch = json!({
+        "apiVersion": format!("{}/{}", api::GROUP, api::VERSION),
+        "kind": "NicClusterPolicy",
+        "metadata": { "name": name },
+        "status": new_status,
+    });
+    Api::<NicClusterPolicy>::all(ctx.client.clone())
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error { name: name.clone(), source })?;
+    ctx.metrics.reconcile_total.with_label_values(&["aggregator", summary.state.as_str()]).inc();
+    let old = status.state.map_or("unknown".to_string(), |s| s.to_string());
+    if status.state != Some(summary.state) {
+        tracing::info!(policy = %name, from = %old, to = %summary.state, reason = ?summary.reason, "global state changed");
+        let note = match &summary.reason {
+            Some(reason) => format!("{old} -> {}: {reason}", summary.state),
+            None => format!("{old} -> {}", summary.state),
+        };
+        let event = Event {
+            type_: if summary.state == SyncState::Error { EventType::Warning } else { EventType::Normal },
+            reason: "StateChanged".into(),
+            note: Some(truncate(&note, MAX_NOTE)),
+            action: "Aggregate".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+            tracing::warn!(policy = %name, error = %e, "could not record the StateChanged event");
+        }
+    }
+    Ok(Action::requeue(state_core::reconcile::RESYNC))
+}
+
+/// Retry a failed status write soon.
+pub fn error_policy(_policy: Arc<NicClusterPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "aggregation failed; retrying");
+    ctx.metrics.reconcile_total.with_label_values(&["aggregator", "failed"]).inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the aggregator's controller until SIGTERM: every NicClusterPolicy is watched (those
+/// with another name get `ignore`).
+pub async fn run(process: Process) {
+    run_controller(process.client, process.metrics, process.ready).await;
+}
+
+/// The aggregator's kube-runtime controller, until SIGTERM.
+pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) {
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    let ctx = Arc::new(Context::new(client, metrics, ready));
+    tracing::info!("starting the aggregator");
+    Controller::new(policies, watcher::Config::default())
+        .graceful_shutdown_on(shutdown_signal())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(state: SyncState) -> Summary {
+        Summary { state, reason: Some("why".into()), states: vec![] }
+    }
+
+    #[test]
+    fn the_transition_time_is_kept_while_the_condition_status_holds() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let t1 = Timestamp::from_second(1_800_000_100).unwrap();
+        let first = ready_condition(&summary(SyncState::NotReady), Some(1), None, t0);
+        let same = ready_condition(&summary(SyncState::Error), Some(2), Some(&first), t1);
+        assert_eq!(same.last_transition_time, Time(t0), "still False");
+        assert_eq!((same.reason.as_str(), same.observed_generation), ("Error", Some(2)));
+        let flipped = ready_condition(&summary(SyncState::Ready), Some(2), Some(&same), t1);
+        assert_eq!((flipped.status.as_str(), flipped.last_transition_time), ("True", Time(t1)));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(20);
+        let cut = truncate(&text, 11);
+        assert!(cut.ends_with("...") && cut.len() <= 11, "{cut}");
+    }
+}

@@ -1,0 +1,260 @@
+//! The pure rule from a policy (spec, generation, entries) to its global state.
+//!
+//! - A section that is absent is `ignore` and holds nothing back, whatever entry it left.
+//! - `error` when any enabled section reports `error`; the reason names each and its message.
+//! - `ready` only when every enabled section reports `ready` for the current generation.
+//! - Otherwise `notReady`, the reason naming each section that holds the policy back and why:
+//!   its message, a stale generation, or no entry at all (its controller is not installed).
+//! - A policy with another name than `nic-cluster-policy` is `ignore`, as in the original.
+
+use api::policy::AppliedState;
+use api::state::names;
+use api::{NicClusterPolicy, POLICY_NAME, SyncState};
+use kube::ResourceExt;
+
+/// The global state of a policy and the state of each known section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The global state.
+    pub state: SyncState,
+    /// Why (absent when ready).
+    pub reason: Option<String>,
+    /// Every known state with its value as the policy stands.
+    pub states: Vec<(&'static str, SyncState)>,
+}
+
+/// The reason written on a policy that is not the one acted on (the original's words).
+pub fn unsupported_reason(name: &str) -> String {
+    format!("Unsupported NicClusterPolicy instance {name}. Only instance with name {POLICY_NAME} is supported")
+}
+
+/// Folds the policy's entries into its global state.
+pub fn fold(policy: &NicClusterPolicy) -> Summary {
+    let name = policy.name_any();
+    if name != POLICY_NAME {
+        let states = names::ALL.iter().map(|s| (*s, SyncState::Ignore)).collect();
+        return Summary { state: SyncState::Ignore, reason: Some(unsupported_reason(&name)), states };
+    }
+    let generation = policy.metadata.generation.unwrap_or(0);
+    let mut errors = Vec::new();
+    let mut waiting = Vec::new();
+    let mut states = Vec::new();
+    for state in names::ALL {
+        if !policy.spec.has_section(state) {
+            states.push((state, SyncState::Ignore));
+            continue;
+        }
+        let value = match policy.applied_state(state) {
+            None => {
+                waiting.push(format!("{state}: no controller has reported; is its chart enabled?"));
+                SyncState::NotReady
+            }
+            Some(entry) => judge(entry, generation, &mut errors, &mut waiting),
+        };
+        states.push((state, value));
+    }
+    let enabled = states.iter().any(|(_, s)| *s != SyncState::Ignore);
+    let (state, reason) = if !errors.is_empty() {
+        (SyncState::Error, Some(errors.join("; ")))
+    } else if !waiting.is_empty() {
+        (SyncState::NotReady, Some(waiting.join("; ")))
+    } else if enabled {
+        (SyncState::Ready, None)
+    } else {
+        (SyncState::Ready, Some("no section is set".to_string()))
+    };
+    Summary { state, reason, states }
+}
+
+fn judge(entry: &AppliedState, generation: i64, errors: &mut Vec<String>, waiting: &mut Vec<String>) -> SyncState {
+    let name = &entry.name;
+    let message = entry.message.as_deref().unwrap_or("");
+    match (entry.state, entry.observed_generation) {
+        (SyncState::Error, Some(g)) if g >= generation => {
+            errors.push(format!("{name}: {message}"));
+            SyncState::Error
+        }
+        (_, observed) if observed.is_none_or(|g| g < generation) => {
+            let seen = observed.map_or("no generation".to_string(), |g| format!("generation {g}"));
+            waiting.push(format!("{name}: stale: reported for {seen}"));
+            SyncState::NotReady
+        }
+        (SyncState::Ready, _) => SyncState::Ready,
+        (SyncState::NotReady, _) => {
+            waiting.push(if message.is_empty() { format!("{name}: not ready") } else { format!("{name}: {message}") });
+            SyncState::NotReady
+        }
+        (_, _) => {
+            waiting.push(format!("{name}: reported ignore although the section is set"));
+            SyncState::NotReady
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::policy::{DevicePluginSpec, NicClusterPolicyStatus, OfedDriverSpec};
+    use api::{ImageSpec, NicClusterPolicySpec};
+
+    fn policy(name: &str, spec: NicClusterPolicySpec, entries: Vec<AppliedState>) -> NicClusterPolicy {
+        let mut p = NicClusterPolicy::new(name, spec);
+        p.metadata.generation = Some(3);
+        p.status = Some(NicClusterPolicyStatus { applied_states: Some(entries), ..Default::default() });
+        p
+    }
+
+    fn entry(name: &str, state: SyncState, message: Option<&str>, generation: i64) -> AppliedState {
+        AppliedState {
+            name: name.into(),
+            state,
+            message: message.map(String::from),
+            observed_generation: Some(generation),
+        }
+    }
+
+    fn rdma_and_ofed() -> NicClusterPolicySpec {
+        NicClusterPolicySpec {
+            rdma_shared_device_plugin: Some(DevicePluginSpec { image: ImageSpec::default(), ..Default::default() }),
+            ofed_driver: Some(OfedDriverSpec::default()),
+            ..Default::default()
+        }
+    }
+
+    fn global(p: &NicClusterPolicy) -> (SyncState, Option<String>) {
+        let s = fold(p);
+        (s.state, s.reason)
+    }
+
+    #[test]
+    fn all_sections_absent_is_ready_with_nothing_to_do() {
+        let p = policy(POLICY_NAME, NicClusterPolicySpec::default(), vec![]);
+        assert_eq!(global(&p), (SyncState::Ready, Some("no section is set".into())));
+        assert!(fold(&p).states.iter().all(|(_, s)| *s == SyncState::Ignore));
+    }
+
+    #[test]
+    fn ready_and_ignored_sections_make_a_ready_policy() {
+        let p = policy(
+            POLICY_NAME,
+            rdma_and_ofed(),
+            vec![
+                entry(names::RDMA_DP, SyncState::Ready, None, 3),
+                entry(names::OFED, SyncState::Ready, Some("DaemonSet x: no node matches"), 3),
+                entry(names::MULTUS, SyncState::Ignore, None, 3),
+            ],
+        );
+        assert_eq!(global(&p), (SyncState::Ready, None));
+    }
+
+    #[test]
+    fn one_not_ready_section_holds_the_policy_back_with_its_message() {
+        let p = policy(
+            POLICY_NAME,
+            rdma_and_ofed(),
+            vec![
+                entry(
+                    names::RDMA_DP,
+                    SyncState::NotReady,
+                    Some("DaemonSet rdma-shared-dp-ds: 1 of 2 pods available"),
+                    3,
+                ),
+                entry(names::OFED, SyncState::Ready, None, 3),
+            ],
+        );
+        assert_eq!(
+            global(&p),
+            (
+                SyncState::NotReady,
+                Some("state-RDMA-device-plugin: DaemonSet rdma-shared-dp-ds: 1 of 2 pods available".into())
+            )
+        );
+    }
+
+    #[test]
+    fn one_error_makes_the_policy_error_even_with_others_not_ready() {
+        let p = policy(
+            POLICY_NAME,
+            rdma_and_ofed(),
+            vec![
+                entry(names::RDMA_DP, SyncState::Error, Some("spec.rdmaSharedDevicePlugin.config: invalid JSON"), 3),
+                entry(names::OFED, SyncState::NotReady, Some("waiting"), 3),
+            ],
+        );
+        assert_eq!(
+            global(&p),
+            (
+                SyncState::Error,
+                Some("state-RDMA-device-plugin: spec.rdmaSharedDevicePlugin.config: invalid JSON".into())
+            )
+        );
+    }
+
+    #[test]
+    fn an_entry_for_an_older_generation_is_stale() {
+        let p = policy(
+            POLICY_NAME,
+            rdma_and_ofed(),
+            vec![
+                entry(names::RDMA_DP, SyncState::Ready, None, 2),
+                entry(names::OFED, SyncState::Error, Some("old"), 2),
+            ],
+        );
+        assert_eq!(
+            global(&p),
+            (
+                SyncState::NotReady,
+                Some(
+                    "state-OFED: stale: reported for generation 2; state-RDMA-device-plugin: stale: reported for generation 2"
+                        .into()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn an_enabled_section_without_entry_names_its_missing_controller() {
+        let p = policy(POLICY_NAME, rdma_and_ofed(), vec![entry(names::RDMA_DP, SyncState::Ready, None, 3)]);
+        assert_eq!(
+            global(&p),
+            (SyncState::NotReady, Some("state-OFED: no controller has reported; is its chart enabled?".into()))
+        );
+    }
+
+    #[test]
+    fn an_entry_for_a_removed_section_does_not_hold_the_policy_back() {
+        let mut spec = rdma_and_ofed();
+        spec.ofed_driver = None;
+        let p = policy(
+            POLICY_NAME,
+            spec,
+            vec![
+                entry(names::RDMA_DP, SyncState::Ready, None, 3),
+                entry(names::OFED, SyncState::NotReady, Some("x"), 2),
+            ],
+        );
+        assert_eq!(global(&p), (SyncState::Ready, None));
+    }
+
+    #[test]
+    fn a_policy_with_another_name_is_ignored_with_the_originals_reason() {
+        let p = policy("my-policy", rdma_and_ofed(), vec![]);
+        assert_eq!(
+            global(&p),
+            (
+                SyncState::Ignore,
+                Some("Unsupported NicClusterPolicy instance my-policy. Only instance with name nic-cluster-policy is supported".into())
+            )
+        );
+    }
+
+    #[test]
+    fn per_state_values_cover_every_known_state() {
+        let p = policy(POLICY_NAME, rdma_and_ofed(), vec![entry(names::RDMA_DP, SyncState::Ready, None, 3)]);
+        let states = fold(&p).states;
+        assert_eq!(states.len(), names::ALL.len());
+        assert!(states.contains(&(names::RDMA_DP, SyncState::Ready)));
+        assert!(states.contains(&(names::OFED, SyncState::NotReady)));
+        assert!(states.contains(&(names::MULTUS, SyncState::Ignore)));
+    }
+}
