@@ -21,22 +21,21 @@ pub struct OwnedObjects {
 
 impl OwnedObjects {
     /// Watches every kind of `kinds` carrying `nvidia.network-operator.state=<state>`
-    /// (namespaced kinds in `namespace` only). The returned stream yields once per change and
-    /// must be polled (it drives the stores).
+    /// (namespaced kinds in `namespace` only, or in every namespace when it is `None`). The
+    /// returned stream yields once per change and must be polled (it drives the stores).
     pub fn watch(
         client: &Client,
         kinds: Vec<Kind>,
         state: &str,
-        namespace: &str,
+        namespace: Option<&str>,
     ) -> (Self, impl Stream<Item = ()> + Send + 'static) {
         let config = watcher::Config::default().labels(&format!("{STATE_LABEL}={state}"));
         let mut stores = Vec::new();
         let mut streams = Vec::new();
         for kind in kinds {
-            let api: Api<DynamicObject> = if kind.namespaced {
-                Api::namespaced_with(client.clone(), namespace, &kind.resource)
-            } else {
-                Api::all_with(client.clone(), &kind.resource)
+            let api: Api<DynamicObject> = match (kind.namespaced, namespace) {
+                (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
+                _ => Api::all_with(client.clone(), &kind.resource),
             };
             let writer = reflector::store::Writer::new(kind.resource.clone());
             stores.push((kind, writer.as_reader()));

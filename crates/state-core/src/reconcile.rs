@@ -1,17 +1,16 @@
 //! Reconcile, implemented once for every state:
 //! render → apply what changed → prune what is no longer rendered → readiness → report.
 
-use crate::edits::REVISION_ANNOTATION;
+use crate::apply::{self, Applied};
 use crate::metrics::Metrics;
-use crate::objects::{Kind, ObjectKey, hash, to_value};
+use crate::objects::{Kind, ObjectKey};
 use crate::owned::OwnedObjects;
 use crate::readiness;
 use crate::render::render_state;
 use crate::state::{RenderContext, State};
-use crate::subset::is_subset;
 use api::policy::AppliedState;
 use api::{NicClusterPolicy, SyncState};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
@@ -183,42 +182,23 @@ pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome
     Outcome::new(SyncState::Ready, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
-fn api_for(client: &Client, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
-    match (kind.namespaced, namespace) {
-        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
-        _ => Api::all_with(client.clone(), &kind.resource),
-    }
-}
-
-/// A stable hash of what we want, stored on the object so that fields we stop rendering are
-/// removed (a subset check alone cannot see them).
-fn revision(object: &DynamicObject) -> String {
-    hash(&serde_json::to_string(&to_value(object)).unwrap_or_default())
-}
-
-/// Applies `object` unless the live copy already holds every field of it; returns the live
-/// object afterwards (with status, for readiness).
+/// Applies `object` unless its live copy already holds every field; the error says which object.
 async fn apply_if_changed<S: State>(
     ctx: &Context,
     kinds: &[Kind],
-    mut object: DynamicObject,
+    object: DynamicObject,
 ) -> Result<Arc<DynamicObject>, String> {
-    let hash = revision(&object);
-    object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), hash);
     let key = ObjectKey::of(&object);
-    if let Some(live) = ctx.owned.get(&key)
-        && is_subset(&to_value(&object), &to_value(&live))
-    {
-        return Ok(live);
-    }
     let kind = kinds.iter().find(|k| k.matches(&object)).ok_or_else(|| format!("{key}: undeclared kind"))?;
-    let api = api_for(&ctx.client, kind, key.namespace.as_deref());
-    let params = PatchParams::apply(&field_manager::<S>()).force();
-    let applied =
-        api.patch(&key.name, &params, &Patch::Apply(&object)).await.map_err(|e| format!("applying {key}: {e}"))?;
-    tracing::info!(state = S::NAME, object = %key, "applied");
-    ctx.metrics.objects_applied.with_label_values(&[S::NAME]).inc();
-    Ok(Arc::new(applied))
+    match apply::apply_if_changed(&ctx.client, ctx.owned.get(&key), kind, object, &field_manager::<S>()).await {
+        Ok(Applied::Unchanged(live)) => Ok(live),
+        Ok(Applied::Written(live)) => {
+            tracing::info!(state = S::NAME, object = %key, "applied");
+            ctx.metrics.objects_applied.with_label_values(&[S::NAME]).inc();
+            Ok(live)
+        }
+        Err(e) => Err(format!("applying {key}: {e}")),
+    }
 }
 
 fn owned_by_a_policy(object: &DynamicObject) -> bool {
@@ -237,11 +217,8 @@ async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<()
             tracing::warn!(state = S::NAME, object = %key, "carries the state label but no NicClusterPolicy owner; left alone");
             continue;
         }
-        match api_for(&ctx.client, &kind, key.namespace.as_deref()).delete(&key.name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(state = S::NAME, object = %key, "deleted: no longer rendered"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(format!("deleting {key}: {e}")),
-        }
+        apply::delete(&ctx.client, &kind, &key).await.map_err(|e| format!("deleting {key}: {e}"))?;
+        tracing::info!(state = S::NAME, object = %key, "deleted: no longer rendered");
     }
     Ok(())
 }

@@ -241,7 +241,7 @@ pub async fn run_controller<S: State>(
     ready: Arc<AtomicBool>,
 ) {
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, &namespace);
+    let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, Some(&namespace));
     let mut ctx = Context::new(client, namespace, openshift, owned, metrics);
     ctx.reconciled_once = ready;
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
