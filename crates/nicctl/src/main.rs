@@ -5,7 +5,7 @@
 //! - `nicctl crds [--dir DIR]` prints every CRD of the project (or writes one file each).
 //!
 //! Bad input exits with code 2 and one line naming the file and the field path. The states
-//! compiled in: RDMA shared device plugin.
+//! compiled in: RDMA shared device plugin; network CRs render to NetworkAttachmentDefinitions.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

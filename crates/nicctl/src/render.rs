@@ -6,6 +6,7 @@ use api::parse::{self, Document};
 use clap::Args;
 use k8s_openapi::api::core::v1::Node;
 use kube::core::DynamicObject;
+use network_nads::render::Network;
 use serde_json::Value;
 use state_core::{RenderContext, RenderError, State, render_state};
 use std::path::{Path, PathBuf};
@@ -47,12 +48,9 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
             Document::Foreign { api_version, kind } => {
                 eprintln!("note: {}: skipping {api_version} {kind}: not an operator kind", args.file.display());
             }
-            Document::Macvlan(_) | Document::HostDevice(_) | Document::IPoIB(_) => {
-                eprintln!(
-                    "note: {}: network CRs are valid; no network renderer is compiled in yet",
-                    args.file.display()
-                );
-            }
+            Document::Macvlan(network) => objects.push(network_nad(network.as_ref(), &args.file)?),
+            Document::HostDevice(network) => objects.push(network_nad(network.as_ref(), &args.file)?),
+            Document::IPoIB(network) => objects.push(network_nad(network.as_ref(), &args.file)?),
         }
     }
     if objects.is_empty() {
@@ -77,6 +75,11 @@ fn render_policy(
     let mut objects = Vec::new();
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     Ok(objects)
+}
+
+/// The NetworkAttachmentDefinition of a network CR; bad input is an input error naming the field.
+fn network_nad<N: Network>(network: &N, file: &Path) -> Result<DynamicObject, Failure> {
+    network_nads::render::render(network).map_err(|e| input_error(file, e))
 }
 
 /// The objects of state `S`; bad input is an input error naming the field.

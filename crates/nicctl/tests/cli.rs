@@ -111,3 +111,23 @@ fn an_invalid_plugin_config_exits_2_naming_the_field() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("spec.rdmaSharedDevicePlugin.config: invalid JSON"), "{}", stderr(&output));
 }
+
+#[test]
+fn render_prints_the_nad_of_a_network_cr() {
+    let output = nicctl(&["render", "-f", "example/crs/mellanox.com_v1alpha1_macvlannetwork_cr.yaml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("kind: NetworkAttachmentDefinition"), "{text}");
+    assert!(text.contains("name: example-macvlannetwork"), "{text}");
+}
+
+#[test]
+fn invalid_ipam_exits_2_naming_the_field() {
+    let text = std::fs::read_to_string(repo().join("example/crs/mellanox.com_v1alpha1_macvlannetwork_cr.yaml"))
+        .unwrap()
+        .replace("\"type\": \"whereabouts\",", "\"type\": whereabouts,");
+    let path = write_temp("bad-ipam.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("spec.ipam: invalid JSON"), "{}", stderr(&output));
+}

@@ -69,6 +69,7 @@ pub fn assert_round_trips(objects: &[DynamicObject]) {
             "RoleBinding" => parse::round_trip_losses::<RoleBinding>(&value),
             "ClusterRole" => parse::round_trip_losses::<ClusterRole>(&value),
             "ClusterRoleBinding" => parse::round_trip_losses::<ClusterRoleBinding>(&value),
+            "NetworkAttachmentDefinition" => parse::round_trip_losses::<api::NetworkAttachmentDefinition>(&value),
             other => panic!("no typed round trip for kind {other}: add it to state_core::testing"),
         };
         let name = value["metadata"]["name"].as_str().unwrap_or_default();
