@@ -3,7 +3,6 @@
 
 use crate::fold::{Summary, fold};
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
@@ -13,7 +12,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use state_core::metrics::Metrics;
-use state_core::run::{Process, shutdown_signal};
+use state_core::run::{Process, drive, shutdown_signal};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -168,15 +167,12 @@ pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicB
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let ctx = Arc::new(Context::new(client, metrics, ready));
     tracing::info!("starting the aggregator");
-    Controller::new(policies, watcher::Config::default())
-        .graceful_shutdown_on(shutdown_signal())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
+    let results = Controller::new(policies, watcher::Config::default()).graceful_shutdown_on(shutdown_signal()).run(
+        reconcile,
+        error_policy,
+        ctx,
+    );
+    drive(results).await;
 }
 
 #[cfg(test)]

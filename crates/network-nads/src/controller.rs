@@ -5,7 +5,6 @@ use crate::render::{Network, NetworkStatus, render};
 use api::NetworkAttachmentDefinition;
 use api::networks::MacvlanNetwork;
 use api::networks::{HostDeviceNetwork, IPoIBNetwork, NetworkState};
-use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
@@ -15,7 +14,7 @@ use state_core::apply::{self, Applied};
 use state_core::metrics::Metrics;
 use state_core::objects::{Kind, ObjectKey};
 use state_core::owned::OwnedObjects;
-use state_core::run::{Process, shutdown_signal};
+use state_core::run::{Process, drive, shutdown_signal};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -186,16 +185,11 @@ pub async fn run_controller<N: Network>(client: Client, metrics: Metrics, ready:
     let (nads, changes) = OwnedObjects::watch(&client, vec![nad_kind()], N::STATE, None);
     let ctx = Arc::new(Context::new(client.clone(), nads, metrics, ready));
     tracing::info!(kind = N::kind(&()).as_ref(), "starting controller");
-    Controller::new(Api::<N>::all(client), watcher::Config::default())
+    let results = Controller::new(Api::<N>::all(client), watcher::Config::default())
         .reconcile_all_on(changes)
         .graceful_shutdown_on(shutdown_signal())
-        .run(reconcile::<N>, error_policy::<N>, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
+        .run(reconcile::<N>, error_policy::<N>, ctx);
+    drive(results).await;
 }
 
 /// The three controllers of the process, until SIGTERM.

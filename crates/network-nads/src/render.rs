@@ -79,7 +79,12 @@ struct CniConfig<'a> {
     ipam: Value,
 }
 
-impl CniConfig<'_> {
+impl<'a> CniConfig<'a> {
+    /// The configuration of `plugin` for the network named `name`, without optional keys.
+    fn new(name: &'a str, plugin: &'static str, ipam: Value) -> Self {
+        Self { cni_version: CNI_VERSION, name, plugin, master: None, mode: None, mtu: None, ipam }
+    }
+
     /// Serialised straight to text, so the keys keep the struct's order.
     fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -117,15 +122,11 @@ impl Network for MacvlanNetwork {
     }
 
     fn cni_config(&self, ipam: Value) -> String {
-        let name = self.metadata.name.as_deref().unwrap_or_default();
         CniConfig {
-            cni_version: CNI_VERSION,
-            name,
-            plugin: "macvlan",
             master: non_empty(self.spec.master.as_ref()),
             mode: non_empty(self.spec.mode.as_ref()),
             mtu: self.spec.mtu.filter(|mtu| *mtu != 0),
-            ipam,
+            ..CniConfig::new(self.metadata.name.as_deref().unwrap_or_default(), "macvlan", ipam)
         }
         .to_json()
     }
@@ -152,9 +153,7 @@ impl Network for HostDeviceNetwork {
     }
 
     fn cni_config(&self, ipam: Value) -> String {
-        let name = self.metadata.name.as_deref().unwrap_or_default();
-        CniConfig { cni_version: CNI_VERSION, name, plugin: "host-device", master: None, mode: None, mtu: None, ipam }
-            .to_json()
+        CniConfig::new(self.metadata.name.as_deref().unwrap_or_default(), "host-device", ipam).to_json()
     }
 
     fn annotations(&self) -> Result<BTreeMap<String, String>, FieldError> {
@@ -191,16 +190,10 @@ impl Network for IPoIBNetwork {
     }
 
     fn cni_config(&self, ipam: Value) -> String {
-        let name = self.metadata.name.as_deref().unwrap_or_default();
         CniConfig {
-            cni_version: CNI_VERSION,
-            name,
-            plugin: "ipoib",
             // The original always writes master, even when empty.
             master: Some(self.spec.master.as_deref().unwrap_or_default()),
-            mode: None,
-            mtu: None,
-            ipam,
+            ..CniConfig::new(self.metadata.name.as_deref().unwrap_or_default(), "ipoib", ipam)
         }
         .to_json()
     }

@@ -13,7 +13,9 @@ use axum::extract::State as Shared;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
@@ -245,18 +247,35 @@ pub async fn run_controller<S: State>(
     let mut ctx = Context::new(client, namespace, openshift, owned, metrics);
     ctx.reconciled_once = ready;
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
-    Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
-        .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
-        .reconcile_all_on(changes)
-        .graceful_shutdown_on(shutdown_signal())
-        .run(reconcile::reconcile::<S>, reconcile::error_policy::<S>, Arc::new(ctx))
+    let results =
+        Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
+            .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
+            .reconcile_all_on(changes)
+            .graceful_shutdown_on(shutdown_signal())
+            .run(reconcile::reconcile::<S>, reconcile::error_policy::<S>, Arc::new(ctx));
+    drive(results).await;
+}
+
+/// Drives a controller's results until it stops (on SIGTERM). Failed reconciles are logged by
+/// the error policies; watch failures (e.g. a CRD that is not installed) are logged here.
+pub async fn drive<K, R, Q>(results: impl Stream<Item = ControllerResult<K, R, Q>>)
+where
+    K: kube::Resource,
+    R: std::error::Error + 'static,
+    Q: std::error::Error + 'static,
+{
+    results
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+            match result {
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(error = %e, "controller: watch or queue failure; retrying"),
             }
         })
         .await;
 }
+
+/// One item of a kube-runtime controller's result stream.
+pub type ControllerResult<K, R, Q> = Result<(ObjectRef<K>, Action), controller::Error<R, Q>>;
 
 #[cfg(test)]
 mod tests {
