@@ -217,11 +217,11 @@ pub struct IbKubernetesSpec {
     pub periodic_update_seconds: Option<i32>,
     /// First GUID of the pool, `xx:xx:xx:xx:xx:xx:xx:xx`.
     #[serde(default, rename = "pKeyGUIDPoolRangeStart", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::validate::GUID_PATTERN))]
+    #[schemars(regex(pattern = crate::validate::GUID_PATTERN), length(max = 23))]
     pub p_key_guid_pool_range_start: Option<String>,
     /// Last GUID of the pool, `xx:xx:xx:xx:xx:xx:xx:xx`.
     #[serde(default, rename = "pKeyGUIDPoolRangeEnd", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::validate::GUID_PATTERN))]
+    #[schemars(regex(pattern = crate::validate::GUID_PATTERN), length(max = 23))]
     pub p_key_guid_pool_range_end: Option<String>,
     /// Name of the Secret with the UFM credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
