@@ -58,6 +58,7 @@ impl OwnedObjects {
     }
 
     /// Stores filled from fixed objects (for tests): every object is "live".
+    #[cfg(feature = "testing")]
     pub fn from_objects(kinds: Vec<Kind>, objects: Vec<DynamicObject>) -> Self {
         let stores = kinds
             .into_iter()

@@ -44,22 +44,21 @@ pub struct Context {
     /// The process's metrics.
     pub metrics: Metrics,
     /// Set once the first reconcile finished (for `/readyz`).
-    pub reconciled_once: Arc<AtomicBool>,
+    pub ready: Arc<AtomicBool>,
     not_ready_streak: AtomicU32,
 }
 
 impl Context {
-    /// A context for one controller.
-    pub fn new(client: Client, namespace: String, openshift: bool, owned: OwnedObjects, metrics: Metrics) -> Self {
-        Self {
-            client,
-            namespace,
-            openshift,
-            owned,
-            metrics,
-            reconciled_once: Arc::new(AtomicBool::new(false)),
-            not_ready_streak: AtomicU32::new(0),
-        }
+    /// A context for one controller; `ready` is set after its first reconcile.
+    pub fn new(
+        client: Client,
+        namespace: String,
+        openshift: bool,
+        owned: OwnedObjects,
+        metrics: Metrics,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        Self { client, namespace, openshift, owned, metrics, ready, not_ready_streak: AtomicU32::new(0) }
     }
 }
 
@@ -118,7 +117,7 @@ pub async fn reconcile<S: State>(policy: Arc<NicClusterPolicy>, ctx: Arc<Context
     ctx.metrics.set_state(S::NAME, outcome.state);
     ctx.metrics.reconcile_total.with_label_values(&[S::NAME, outcome.state.as_str()]).inc();
     ctx.metrics.reconcile_duration.with_label_values(&[S::NAME]).observe(started.elapsed().as_secs_f64());
-    ctx.reconciled_once.store(true, Ordering::Relaxed);
+    ctx.ready.store(true, Ordering::Relaxed);
     Ok(requeue(&ctx, outcome.state))
 }
 

@@ -244,8 +244,7 @@ pub async fn run_controller<S: State>(
 ) {
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, Some(&namespace));
-    let mut ctx = Context::new(client, namespace, openshift, owned, metrics);
-    ctx.reconciled_once = ready;
+    let ctx = Context::new(client, namespace, openshift, owned, metrics, ready);
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
     let results =
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
