@@ -36,18 +36,18 @@ fn every_network_example_renders_a_golden_nad() {
             let Some(nad) = render_document(&document) else { continue };
             assert_round_trips(std::slice::from_ref(&nad));
             let name = path.file_stem().unwrap().to_string_lossy().replace("mellanox.com_v1alpha1_", "");
-            insta::assert_snapshot!(
-                name,
-                format!(
-                    "{}\n# config, pretty:\n{}",
-                    to_yaml(std::slice::from_ref(&nad)),
-                    serde_json::to_string_pretty(&config(&nad)).unwrap()
-                )
-            );
+            golden(&name, &nad);
             rendered += 1;
         }
     }
     assert!(rendered >= 9, "expected every network example, rendered {rendered}");
+}
+
+/// A golden snapshot of one NAD: the object and its config, pretty-printed.
+fn golden(name: &str, nad: &DynamicObject) {
+    assert_round_trips(std::slice::from_ref(nad));
+    let pretty = serde_json::to_string_pretty(&config(nad)).unwrap();
+    insta::assert_snapshot!(name, format!("{}\n# config, pretty:\n{pretty}", to_yaml(std::slice::from_ref(nad))));
 }
 
 fn macvlan(spec: Value) -> MacvlanNetwork {
@@ -86,6 +86,7 @@ fn keys_come_in_the_originals_order() {
 #[test]
 fn empty_master_mode_and_zero_mtu_are_left_out() {
     let nad = render(&macvlan(json!({"master": "", "mode": "", "mtu": 0}))).unwrap();
+    golden("edge_mtu_0_and_empty_fields", &nad);
     let config = config(&nad);
     assert!(config.get("master").is_none() && config.get("mode").is_none() && config.get("mtu").is_none(), "{config}");
     assert_eq!(config["ipam"], json!({}));
@@ -95,6 +96,7 @@ fn empty_master_mode_and_zero_mtu_are_left_out() {
 fn quotes_and_unicode_in_values_are_escaped_not_broken() {
     let ipam = r#"{"type": "static", "note": "it's \"quoted\" — ünïcødé", "addresses": [{"address": "10.0.0.1/24"}]}"#;
     let nad = render(&macvlan(json!({"master": "eth'0\"", "ipam": ipam}))).unwrap();
+    golden("edge_quotes_and_unicode", &nad);
     let config = config(&nad);
     assert_eq!(config["master"], "eth'0\"");
     assert_eq!(config["ipam"]["note"], "it's \"quoted\" — ünïcødé");
@@ -103,7 +105,9 @@ fn quotes_and_unicode_in_values_are_escaped_not_broken() {
 #[test]
 fn nested_ipam_objects_are_kept_whole() {
     let ipam = r#"{"type": "whereabouts", "kubernetes": {"kubeconfig": "/etc/k"}, "ipRanges": [{"range": "10.0.0.0/24", "exclude": ["10.0.0.1/32"]}]}"#;
-    let config = config(&render(&macvlan(json!({"ipam": ipam}))).unwrap());
+    let nad = render(&macvlan(json!({"ipam": ipam}))).unwrap();
+    golden("edge_nested_ipam", &nad);
+    let config = config(&nad);
     assert_eq!(config["ipam"]["kubernetes"]["kubeconfig"], "/etc/k");
     assert_eq!(config["ipam"]["ipRanges"][0]["exclude"][0], "10.0.0.1/32");
 }
@@ -127,6 +131,7 @@ fn host_device(resource: &str) -> HostDeviceNetwork {
 fn host_device_resource_names_get_the_prefix_once() {
     for (given, expected) in [("hostdev", "nvidia.com/hostdev"), ("nvidia.com/hostdev", "nvidia.com/hostdev")] {
         let nad = render(&host_device(given)).unwrap();
+        golden(&format!("edge_host_device_{}", given.replace(['.', '/'], "_")), &nad);
         assert_eq!(nad.metadata.annotations.as_ref().unwrap()["k8s.v1.cni.cncf.io/resourceName"], expected);
         assert_eq!(nad.metadata.namespace.as_deref(), Some("default"), "no networkNamespace means default");
     }
