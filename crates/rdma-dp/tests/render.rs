@@ -147,3 +147,15 @@ fn a_digest_version_gives_an_image_reference_by_digest() {
         "ghcr.io/mellanox/k8s-rdma-shared-dev-plugin@sha256:0123456789abcdef"
     );
 }
+
+#[test]
+fn container_resources_for_an_unknown_container_are_an_error_naming_the_entry() {
+    let mut policy = seed();
+    plugin(&mut policy).image.container_resources =
+        Some(vec![serde_json::from_value(json!({"name": "rdma-shared-dp-typo", "limits": {"cpu": "1"}})).unwrap()]);
+    let message = render_error(&policy);
+    assert_eq!(
+        message,
+        "spec.rdmaSharedDevicePlugin.containerResources[0].name: no container \"rdma-shared-dp-typo\" in this component (containers: ofed-driver-validation, rdma-shared-dp)"
+    );
+}

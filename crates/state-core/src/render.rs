@@ -3,6 +3,7 @@
 use crate::edits::Edits;
 use crate::objects::ObjectKey;
 use crate::state::{RenderContext, RenderError, State};
+use api::FieldError;
 use kube::core::DynamicObject;
 use std::collections::BTreeSet;
 
@@ -26,5 +27,34 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
         }
         edits.apply(object);
     }
+    check_container_resources(S::field_path(), S::image(spec), &objects)?;
     Ok(Some(objects))
+}
+
+/// Every `containerResources` entry must name a container the state renders: a typo would
+/// otherwise be silently ignored.
+fn check_container_resources(
+    section: &str,
+    image: &api::ImageSpec,
+    objects: &[DynamicObject],
+) -> Result<(), RenderError> {
+    let containers: BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|o| o.data.pointer("/spec/template/spec"))
+        .flat_map(|pod| ["initContainers", "containers"].map(|list| &pod[list]))
+        .filter_map(|list| list.as_array())
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for (i, entry) in image.container_resources.iter().flatten().enumerate() {
+        if !containers.contains(entry.name.as_str()) {
+            let known: Vec<&str> = containers.iter().copied().collect();
+            return Err(FieldError::new(
+                format!("{section}.containerResources[{i}].name"),
+                format!("no container {:?} in this component (containers: {})", entry.name, known.join(", ")),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
