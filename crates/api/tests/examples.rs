@@ -111,3 +111,13 @@ fn the_every_section_example_sets_every_section() {
         assert!(spec.contains_key(section), "spec.{section} is not set");
     }
 }
+
+#[test]
+fn every_state_has_a_section_in_the_every_section_example() {
+    let text = examples().into_iter().find(|(n, _)| n == "nicclusterpolicy_every-section.yaml").unwrap().1;
+    let Document::Policy(policy) = parse::parse_all(&text).unwrap().remove(0) else { panic!("a policy") };
+    for state in api::state::names::ALL {
+        assert!(policy.spec.has_section(state), "{state} has no section");
+    }
+    assert!(!NicClusterPolicy::default().spec.has_section(api::state::names::OFED));
+}
