@@ -34,6 +34,13 @@ pub struct NetworkStatus {
     pub reference: Option<String>,
 }
 
+impl NetworkStatus {
+    /// The status as read from a CR's `state`, `reason` and reference field.
+    fn of(state: NetworkState, reason: &Option<String>, reference: &Option<String>) -> Self {
+        Self { state, reason: reason.clone(), reference: reference.clone() }
+    }
+}
+
 /// One of the three network kinds.
 pub trait Network:
     Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
@@ -132,11 +139,7 @@ impl Network for MacvlanNetwork {
     }
 
     fn status(&self) -> Option<NetworkStatus> {
-        self.status.as_ref().map(|s| NetworkStatus {
-            state: s.state,
-            reason: s.reason.clone(),
-            reference: s.macvlan_network_attachment_def.clone(),
-        })
+        self.status.as_ref().map(|s| NetworkStatus::of(s.state, &s.reason, &s.macvlan_network_attachment_def))
     }
 }
 
@@ -169,11 +172,7 @@ impl Network for HostDeviceNetwork {
     }
 
     fn status(&self) -> Option<NetworkStatus> {
-        self.status.as_ref().map(|s| NetworkStatus {
-            state: s.state,
-            reason: s.reason.clone(),
-            reference: s.host_device_network_attachment_def.clone(),
-        })
+        self.status.as_ref().map(|s| NetworkStatus::of(s.state, &s.reason, &s.host_device_network_attachment_def))
     }
 }
 
@@ -199,11 +198,7 @@ impl Network for IPoIBNetwork {
     }
 
     fn status(&self) -> Option<NetworkStatus> {
-        self.status.as_ref().map(|s| NetworkStatus {
-            state: s.state,
-            reason: s.reason.clone(),
-            reference: s.ipoib_network_attachment_def.clone(),
-        })
+        self.status.as_ref().map(|s| NetworkStatus::of(s.state, &s.reason, &s.ipoib_network_attachment_def))
     }
 }
 

@@ -94,6 +94,15 @@ async fn first_reconcile(server: &mut ApiServer) -> (Received, Received) {
     (config_map, daemon_set)
 }
 
+/// A whole first reconcile on a fresh cluster; returns the two applies (what is now live).
+async fn applied_once() -> (Received, Received) {
+    let (mut server, task) = start(policy(), vec![]);
+    let applies = first_reconcile(&mut server).await;
+    server.expect("PATCH", STATUS, 200, policy_json()).await;
+    task.await.unwrap().unwrap();
+    applies
+}
+
 #[tokio::test]
 async fn first_reconcile_applies_every_object_then_reports_not_ready() {
     let (mut server, task) = start(policy(), vec![]);
@@ -123,10 +132,7 @@ async fn first_reconcile_applies_every_object_then_reports_not_ready() {
 
 #[tokio::test]
 async fn steady_state_makes_zero_writes() {
-    let (mut server, task) = start(policy(), vec![]);
-    let (config_map, daemon_set) = first_reconcile(&mut server).await;
-    server.expect("PATCH", STATUS, 200, policy_json()).await;
-    task.await.unwrap().unwrap();
+    let (config_map, daemon_set) = applied_once().await;
 
     let live_objects = vec![live(&config_map, Value::Null), live(&daemon_set, available())];
     let (mut server, task) = start(with_entry(policy(), SyncState::Ready, None), live_objects);
@@ -136,10 +142,7 @@ async fn steady_state_makes_zero_writes() {
 
 #[tokio::test]
 async fn a_ready_daemonset_is_reported_ready_once() {
-    let (mut server, task) = start(policy(), vec![]);
-    let (config_map, daemon_set) = first_reconcile(&mut server).await;
-    server.expect("PATCH", STATUS, 200, policy_json()).await;
-    task.await.unwrap().unwrap();
+    let (config_map, daemon_set) = applied_once().await;
 
     let live_objects = vec![live(&config_map, Value::Null), live(&daemon_set, available())];
     let (mut server, task) = start(with_entry(policy(), SyncState::NotReady, Some("old")), live_objects);
@@ -152,10 +155,7 @@ async fn a_ready_daemonset_is_reported_ready_once() {
 
 #[tokio::test]
 async fn an_object_edited_by_someone_else_is_applied_again() {
-    let (mut server, task) = start(policy(), vec![]);
-    let (config_map, daemon_set) = first_reconcile(&mut server).await;
-    server.expect("PATCH", STATUS, 200, policy_json()).await;
-    task.await.unwrap().unwrap();
+    let (config_map, daemon_set) = applied_once().await;
 
     let mut edited = live(&daemon_set, available());
     edited.data["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:latest");
@@ -173,10 +173,7 @@ async fn an_object_edited_by_someone_else_is_applied_again() {
 
 #[tokio::test]
 async fn a_stale_observed_generation_is_not_ready() {
-    let (mut server, task) = start(policy(), vec![]);
-    let (config_map, daemon_set) = first_reconcile(&mut server).await;
-    server.expect("PATCH", STATUS, 200, policy_json()).await;
-    task.await.unwrap().unwrap();
+    let (config_map, daemon_set) = applied_once().await;
 
     let mut stale = live(&daemon_set, available());
     stale.metadata.generation = Some(2);
@@ -194,10 +191,7 @@ async fn a_stale_observed_generation_is_not_ready() {
 
 #[tokio::test]
 async fn removing_the_section_deletes_the_objects_and_reports_ignore() {
-    let (mut server, task) = start(policy(), vec![]);
-    let (config_map, daemon_set) = first_reconcile(&mut server).await;
-    server.expect("PATCH", STATUS, 200, policy_json()).await;
-    task.await.unwrap().unwrap();
+    let (config_map, daemon_set) = applied_once().await;
 
     let mut without = with_entry(policy(), SyncState::Ready, None);
     without.spec.rdma_shared_device_plugin = None;
@@ -217,10 +211,7 @@ async fn removing_the_section_deletes_the_objects_and_reports_ignore() {
 
 #[tokio::test]
 async fn invalid_config_reports_error_and_neither_applies_nor_deletes() {
-    let (mut server, task) = start(policy(), vec![]);
-    let (config_map, daemon_set) = first_reconcile(&mut server).await;
-    server.expect("PATCH", STATUS, 200, policy_json()).await;
-    task.await.unwrap().unwrap();
+    let (config_map, daemon_set) = applied_once().await;
 
     let mut broken = with_entry(policy(), SyncState::Ready, None);
     broken.spec.rdma_shared_device_plugin.as_mut().unwrap().config = Some("{not json".into());
