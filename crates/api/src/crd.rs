@@ -14,34 +14,50 @@ use kube::CustomResourceExt;
 /// The rule that makes the API server refuse a policy with another name than `nic-cluster-policy`.
 pub const POLICY_NAME_RULE: &str = "self.metadata.name == 'nic-cluster-policy'";
 
+/// The pattern the API server applies to resource quantities (`100m`, `1Gi`, `2`, `1e3`), as
+/// the Kubernetes quantity schema has it.
+pub const QUANTITY_PATTERN: &str =
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// How k8s-openapi describes `Quantity`; schemas with this description get the quantity schema.
+const QUANTITY_DESCRIPTION: &str = "Quantity is a fixed-point representation";
+
 /// Longest description kept whole; longer ones (the Kubernetes types' essays) keep their first
 /// paragraph, so the CRDs stay small and readable.
 const MAX_DESCRIPTION: usize = 300;
 
 /// Every CRD of the project, NicClusterPolicy first.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![
+    vec![
         nic_cluster_policy(),
-        MacvlanNetwork::crd(),
-        HostDeviceNetwork::crd(),
-        IPoIBNetwork::crd(),
-        NetworkAttachmentDefinition::crd(),
-    ];
-    for crd in &mut crds {
-        if let Some(root) = root_schema_mut(crd) {
-            shorten_descriptions(root);
-        }
-    }
-    crds
+        finish(MacvlanNetwork::crd()),
+        finish(HostDeviceNetwork::crd()),
+        finish(IPoIBNetwork::crd()),
+        finish(NetworkAttachmentDefinition::crd()),
+    ]
 }
 
-fn shorten_descriptions(schema: &mut JSONSchemaProps) {
-    if let Some(description) = &mut schema.description
-        && description.len() > MAX_DESCRIPTION
-    {
-        let first = description.split("\n\n").next().unwrap_or_default();
-        *description = first.trim().to_string();
+/// The edits every generated CRD gets: `spec` optional at the root, quantities with the
+/// quantity schema, key references requiring only `key`, short descriptions.
+fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    if let Some(root) = root_schema_mut(&mut crd) {
+        // A resource without `spec` is valid, as in the original (see `optional_spec!`).
+        if let Some(required) = &mut root.required {
+            required.retain(|field| field != "spec");
+        }
+        root.required = root.required.take().filter(|r| !r.is_empty());
+        visit(root, &mut |schema| {
+            use_quantity_schema(schema);
+            require_only_the_key_of_key_refs(schema);
+            shorten_description(schema);
+        });
     }
+    crd
+}
+
+/// Calls `edit` on `schema` and on every schema below it.
+fn visit(schema: &mut JSONSchemaProps, edit: &mut impl FnMut(&mut JSONSchemaProps)) {
+    edit(schema);
     let children = schema
         .properties
         .iter_mut()
@@ -55,13 +71,55 @@ fn shorten_descriptions(schema: &mut JSONSchemaProps) {
             JSONSchemaPropsOrBool::Bool(_) => None,
         }));
     for child in children {
-        shorten_descriptions(child);
+        visit(child, edit);
+    }
+}
+
+/// A `Quantity` becomes the Kubernetes quantity schema: an integer, or a string matching
+/// [`QUANTITY_PATTERN`], so `cpu: lots` is refused when the policy is applied, not later when
+/// its DaemonSet is.
+fn use_quantity_schema(schema: &mut JSONSchemaProps) {
+    // The env var `divisor` is a Quantity described as a field, not as the type.
+    if let Some(divisor) = schema.properties.as_mut().and_then(|p| p.get_mut("divisor")) {
+        set_quantity_schema(divisor);
+    }
+    if schema.description.as_deref().is_some_and(|d| d.starts_with(QUANTITY_DESCRIPTION)) {
+        set_quantity_schema(schema);
+    }
+}
+
+fn set_quantity_schema(schema: &mut JSONSchemaProps) {
+    let typed = |type_: &str| JSONSchemaProps { type_: Some(type_.to_string()), ..Default::default() };
+    if schema.description.as_deref().is_none_or(|d| d.starts_with(QUANTITY_DESCRIPTION)) {
+        schema.description = Some("A quantity: an integer, or a string such as `100m`, `1.5Gi` or `2`.".to_string());
+    }
+    schema.any_of = Some(vec![typed("integer"), typed("string")]);
+    schema.pattern = Some(QUANTITY_PATTERN.to_string());
+    schema.x_kubernetes_int_or_string = Some(true);
+}
+
+/// `configMapKeyRef` and `secretKeyRef` require only `key`, as in the original's CRD (the name
+/// may be empty for backwards compatibility).
+fn require_only_the_key_of_key_refs(schema: &mut JSONSchemaProps) {
+    for name in ["configMapKeyRef", "secretKeyRef"] {
+        if let Some(key_ref) = schema.properties.as_mut().and_then(|p| p.get_mut(name)) {
+            key_ref.required = Some(vec!["key".to_string()]);
+        }
+    }
+}
+
+fn shorten_description(schema: &mut JSONSchemaProps) {
+    if let Some(description) = &mut schema.description
+        && description.len() > MAX_DESCRIPTION
+    {
+        let first = description.split("\n\n").next().unwrap_or_default();
+        *description = first.trim().to_string();
     }
 }
 
 /// The NicClusterPolicy CRD, with the root-level rule on the policy's name.
 pub fn nic_cluster_policy() -> CustomResourceDefinition {
-    let mut crd = NicClusterPolicy::crd();
+    let mut crd = finish(NicClusterPolicy::crd());
     if let Some(root) = root_schema_mut(&mut crd) {
         root.x_kubernetes_validations = Some(vec![ValidationRule {
             rule: POLICY_NAME_RULE.to_string(),

@@ -8,6 +8,43 @@
 //! way an API server would ([`schema`]), strict parsing with field paths in errors ([`parse`]) and
 //! the checks a schema cannot express ([`validate`]).
 
+/// Makes a custom resource's `spec` optional on the wire, as the original's CRDs allow: a
+/// resource without `spec` (or with `spec: null`) reads as the default spec.
+///
+/// The spec type derives `Serialize`/`Deserialize` with `#[serde(remote = "Self")]` (which turns
+/// the derived impls into inherent functions); this macro writes the trait impls around them.
+macro_rules! optional_spec {
+    ($spec:ty) => {
+        impl serde::Serialize for $spec {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                <$spec>::serialize(self, serializer)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $spec {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct SpecOrNothing;
+                impl<'de> serde::de::Visitor<'de> for SpecOrNothing {
+                    type Value = $spec;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a spec object, or nothing")
+                    }
+                    fn visit_none<E: serde::de::Error>(self) -> Result<$spec, E> {
+                        Ok(Default::default())
+                    }
+                    fn visit_unit<E: serde::de::Error>(self) -> Result<$spec, E> {
+                        Ok(Default::default())
+                    }
+                    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<$spec, D::Error> {
+                        <$spec>::deserialize(deserializer)
+                    }
+                }
+                deserializer.deserialize_option(SpecOrNothing)
+            }
+        }
+    };
+}
+
 pub mod crd;
 pub mod image;
 pub mod nad;

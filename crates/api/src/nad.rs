@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A secondary network Multus can attach pods to: a CNI configuration as a JSON string.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(remote = "Self")]
 #[kube(
     group = "k8s.cni.cncf.io",
     version = "v1",
@@ -23,3 +24,5 @@ pub struct NetworkAttachmentDefinitionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
 }
+
+optional_spec!(NetworkAttachmentDefinitionSpec);

@@ -21,6 +21,7 @@ pub enum NetworkState {
 
 /// A macvlan secondary network.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(remote = "Self")]
 #[kube(
     group = "mellanox.com",
     version = "v1alpha1",
@@ -55,6 +56,8 @@ pub struct MacvlanNetworkSpec {
     pub ipam: Option<String>,
 }
 
+optional_spec!(MacvlanNetworkSpec);
+
 /// Observed state of a MacvlanNetwork.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -71,6 +74,7 @@ pub struct MacvlanNetworkStatus {
 
 /// A host-device secondary network backed by a device-plugin resource pool.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(remote = "Self")]
 #[kube(
     group = "mellanox.com",
     version = "v1alpha1",
@@ -97,6 +101,8 @@ pub struct HostDeviceNetworkSpec {
     pub ipam: Option<String>,
 }
 
+optional_spec!(HostDeviceNetworkSpec);
+
 /// Observed state of a HostDeviceNetwork.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -117,6 +123,7 @@ pub struct HostDeviceNetworkStatus {
 
 /// An IP-over-InfiniBand secondary network.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(remote = "Self")]
 #[kube(
     group = "mellanox.com",
     version = "v1alpha1",
@@ -142,6 +149,8 @@ pub struct IPoIBNetworkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<String>,
 }
+
+optional_spec!(IPoIBNetworkSpec);
 
 /// Observed state of an IPoIBNetwork.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Only the instance named `nic-cluster-policy` is acted on.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(remote = "Self")]
 #[kube(
     group = "mellanox.com",
     version = "v1alpha1",
@@ -59,6 +60,8 @@ pub struct NicClusterPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doca_telemetry_service: Option<DocaTelemetryServiceSpec>,
 }
+
+optional_spec!(NicClusterPolicySpec);
 
 /// Initial delay and period of one of the driver container's probes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -296,7 +299,8 @@ pub struct DocaTelemetryServiceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct DocaTelemetryServiceConfig {
     /// Name of a ConfigMap in the operands' namespace used instead of the default one.
-    pub from_config_map: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_config_map: Option<String>,
 }
 
 /// The observed state of the policy: one global state and one entry per section.

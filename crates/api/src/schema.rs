@@ -52,8 +52,10 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
         return;
     }
     if flag(schema, "x-kubernetes-int-or-string") {
-        if !matches!(type_name(value), "integer" | "string") {
-            violation(out, path, format!("expected an integer or a string, got {}", type_name(value)));
+        match value {
+            Value::String(s) => check_string(schema, s, path, out),
+            Value::Number(n) if n.is_i64() || n.is_u64() => {}
+            _ => violation(out, path, format!("expected an integer or a string, got {}", type_name(value))),
         }
         return;
     }
@@ -156,6 +158,13 @@ fn check_object(schema: &Value, fields: &Map<String, Value>, path: &str, out: &m
     }
 }
 
+/// `anyOf: [{type: integer}, {type: string}]`, which the API server accepts beside
+/// `x-kubernetes-int-or-string`.
+fn is_int_or_string_any_of(branches: &[Value]) -> bool {
+    let types: Vec<Option<&str>> = branches.iter().map(|b| b.get("type").and_then(Value::as_str)).collect();
+    types == [Some("integer"), Some("string")] && branches.iter().all(|b| b.as_object().is_some_and(|o| o.len() == 1))
+}
+
 /// Why an API server would refuse `schema` as a CRD's structural schema (empty when it would not).
 ///
 /// Checked: every node has a `type` (unless it is `x-kubernetes-int-or-string` or
@@ -183,7 +192,11 @@ fn structural(schema: &Value, path: &str, out: &mut Vec<String>) {
         out.push(format!("{path}: type is missing"));
     }
     for junction in ["anyOf", "oneOf", "allOf"] {
-        for (i, branch) in node.get(junction).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let branches = node.get(junction).and_then(Value::as_array);
+        if int_or_string && junction == "anyOf" && branches.is_some_and(|b| is_int_or_string_any_of(b)) {
+            continue; // the one typed junction a structural schema allows
+        }
+        for (i, branch) in branches.into_iter().flatten().enumerate() {
             value_validation_only(branch, &format!("{path}.{junction}[{i}]"), out);
         }
     }

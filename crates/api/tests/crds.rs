@@ -131,3 +131,79 @@ fn guid_format_is_enforced_by_the_schema_pattern() {
     assert_eq!(violations.len(), 1);
     assert_eq!(violations[0].path, "spec.ibKubernetes.pKeyGUIDPoolRangeStart");
 }
+
+fn violations(object: &Value) -> Vec<String> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let definition = crd::for_kind(kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
+    api::schema::validate(&crd::schema_json(&definition), object).into_iter().map(|v| v.to_string()).collect()
+}
+
+#[test]
+fn resource_quantities_must_look_like_quantities() {
+    let mut rdma = image();
+    rdma["containerResources"] =
+        json!([{"name": "rdma-shared-dp", "requests": {"cpu": "lots", "memory": "64Mi"}, "limits": {"cpu": 2}}]);
+    let found = violations(&policy(json!({"rdmaSharedDevicePlugin": rdma})));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("spec.rdmaSharedDevicePlugin.containerResources[0].requests.cpu:"), "{found:?}");
+
+    let mut ofed = image();
+    ofed["env"] = json!([{"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1 Mi"}}}]);
+    let found = violations(&policy(json!({"ofedDriver": ofed})));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("spec.ofedDriver.env[0].valueFrom.resourceFieldRef.divisor:"), "{found:?}");
+}
+
+#[test]
+fn every_quantity_in_every_crd_has_the_quantity_schema() {
+    fn count(schema: &Value) -> usize {
+        let own = usize::from(schema.get("pattern").and_then(Value::as_str) == Some(crd::QUANTITY_PATTERN));
+        let children: usize = match schema {
+            Value::Object(map) => map.values().map(count).sum(),
+            Value::Array(items) => items.iter().map(count).sum(),
+            _ => 0,
+        };
+        own + children
+    }
+    let policy_schema = crd::schema_json(&crd::nic_cluster_policy());
+    let text = policy_schema.to_string();
+    assert!(!text.contains("Quantity is a fixed-point"), "a quantity kept the plain int-or-string schema");
+    // requests + limits of every section's containerResources (11 sections, 4 of them inside
+    // secondaryNetwork) and the OFED env divisor.
+    assert_eq!(count(&policy_schema), 2 * 11 + 1);
+}
+
+#[test]
+fn no_crd_requires_spec_at_the_root() {
+    for definition in crd::all() {
+        let required = crd::schema_json(&definition)["required"].clone();
+        assert!(
+            !required.as_array().into_iter().flatten().any(|r| r == "spec"),
+            "{} requires spec",
+            definition.metadata.name.unwrap_or_default()
+        );
+    }
+    let bare: api::NicClusterPolicy =
+        serde_json::from_value(json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy",
+                                      "metadata": {"name": "nic-cluster-policy"}}))
+        .expect("a policy without spec deserialises");
+    assert_eq!(bare.spec, Default::default());
+}
+
+#[test]
+fn original_optional_fields_stay_optional() {
+    let mut dts = image();
+    dts["config"] = json!({});
+    let mut ofed = image();
+    ofed["env"] = json!([
+        {"name": "A", "valueFrom": {"configMapKeyRef": {"key": "a"}}},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"key": "b"}}},
+    ]);
+    let found = violations(&policy(json!({"docaTelemetryService": dts, "ofedDriver": ofed})));
+    assert_eq!(found, Vec::<String>::new());
+    ofed = image();
+    ofed["env"] = json!([{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm"}}}]);
+    let found = violations(&policy(json!({"ofedDriver": ofed})));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("configMapKeyRef.key"), "{found:?}");
+}

@@ -1,18 +1,20 @@
 //! CR → NetworkAttachmentDefinition, pure.
 //!
 //! The CNI configuration is a JSON document built with serde: values are escaped correctly,
-//! `ipam` is parsed and embedded as an object (empty means `{}`, invalid JSON is an error naming
+//! `ipam` is checked and embedded as the user wrote it (key order and number spelling kept,
+//! whitespace dropped; empty means `{}`; invalid JSON or a duplicate key is an error naming
 //! `spec.ipam` with the position), and optional keys are left out as the original does.
 
 use api::FieldError;
 use api::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork, NetworkState};
 use kube::core::DynamicObject;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::fmt::Debug;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::{self, Debug};
 
 /// The CNI spec version written into every configuration (as the original).
 pub const CNI_VERSION: &str = "0.3.1";
@@ -54,8 +56,8 @@ pub trait Network:
     fn network_namespace_field(&self) -> Option<&str>;
     /// `spec.ipam` as written.
     fn ipam(&self) -> Option<&String>;
-    /// The CNI configuration as JSON text, `ipam` given parsed.
-    fn cni_config(&self, ipam: Value) -> String;
+    /// The CNI configuration as JSON text, `ipam` given checked.
+    fn cni_config(&self, ipam: &RawValue) -> String;
     /// Annotations of the NAD (host-device: the resource name).
     fn annotations(&self) -> Result<BTreeMap<String, String>, FieldError> {
         Ok(BTreeMap::new())
@@ -83,12 +85,12 @@ struct CniConfig<'a> {
     mode: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mtu: Option<i32>,
-    ipam: Value,
+    ipam: &'a RawValue,
 }
 
 impl<'a> CniConfig<'a> {
     /// The configuration of `plugin` for the network named `name`, without optional keys.
-    fn new(name: &'a str, plugin: &'static str, ipam: Value) -> Self {
+    fn new(name: &'a str, plugin: &'static str, ipam: &'a RawValue) -> Self {
         Self { cni_version: CNI_VERSION, name, plugin, master: None, mode: None, mtu: None, ipam }
     }
 
@@ -98,18 +100,103 @@ impl<'a> CniConfig<'a> {
     }
 }
 
-/// `spec.ipam` parsed: empty means `{}`, anything but a JSON object is an error.
-pub fn parse_ipam(ipam: Option<&String>) -> Result<Value, FieldError> {
+/// `spec.ipam` checked and kept as written: empty means `{}`; anything but a JSON object, or an
+/// object with a duplicate key (at any depth), is an error naming `spec.ipam` with the position.
+/// The result keeps the user's key order and number spelling, without insignificant whitespace.
+pub fn parse_ipam(ipam: Option<&String>) -> Result<Box<RawValue>, FieldError> {
     let text = ipam.map(String::as_str).unwrap_or_default();
     if text.trim().is_empty() {
-        return Ok(json!({}));
+        return Ok(RawValue::from_string("{}".to_string()).expect("{} is JSON"));
     }
-    let value: Value =
+    let checked: Checked =
         serde_json::from_str(text).map_err(|e| FieldError::new("spec.ipam", format!("invalid JSON: {e}")))?;
-    if !value.is_object() {
+    if !checked.is_object {
         return Err(FieldError::new("spec.ipam", "must be a JSON object"));
     }
-    Ok(value)
+    RawValue::from_string(compact(text)).map_err(|e| FieldError::new("spec.ipam", format!("invalid JSON: {e}")))
+}
+
+/// `text` (valid JSON) without whitespace outside strings.
+fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_ascii_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A JSON document walked without keeping it: refuses duplicate object keys at any depth and
+/// remembers whether the top level is an object.
+struct Checked {
+    is_object: bool,
+}
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckVisitor)
+    }
+}
+
+struct CheckVisitor;
+
+impl<'de> Visitor<'de> for CheckVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked { is_object: false })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked { is_object: true })
+    }
 }
 
 fn non_empty(value: Option<&String>) -> Option<&str> {
@@ -128,7 +215,7 @@ impl Network for MacvlanNetwork {
         self.spec.ipam.as_ref()
     }
 
-    fn cni_config(&self, ipam: Value) -> String {
+    fn cni_config(&self, ipam: &RawValue) -> String {
         CniConfig {
             master: non_empty(self.spec.master.as_ref()),
             mode: non_empty(self.spec.mode.as_ref()),
@@ -155,7 +242,7 @@ impl Network for HostDeviceNetwork {
         self.spec.ipam.as_ref()
     }
 
-    fn cni_config(&self, ipam: Value) -> String {
+    fn cni_config(&self, ipam: &RawValue) -> String {
         CniConfig::new(self.metadata.name.as_deref().unwrap_or_default(), "host-device", ipam).to_json()
     }
 
@@ -188,7 +275,7 @@ impl Network for IPoIBNetwork {
         self.spec.ipam.as_ref()
     }
 
-    fn cni_config(&self, ipam: Value) -> String {
+    fn cni_config(&self, ipam: &RawValue) -> String {
         CniConfig {
             // The original always writes master, even when empty.
             master: Some(self.spec.master.as_deref().unwrap_or_default()),
@@ -206,7 +293,7 @@ impl Network for IPoIBNetwork {
 /// labelled with its state, owned by it (when it has a uid), with the CNI config as JSON.
 pub fn render<N: Network>(network: &N) -> Result<DynamicObject, FieldError> {
     let ipam = parse_ipam(network.ipam())?;
-    let config = network.cni_config(ipam);
+    let config = network.cni_config(&ipam);
     let mut labels: BTreeMap<String, String> = [(state_core::STATE_LABEL.to_string(), N::STATE.to_string())].into();
     for (key, value) in state_core::edits::STANDARD_LABELS {
         labels.insert(key.to_string(), value.to_string());

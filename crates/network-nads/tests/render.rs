@@ -121,6 +121,41 @@ fn invalid_ipam_is_an_error_naming_the_field_and_position() {
     assert_eq!(err.to_string(), "spec.ipam: must be a JSON object");
 }
 
+fn ipam_text(nad: &DynamicObject) -> String {
+    let config = nad.data["spec"]["config"].as_str().unwrap();
+    let start = config.find("\"ipam\":").expect("ipam key") + "\"ipam\":".len();
+    config[start..config.len() - 1].to_string()
+}
+
+#[test]
+fn ipam_keeps_the_users_key_order_and_number_spelling() {
+    let ipam = "{\n  \"type\": \"whereabouts\",\n  \"range\": \"10.0.0.0/24\",\n  \"big\": 123456789012345678901234,\n  \"ratio\": 1.10,\n  \"a b\": \"x  y\"\n}";
+    let nad = render(&macvlan(json!({"ipam": ipam}))).unwrap();
+    assert_eq!(
+        ipam_text(&nad),
+        r#"{"type":"whereabouts","range":"10.0.0.0/24","big":123456789012345678901234,"ratio":1.10,"a b":"x  y"}"#
+    );
+    let config = config(&nad);
+    assert_eq!(config["ipam"]["a b"], "x  y", "whitespace inside strings is kept");
+}
+
+#[test]
+fn escaped_quotes_in_ipam_strings_survive_compaction() {
+    let ipam = r#"{ "note" : "say \"hi\" \\" , "n" : [ 1 , 2 ] }"#;
+    let nad = render(&macvlan(json!({"ipam": ipam}))).unwrap();
+    assert_eq!(ipam_text(&nad), r#"{"note":"say \"hi\" \\","n":[1,2]}"#);
+}
+
+#[test]
+fn a_duplicate_ipam_key_is_an_error_naming_the_key() {
+    let err = render(&macvlan(json!({"ipam": r#"{"type": "static", "type": "whereabouts"}"#}))).unwrap_err();
+    assert_eq!(err.path, "spec.ipam");
+    assert!(err.message.starts_with("invalid JSON: duplicate key \"type\" at line 1"), "{}", err.message);
+    let nested = r#"{"type": "static", "routes": [{"dst": "0.0.0.0/0", "dst": "10.0.0.0/8"}]}"#;
+    let err = render(&macvlan(json!({"ipam": nested}))).unwrap_err();
+    assert!(err.message.contains("duplicate key \"dst\""), "{}", err.message);
+}
+
 fn host_device(resource: &str) -> HostDeviceNetwork {
     serde_json::from_value(json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "HostDeviceNetwork",
         "metadata": {"name": "hd"}, "spec": {"resourceName": resource}}))
