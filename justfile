@@ -17,6 +17,7 @@ crds:
 render file="example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml":
     cargo run -q -p nicctl -- render -f {{file}}
 
-# End-to-end tests against the cluster of NETOP_E2E_KUBECONFIG.
+# End-to-end tests: against the cluster of NETOP_E2E_KUBECONFIG if set, else against a fresh
+# control plane from ../shared/k8s (started and stopped by the script).
 e2e:
-    cargo test -p e2e -- --test-threads=1 --nocapture
+    hack/e2e.sh

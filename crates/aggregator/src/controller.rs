@@ -12,9 +12,9 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use state_core::metrics::Metrics;
-use state_core::run::{Process, drive, shutdown_signal};
+use state_core::run::{Process, drive, run_marking_ready, shutdown_signal};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// The aggregator's server-side-apply field manager.
@@ -34,16 +34,14 @@ pub struct Context {
     pub metrics: Metrics,
     /// Records Events on the policy.
     pub recorder: Recorder,
-    /// Set once the first reconcile finished (`/readyz`).
-    pub ready: Arc<AtomicBool>,
 }
 
 impl Context {
     /// A context whose Events are reported as `network-operator-aggregator`.
-    pub fn new(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) -> Self {
+    pub fn new(client: Client, metrics: Metrics) -> Self {
         let reporter =
             Reporter { controller: "network-operator-aggregator".into(), instance: std::env::var("HOSTNAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, ready }
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics }
     }
 }
 
@@ -109,7 +107,6 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
     let condition = ready_condition(&summary, policy.metadata.generation, previous, Timestamp::now());
     let unchanged =
         status.state == Some(summary.state) && status.reason == summary.reason && previous == Some(&condition);
-    ctx.ready.store(true, Ordering::Relaxed);
     if unchanged {
         return Ok(Action::requeue(state_core::reconcile::RESYNC));
     }
@@ -165,14 +162,15 @@ pub async fn run(process: Process) {
 /// The aggregator's kube-runtime controller, until SIGTERM.
 pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) {
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    let ctx = Arc::new(Context::new(client, metrics, ready));
+    let ctx = Arc::new(Context::new(client, metrics));
     tracing::info!("starting the aggregator");
-    let results = Controller::new(policies, watcher::Config::default()).graceful_shutdown_on(shutdown_signal()).run(
-        reconcile,
-        error_policy,
-        ctx,
-    );
-    drive(results).await;
+    let controller = Controller::new(policies, watcher::Config::default());
+    let store = controller.store();
+    let synced = async move {
+        let _ = store.wait_until_ready().await;
+    };
+    let results = controller.graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);
+    run_marking_ready(drive(results), synced, &ready).await;
 }
 
 #[cfg(test)]

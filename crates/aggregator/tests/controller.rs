@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use state_core::metrics::Metrics;
 use state_core::testing::{ApiServer, mock_client, policy_from_file};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 const SEED: &str = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml";
 const STATUS: &str = "/apis/mellanox.com/v1alpha1/nicclusterpolicies/nic-cluster-policy/status";
@@ -37,7 +36,7 @@ fn start(
 ) {
     let (client, server) = mock_client();
     let metrics = Metrics::new();
-    let ctx = Arc::new(Context::new(client, metrics.clone(), Arc::new(AtomicBool::new(false))));
+    let ctx = Arc::new(Context::new(client, metrics.clone()));
     (server, tokio::spawn(reconcile(Arc::new(policy), ctx)), metrics)
 }
 

@@ -16,8 +16,7 @@ pub const POLICY_NAME_RULE: &str = "self.metadata.name == 'nic-cluster-policy'";
 
 /// The pattern the API server applies to resource quantities (`100m`, `1Gi`, `2`, `1e3`), as
 /// the Kubernetes quantity schema has it.
-pub const QUANTITY_PATTERN: &str =
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
 /// How k8s-openapi describes `Quantity`; schemas with this description get the quantity schema.
 const QUANTITY_DESCRIPTION: &str = "Quantity is a fixed-point representation";

@@ -148,7 +148,8 @@ fn resource_quantities_must_look_like_quantities() {
     assert!(found[0].starts_with("spec.rdmaSharedDevicePlugin.containerResources[0].requests.cpu:"), "{found:?}");
 
     let mut ofed = image();
-    ofed["env"] = json!([{"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1 Mi"}}}]);
+    ofed["env"] =
+        json!([{"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1 Mi"}}}]);
     let found = violations(&policy(json!({"ofedDriver": ofed})));
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].starts_with("spec.ofedDriver.env[0].valueFrom.resourceFieldRef.divisor:"), "{found:?}");

@@ -14,9 +14,9 @@ use state_core::apply::{self, Applied};
 use state_core::metrics::Metrics;
 use state_core::objects::{Kind, ObjectKey};
 use state_core::owned::OwnedObjects;
-use state_core::run::{Process, drive, shutdown_signal};
+use state_core::run::{Process, drive, run_marking_ready, shutdown_signal};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,15 +41,13 @@ pub struct Context {
     pub nads: OwnedObjects,
     /// The process's metrics.
     pub metrics: Metrics,
-    /// Set once a reconcile finished (`/readyz`).
-    pub ready: Arc<AtomicBool>,
     retries: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     /// A context over `nads`, the live NADs of one network kind.
-    pub fn new(client: Client, nads: OwnedObjects, metrics: Metrics, ready: Arc<AtomicBool>) -> Self {
-        Self { client, nads, metrics, ready, retries: Mutex::new(HashMap::new()) }
+    pub fn new(client: Client, nads: OwnedObjects, metrics: Metrics) -> Self {
+        Self { client, nads, metrics, retries: Mutex::new(HashMap::new()) }
     }
 
     fn retry_after(&self, name: &str) -> Duration {
@@ -88,7 +86,6 @@ pub async fn reconcile<N: Network>(network: Arc<N>, ctx: Arc<Context>) -> Result
     }
     ctx.metrics.reconcile_total.with_label_values(&[N::STATE, state_name(status.state)]).inc();
     report(&*network, &ctx, &status).await?;
-    ctx.ready.store(true, Ordering::Relaxed);
     Ok(action)
 }
 
@@ -180,16 +177,27 @@ pub fn error_policy<N: Network>(_network: Arc<N>, error: &Error, ctx: Arc<Contex
     Action::requeue(RETRY_FIRST)
 }
 
-/// The controller of network kind `N` until SIGTERM: watches the CRs and their NADs.
-pub async fn run_controller<N: Network>(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) {
+/// The controller of network kind `N`: a future that runs it until SIGTERM (watching the CRs
+/// and their NADs), and one that resolves once its watches have their first lists.
+pub fn controller<N: Network>(
+    client: Client,
+    metrics: Metrics,
+) -> (impl Future<Output = ()>, impl Future<Output = ()>) {
     let (nads, changes) = OwnedObjects::watch(&client, vec![nad_kind()], N::STATE, None);
-    let ctx = Arc::new(Context::new(client.clone(), nads, metrics, ready));
+    let ctx = Arc::new(Context::new(client.clone(), nads.clone(), metrics));
     tracing::info!(kind = N::kind(&()).as_ref(), "starting controller");
-    let results = Controller::new(Api::<N>::all(client), watcher::Config::default())
-        .reconcile_all_on(changes)
-        .graceful_shutdown_on(shutdown_signal())
-        .run(reconcile::<N>, error_policy::<N>, ctx);
-    drive(results).await;
+    let controller = Controller::new(Api::<N>::all(client), watcher::Config::default());
+    let networks = controller.store();
+    let synced = async move {
+        let _ = networks.wait_until_ready().await;
+        nads.synced().await;
+    };
+    let results = controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(
+        reconcile::<N>,
+        error_policy::<N>,
+        ctx,
+    );
+    (drive(results), synced)
 }
 
 /// The three controllers of the process, until SIGTERM.
@@ -197,11 +205,17 @@ pub async fn run(process: Process) {
     run_all(process.client, process.metrics, process.ready).await;
 }
 
-/// The controllers of the three network kinds side by side, until SIGTERM.
+/// The controllers of the three network kinds side by side, until SIGTERM; `ready` is set once
+/// all three have their first lists.
 pub async fn run_all(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) {
-    tokio::join!(
-        run_controller::<MacvlanNetwork>(client.clone(), metrics.clone(), ready.clone()),
-        run_controller::<HostDeviceNetwork>(client.clone(), metrics.clone(), ready.clone()),
-        run_controller::<IPoIBNetwork>(client, metrics, ready),
-    );
+    let (macvlan, macvlan_synced) = controller::<MacvlanNetwork>(client.clone(), metrics.clone());
+    let (host_device, host_device_synced) = controller::<HostDeviceNetwork>(client.clone(), metrics.clone());
+    let (ipoib, ipoib_synced) = controller::<IPoIBNetwork>(client, metrics);
+    let work = async {
+        tokio::join!(macvlan, host_device, ipoib);
+    };
+    let synced = async {
+        tokio::join!(macvlan_synced, host_device_synced, ipoib_synced);
+    };
+    run_marking_ready(work, synced, &ready).await;
 }

@@ -10,7 +10,6 @@ use state_core::metrics::Metrics;
 use state_core::owned::OwnedObjects;
 use state_core::testing::{ApiServer, Received, mock_client, status_error};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use tokio::task::JoinHandle;
 
 const NAD_IN_DEFAULT: &str =
@@ -49,7 +48,7 @@ fn with_status(
 fn start(network: MacvlanNetwork, live: Vec<DynamicObject>) -> (ApiServer, JoinHandle<Result<Action, Error>>) {
     let (client, server) = mock_client();
     let nads = OwnedObjects::from_objects(vec![nad_kind()], live);
-    let ctx = Arc::new(Context::new(client, nads, Metrics::new(), Arc::new(AtomicBool::new(false))));
+    let ctx = Arc::new(Context::new(client, nads, Metrics::new()));
     (server, tokio::spawn(reconcile(Arc::new(network), ctx)))
 }
 

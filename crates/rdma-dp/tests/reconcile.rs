@@ -13,7 +13,6 @@ use state_core::owned::OwnedObjects;
 use state_core::reconcile::{Context, Error, reconcile};
 use state_core::testing::{ApiServer, NAMESPACE, Received, mock_client, policy_from_file};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use tokio::task::JoinHandle;
 
 const SEED: &str = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml";
@@ -50,14 +49,7 @@ fn with_entry(mut policy: NicClusterPolicy, state: SyncState, message: Option<&s
 fn start(policy: NicClusterPolicy, live: Vec<DynamicObject>) -> (ApiServer, JoinHandle<Result<Action, Error>>) {
     let (client, server) = mock_client();
     let owned = OwnedObjects::from_objects(RdmaDevicePlugin::kinds(), live);
-    let ctx = Arc::new(Context::new(
-        client,
-        NAMESPACE.into(),
-        false,
-        owned,
-        Metrics::new(),
-        Arc::new(AtomicBool::new(false)),
-    ));
+    let ctx = Arc::new(Context::new(client, NAMESPACE.into(), false, owned, Metrics::new()));
     let task = tokio::spawn(reconcile::<RdmaDevicePlugin>(Arc::new(policy), ctx));
     (server, task)
 }

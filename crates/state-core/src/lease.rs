@@ -1,14 +1,20 @@
 //! Lease-based leader election (`coordination.k8s.io/v1`), so a controller can run with more
-//! than one replica: one leads, the others wait and take over when its lease expires.
+//! than one replica: one leads, the others wait and take over when its lease expires or is
+//! released.
 //!
-//! The decision is a pure function ([`decide`]); the I/O around it uses optimistic concurrency
-//! (create, or replace with the read `resourceVersion`), so two candidates never both win.
+//! As in client-go: the leader renews every `retry`; if it could not renew for `renew_deadline`
+//! (shorter than the lease `duration`) it stops leading before anyone else may take over; on
+//! shutdown it releases the lease so a standby takes over at its next try instead of waiting
+//! for the lease to expire. The decision is a pure function ([`decide`]); the I/O around it uses
+//! optimistic concurrency (create, or replace with the read `resourceVersion`), so two
+//! candidates never both win.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where the lease lives and how long it lasts.
@@ -22,6 +28,8 @@ pub struct LeaseSettings {
     pub identity: String,
     /// How long a lease is valid without renewal.
     pub duration: Duration,
+    /// How long the leader keeps acting without a successful renewal; shorter than `duration`.
+    pub renew_deadline: Duration,
     /// How often the leader renews and candidates retry.
     pub retry: Duration,
 }
@@ -37,6 +45,8 @@ pub enum Decision {
     Wait {
         /// The current holder.
         holder: String,
+        /// When the lease expires unless it is renewed first.
+        expires: Timestamp,
     },
 }
 
@@ -55,7 +65,7 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Deci
     let last = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
     let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
     match last {
-        Some(last) if last + duration > now => Decision::Wait { holder },
+        Some(last) if last + duration > now => Decision::Wait { holder, expires: last + duration },
         _ => Decision::Acquire,
     }
 }
@@ -88,11 +98,17 @@ pub fn next_spec(
 
 /// One round: read the lease, decide, write. `Ok(true)` when we hold the lease afterwards.
 pub async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, kube::Error> {
+    Ok(attempt(api, settings).await?.is_none())
+}
+
+/// One round, saying how long to wait before the next try: `None` when we hold the lease,
+/// otherwise until the holder's lease expires, at most `retry`.
+async fn attempt(api: &Api<Lease>, settings: &LeaseSettings) -> Result<Option<Duration>, kube::Error> {
     let now = Timestamp::now();
     let current = api.get_opt(&settings.name).await?;
     let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &settings.identity, now);
     let Some(spec) = next_spec(current.as_ref().and_then(|l| l.spec.as_ref()), &decision, settings, now) else {
-        return Ok(false);
+        return Ok(Some(wait_before_retry(&decision, settings.retry, now)));
     };
     let result = match current {
         None => {
@@ -108,55 +124,101 @@ pub async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) ->
         }
     };
     match result {
-        Ok(_) => Ok(true),
+        Ok(_) => Ok(None),
         // Someone else wrote first: they won this round.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(settings.retry)),
         Err(e) => Err(e),
     }
 }
 
-/// Blocks until this candidate holds the lease, retrying on API errors.
-pub async fn acquire(client: &Client, settings: &LeaseSettings) {
-    let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
-    let mut waiting_logged = false;
-    loop {
-        match try_acquire_or_renew(&api, settings).await {
-            Ok(true) => {
-                tracing::info!(lease = %settings.name, identity = %settings.identity, "leading");
-                return;
-            }
-            Ok(false) if !waiting_logged => {
-                tracing::info!(lease = %settings.name, "another replica leads; waiting");
-                waiting_logged = true;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(lease = %settings.name, error = %e, "lease not readable; retrying")
-            }
+/// How long a candidate waits after `decision`: until just after the holder's lease expires
+/// (so a crashed leader is replaced within the lease duration), but never longer than `retry`
+/// (so a released lease is taken within `retry`).
+pub fn wait_before_retry(decision: &Decision, retry: Duration, now: Timestamp) -> Duration {
+    match decision {
+        Decision::Wait { expires, .. } => {
+            let until_expiry = now.duration_until(*expires).unsigned_abs() + Duration::from_millis(50);
+            until_expiry.min(retry)
         }
-        tokio::time::sleep(settings.retry).await;
+        _ => retry,
     }
 }
 
-/// Renews the lease until it cannot be renewed within its duration; then returns (the
-/// caller must stop leading).
+/// Blocks until this candidate holds the lease, retrying on API errors. `reachable` is set
+/// once the lease could be read (a standby that can take over is ready).
+pub async fn acquire(client: &Client, settings: &LeaseSettings, reachable: &AtomicBool) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+    let mut waiting_logged = false;
+    loop {
+        let result = attempt(&api, settings).await;
+        reachable.store(result.is_ok(), Ordering::Relaxed);
+        let wait = match result {
+            Ok(None) => {
+                tracing::info!(lease = %settings.name, identity = %settings.identity, "leading");
+                return;
+            }
+            Ok(Some(wait)) => {
+                if !waiting_logged {
+                    tracing::info!(lease = %settings.name, "another replica leads; standing by");
+                    waiting_logged = true;
+                }
+                wait
+            }
+            Err(e) => {
+                tracing::warn!(lease = %settings.name, error = %e, "lease not readable; retrying");
+                settings.retry
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Renews the lease every `retry` and returns (the caller must stop leading at once) when
+/// another replica took it, or when no renewal succeeded for `renew_deadline`: by then a
+/// leader cut off from the API stops acting before its lease expires and a standby may lead.
 pub async fn hold(client: &Client, settings: &LeaseSettings) {
     let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     let mut last_renewal = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(settings.retry).await;
-        match try_acquire_or_renew(&api, settings).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => {
-                tracing::error!(lease = %settings.name, "lease taken by another replica");
-                return;
-            }
-            Err(e) => tracing::warn!(lease = %settings.name, error = %e, "lease renewal failed"),
-        }
-        if last_renewal.elapsed() >= settings.duration {
-            tracing::error!(lease = %settings.name, "lease not renewed in time");
+        let next = (last_renewal + settings.renew_deadline).min(tokio::time::Instant::now() + settings.retry);
+        tokio::time::sleep_until(next).await;
+        if last_renewal.elapsed() >= settings.renew_deadline {
+            tracing::error!(lease = %settings.name, deadline = ?settings.renew_deadline, "lease not renewed in time; stopping");
             return;
         }
+        let renewal = tokio::time::timeout_at(last_renewal + settings.renew_deadline, attempt(&api, settings)).await;
+        match renewal {
+            Ok(Ok(None)) => last_renewal = tokio::time::Instant::now(),
+            Ok(Ok(Some(_))) => {
+                tracing::error!(lease = %settings.name, "lease taken by another replica; stopping");
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(lease = %settings.name, error = %e, "lease renewal failed"),
+            Err(_) => tracing::warn!(lease = %settings.name, "lease renewal timed out"),
+        }
+    }
+}
+
+/// Gives the lease up (on shutdown), so a standby takes over at its next try; does nothing
+/// when another replica holds it. Errors are logged: the lease then simply expires.
+pub async fn release(client: &Client, settings: &LeaseSettings) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+    let result = async {
+        let Some(mut lease) = api.get_opt(&settings.name).await? else { return Ok(false) };
+        let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(&settings.identity))
+        else {
+            return Ok(false);
+        };
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        api.replace(&settings.name, &PostParams::default(), &lease).await.map(|_| true)
+    }
+    .await;
+    match result {
+        Ok(true) => tracing::info!(lease = %settings.name, "lease released"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(lease = %settings.name, error = %e, "lease not released; it will expire"),
     }
 }
 
@@ -170,6 +232,7 @@ mod tests {
             namespace: "ns".into(),
             identity: "me".into(),
             duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             retry: Duration::from_secs(2),
         }
     }
@@ -210,7 +273,8 @@ mod tests {
     #[test]
     fn a_lease_held_by_another_is_not_taken() {
         let lease = held_by("other", now() - SignedDuration::from_secs(5));
-        assert_eq!(decide(Some(&lease), "me", now()), Decision::Wait { holder: "other".into() });
+        let expires = now() + SignedDuration::from_secs(10);
+        assert_eq!(decide(Some(&lease), "me", now()), Decision::Wait { holder: "other".into(), expires });
         assert_eq!(next_spec(Some(&lease), &decide(Some(&lease), "me", now()), &settings(), now()), None);
     }
 
@@ -229,5 +293,60 @@ mod tests {
         let mut lease = held_by("", now());
         lease.holder_identity = None;
         assert_eq!(decide(Some(&lease), "me", now()), Decision::Acquire);
+    }
+
+    #[test]
+    fn a_standby_retries_just_after_the_holders_lease_expires_but_never_later_than_retry() {
+        let retry = Duration::from_secs(2);
+        let soon = Decision::Wait { holder: "other".into(), expires: now() + SignedDuration::from_secs(1) };
+        assert_eq!(wait_before_retry(&soon, retry, now()), Duration::from_millis(1050));
+        let later = Decision::Wait { holder: "other".into(), expires: now() + SignedDuration::from_secs(9) };
+        assert_eq!(wait_before_retry(&later, retry, now()), retry);
+    }
+
+    /// A client whose API server answers every request with `respond(method)`.
+    fn answering(respond: fn(&str) -> (u16, serde_json::Value)) -> Client {
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (status, body) = respond(request.method().as_str());
+                let body = Body::from(serde_json::to_vec(&body).unwrap());
+                send.send_response(http::Response::builder().status(status).body(body).unwrap());
+            }
+        });
+        Client::new(service, "ns")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_cut_off_from_the_api_stops_leading_before_its_lease_expires() {
+        let client = answering(|_| {
+            (503, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503}))
+        });
+        let started = tokio::time::Instant::now();
+        hold(&client, &settings()).await;
+        let held = started.elapsed();
+        assert!(held >= settings().renew_deadline, "stopped after {held:?}");
+        assert!(held < settings().duration, "still leading after the lease expired: {held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_lease_was_taken_stops_at_its_next_renewal() {
+        let client = answering(|_| {
+            let renewed = MicroTime(Timestamp::now());
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some("rdma-dp".into()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some("other".into()),
+                    lease_duration_seconds: Some(15),
+                    renew_time: Some(renewed),
+                    ..Default::default()
+                }),
+            };
+            (200, serde_json::to_value(lease).unwrap())
+        });
+        let started = tokio::time::Instant::now();
+        hold(&client, &settings()).await;
+        assert_eq!(started.elapsed(), settings().retry);
     }
 }

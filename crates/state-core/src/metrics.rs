@@ -1,7 +1,9 @@
 //! Prometheus metrics shared by every controller, with names dashboards can rely on.
 
 use api::SyncState;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// The metrics of one controller process.
 #[derive(Clone)]
@@ -17,6 +19,9 @@ pub struct Metrics {
     pub objects_applied: IntCounterVec,
     /// `network_operator_policy_state{value}`: 1 for the policy's global state (aggregator).
     pub policy_state: IntGaugeVec,
+    /// `network_operator_leader`: 1 while this process acts (holds the lease, or runs without
+    /// leader election), 0 while it stands by.
+    pub leader: IntGauge,
 }
 
 impl Default for Metrics {
@@ -55,16 +60,19 @@ impl Metrics {
             &["value"],
         )
         .expect("valid metric");
+        let leader = IntGauge::new("network_operator_leader", "Whether this replica acts (1) or stands by (0)")
+            .expect("valid metric");
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_duration.clone()),
             Box::new(state.clone()),
             Box::new(objects_applied.clone()),
             Box::new(policy_state.clone()),
+            Box::new(leader.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Self { registry, reconcile_total, reconcile_duration, state, objects_applied, policy_state }
+        Self { registry, reconcile_total, reconcile_duration, state, objects_applied, policy_state, leader }
     }
 
     /// Sets `network_operator_state{state=name}` to `current`.

@@ -76,10 +76,14 @@ impl OwnedObjects {
         Self { stores }
     }
 
+    /// Waits until every store holds its first full list.
+    pub async fn synced(&self) {
+        futures::future::join_all(self.stores.iter().map(|(_, s)| s.wait_until_ready())).await;
+    }
+
     /// Waits (at most `timeout`) until every store holds its first full list.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let all = futures::future::join_all(self.stores.iter().map(|(_, s)| s.wait_until_ready()));
-        tokio::time::timeout(timeout, all).await.is_ok()
+        tokio::time::timeout(timeout, self.synced()).await.is_ok()
     }
 
     /// The live copy of the object with this identity, if any.

@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Requeue delay once ready (or ignored): a periodic resync.
@@ -43,22 +43,13 @@ pub struct Context {
     pub owned: OwnedObjects,
     /// The process's metrics.
     pub metrics: Metrics,
-    /// Set once the first reconcile finished (for `/readyz`).
-    pub ready: Arc<AtomicBool>,
     not_ready_streak: AtomicU32,
 }
 
 impl Context {
-    /// A context for one controller; `ready` is set after its first reconcile.
-    pub fn new(
-        client: Client,
-        namespace: String,
-        openshift: bool,
-        owned: OwnedObjects,
-        metrics: Metrics,
-        ready: Arc<AtomicBool>,
-    ) -> Self {
-        Self { client, namespace, openshift, owned, metrics, ready, not_ready_streak: AtomicU32::new(0) }
+    /// A context for one controller.
+    pub fn new(client: Client, namespace: String, openshift: bool, owned: OwnedObjects, metrics: Metrics) -> Self {
+        Self { client, namespace, openshift, owned, metrics, not_ready_streak: AtomicU32::new(0) }
     }
 }
 
@@ -117,7 +108,6 @@ pub async fn reconcile<S: State>(policy: Arc<NicClusterPolicy>, ctx: Arc<Context
     ctx.metrics.set_state(S::NAME, outcome.state);
     ctx.metrics.reconcile_total.with_label_values(&[S::NAME, outcome.state.as_str()]).inc();
     ctx.metrics.reconcile_duration.with_label_values(&[S::NAME]).observe(started.elapsed().as_secs_f64());
-    ctx.ready.store(true, Ordering::Relaxed);
     Ok(requeue(&ctx, outcome.state))
 }
 

@@ -64,6 +64,15 @@ pub struct Flags {
     /// This replica's identity in the Lease (default: the host name, i.e. the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Seconds a leader's lease is valid without renewal; a standby takes over after that.
+    #[arg(long, env = "LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// Seconds a leader keeps acting without renewing its lease; less than --lease-duration.
+    #[arg(long, env = "RENEW_DEADLINE", default_value_t = 10)]
+    pub renew_deadline: u64,
+    /// Seconds between two lease renewals (leader) or tries (standby); less than --renew-deadline.
+    #[arg(long, env = "RETRY_PERIOD", default_value_t = 2)]
+    pub retry_period: u64,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -154,19 +163,32 @@ pub async fn is_openshift(client: &Client, cluster_type: ClusterType) -> bool {
     }
 }
 
-/// Leader-election settings from the flags, for a controller named `component`.
-pub fn lease_settings(flags: &Flags, component: &str) -> LeaseSettings {
+/// Leader-election settings from the flags, for a controller named `component`; the timings
+/// must satisfy retry < renew deadline < lease duration, as in client-go.
+pub fn lease_settings(flags: &Flags, component: &str) -> anyhow::Result<LeaseSettings> {
+    if !(0 < flags.retry_period
+        && flags.retry_period < flags.renew_deadline
+        && flags.renew_deadline < flags.lease_duration)
+    {
+        anyhow::bail!(
+            "--retry-period ({}s) < --renew-deadline ({}s) < --lease-duration ({}s) must hold",
+            flags.retry_period,
+            flags.renew_deadline,
+            flags.lease_duration
+        );
+    }
     let identity = flags
         .identity
         .clone()
         .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| format!("{component}-{}", std::process::id())));
-    LeaseSettings {
+    Ok(LeaseSettings {
         name: flags.lease_name.clone().unwrap_or_else(|| format!("{component}-leader")),
         namespace: flags.lease_namespace.clone().unwrap_or_else(|| flags.namespace.clone()),
         identity,
-        duration: Duration::from_secs(15),
-        retry: Duration::from_secs(2),
-    }
+        duration: Duration::from_secs(flags.lease_duration),
+        renew_deadline: Duration::from_secs(flags.renew_deadline),
+        retry: Duration::from_secs(flags.retry_period),
+    })
 }
 
 /// What a controller process hands to its body once flags, logs, client and server are up.
@@ -177,13 +199,17 @@ pub struct Process {
     pub flags: Flags,
     /// The process's metrics, served on `/metrics`.
     pub metrics: Metrics,
-    /// Set by the body once it has done its first reconcile (`/readyz`).
+    /// Set by the body once its watches have their first lists, i.e. it can work (`/readyz`).
     pub ready: Arc<AtomicBool>,
 }
 
 /// The `main` of every controller binary named `component`: flags, logs, client, the
 /// metrics/health server, leader election when asked, then `body` until it returns (on
-/// SIGTERM) or the lease is lost (an error, so that the pod restarts and another replica leads).
+/// SIGTERM; the lease is then released) or the lease is lost (an error, so that the pod
+/// restarts as a candidate).
+///
+/// `/readyz` answers 200 on a standby once it has read the lease (it can take over), and on
+/// the acting replica once the body says its watches are synced.
 pub async fn run_process<F, Fut>(component: &'static str, body: F) -> anyhow::Result<()>
 where
     F: FnOnce(Process) -> Fut,
@@ -191,34 +217,46 @@ where
 {
     let flags = Flags::parse();
     init_tracing(flags.log_format);
+    let leader_elect = if flags.leader_elect { Some(lease_settings(&flags, component)?) } else { None };
     let client =
         Client::try_default().await.context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = bind(flags.metrics_addr).await?;
     let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), shutdown_signal()));
-    let leader_elect = flags.leader_elect.then(|| lease_settings(&flags, component));
-    let process = Process { client: client.clone(), flags, metrics, ready };
+    let process = Process { client: client.clone(), flags, metrics: metrics.clone(), ready: ready.clone() };
     let work = async {
-        match leader_elect {
-            Some(settings) => {
-                lease::acquire(&client, &settings).await; // do nothing before the lease is ours
-                tokio::select! {
-                    () = lease::hold(&client, &settings) => {
-                        anyhow::bail!("lost the leader lease; exiting so that another replica leads")
-                    }
-                    () = body(process) => Ok(()),
-                }
-            }
-            None => {
-                body(process).await;
-                Ok(())
-            }
+        let Some(settings) = leader_elect else {
+            metrics.leader.set(1);
+            body(process).await;
+            return Ok(());
+        };
+        tokio::select! {
+            () = lease::acquire(&client, &settings, &ready) => {}
+            () = shutdown_signal() => return Ok(()),
         }
+        ready.store(false, Ordering::Relaxed); // ready again once the body's watches are synced
+        metrics.leader.set(1);
+        let result = tokio::select! {
+            () = lease::hold(&client, &settings) => {
+                Err(anyhow::anyhow!("lost the leader lease; exiting so that another replica leads"))
+            }
+            () = body(process) => Ok(()),
+        };
+        metrics.leader.set(0);
+        if result.is_ok() {
+            lease::release(&client, &settings).await;
+        }
+        result
     };
+    let mut work = std::pin::pin!(work);
     tokio::select! {
-        result = work => result?,
-        result = server => result.context("HTTP server task")??,
+        result = &mut work => result?,
+        result = server => {
+            result.context("HTTP server task")??;
+            // Stopped by SIGTERM: the body stops too; give it a moment to release the lease.
+            tokio::time::timeout(Duration::from_secs(4), work).await.unwrap_or(Ok(()))?;
+        }
     }
     tracing::info!(component, "stopped");
     Ok(())
@@ -244,15 +282,37 @@ pub async fn run_controller<S: State>(
 ) {
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, Some(&namespace));
-    let ctx = Context::new(client, namespace, openshift, owned, metrics, ready);
+    let ctx = Context::new(client, namespace, openshift, owned.clone(), metrics);
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
-    let results =
+    let controller =
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
-            .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
-            .reconcile_all_on(changes)
-            .graceful_shutdown_on(shutdown_signal())
-            .run(reconcile::reconcile::<S>, reconcile::error_policy::<S>, Arc::new(ctx));
-    drive(results).await;
+            .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
+    let policy_store = controller.store();
+    let synced = async move {
+        let _ = policy_store.wait_until_ready().await;
+        owned.synced().await;
+    };
+    let results = controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(
+        reconcile::reconcile::<S>,
+        reconcile::error_policy::<S>,
+        Arc::new(ctx),
+    );
+    run_marking_ready(drive(results), synced, &ready).await;
+}
+
+/// Runs `work` until it ends, setting `ready` as soon as `synced` resolves (the controller's
+/// watches have their first lists: it can work, whether or not there is anything to do).
+pub async fn run_marking_ready(work: impl Future<Output = ()>, synced: impl Future<Output = ()>, ready: &AtomicBool) {
+    let mark = async {
+        synced.await;
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!("watches synced; ready");
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = work => {}
+        () = mark => {}
+    }
 }
 
 /// Drives a controller's results until it stops (on SIGTERM). Failed reconciles are logged by

@@ -1,24 +1,20 @@
-//! The aggregator and the rdma-dp controller together against the seed policy: the global
-//! status follows the DaemonSet, and `kubectl get nicclusterpolicy` shows it.
+//! `aggregator` and `rdma-dp-controller`, both as binaries, against the seed policy: the global
+//! status follows the RDMA plugin's pods, and `kubectl get nicclusterpolicy` shows it.
 
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
-use e2e::{
-    client, delete_if_present, eventually, exclusive, fresh_policy, install_crds, mark_daemonset_available,
-    seed_policy, unique_namespace,
-};
+use e2e::binary::ControllerProcess;
+use e2e::kubelet::{create_node, nic_node_labels, run_pods};
+use e2e::{TestEnv, WAIT, eventually, fresh_policy, seed_policy, unique_name, wait_for_entry};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use state_core::metrics::Metrics;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The sections of the seed policy whose controllers are not part of this test.
 const OTHER_STATES: [&str; 4] =
     ["state-multus-cni", "state-container-networking-plugins", "state-whereabouts-cni", "state-OFED"];
+const RDMA: &str = "state-RDMA-device-plugin";
 
 async fn global(client: &Client) -> Result<(SyncState, Option<String>), String> {
     let policy = Api::<NicClusterPolicy>::all(client.clone()).get(POLICY_NAME).await.map_err(|e| e.to_string())?;
@@ -39,26 +35,17 @@ async fn status_column(client: &Client) -> Result<String, String> {
 }
 
 #[tokio::test]
-async fn the_policy_becomes_ready_when_the_rdma_daemonset_is_available() {
-    let Some(client) = client().await else { return };
-    let _guard = exclusive().await;
-    install_crds(&client).await;
-    let namespace = unique_namespace(&client, "netop-e2e-agg").await;
-    let created = fresh_policy(&client, &seed_policy()).await;
+async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
+    let Some(env) = TestEnv::new("netop-e2e-agg").await else { return };
+    let client = env.client.clone();
+    let node = unique_name("netop-nic");
+    create_node(&env, &node, &nic_node_labels()).await;
+    let created = fresh_policy(&env, &seed_policy()).await;
     let generation = created.metadata.generation.unwrap_or(1);
 
-    let rdma = tokio::spawn(state_core::run::run_controller::<rdma_dp::RdmaDevicePlugin>(
-        client.clone(),
-        namespace.clone(),
-        false,
-        Metrics::new(),
-        Arc::new(AtomicBool::new(false)),
-    ));
-    let aggregator = tokio::spawn(aggregator::controller::run_controller(
-        client.clone(),
-        Metrics::new(),
-        Arc::new(AtomicBool::new(false)),
-    ));
+    let mut aggregator = ControllerProcess::start("aggregator", &env.namespace, &[]);
+    let mut rdma = ControllerProcess::start("rdma-dp-controller", &env.namespace, &[]);
+    aggregator.wait_ready().await;
 
     // Stand in for the controllers of the seed's other sections: each owns its own entry.
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
@@ -73,22 +60,33 @@ async fn the_policy_becomes_ready_when_the_rdma_daemonset_is_available() {
             .expect("stand-in entry written");
     }
 
-    // Only the RDMA plugin holds the policy back once every stand-in entry has been folded in.
-    // (Where a DaemonSet controller runs, the plugin matches no node and is ready at once.)
+    // The plugin's pod is pending: its entry is notReady, its DaemonSet exists, and it alone
+    // holds the policy back.
+    wait_for_entry(&client, RDMA, "notReady").await;
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &env.namespace);
+    assert!(daemon_sets.get_opt("rdma-shared-dp-ds").await.unwrap().is_some());
     eventually("the policy to be held back by the RDMA plugin alone", WAIT, || async {
         match global(&client).await? {
             (SyncState::NotReady, Some(reason))
-                if reason.contains("state-RDMA-device-plugin") && !OTHER_STATES.iter().any(|s| reason.contains(s)) =>
+                if reason.contains(RDMA)
+                    && !reason.contains("no controller has reported")
+                    && !OTHER_STATES.iter().any(|s| reason.contains(s)) =>
             {
                 Ok(())
             }
-            (SyncState::Ready, None) => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
 
-    mark_daemonset_available(&client, &namespace, "rdma-shared-dp-ds").await;
+    // Play the kubelet for the plugin's pod.
+    eventually("the plugin pod to run", WAIT, || async {
+        match run_pods(&client, &env.namespace, "app=rdma-shared-dp", None).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
     eventually("the policy to be ready", WAIT, || async {
         match global(&client).await? {
             (SyncState::Ready, None) => Ok(()),
@@ -104,9 +102,12 @@ async fn the_policy_becomes_ready_when_the_rdma_daemonset_is_available() {
         if shown == "ready" { Ok(()) } else { Err(format!("Status column shows {shown:?}")) }
     })
     .await;
+    let metrics = aggregator.metrics().await;
+    assert!(metrics.contains(r#"network_operator_policy_state{value="ready"} 1"#), "{metrics}");
+    assert!(metrics.contains(&format!(r#"network_operator_state{{state="{RDMA}",value="ready"}} 1"#)), "{metrics}");
 
-    rdma.abort();
-    aggregator.abort();
-    delete_if_present(&policies, POLICY_NAME).await;
-    delete_if_present(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), &namespace).await;
+    for process in [&mut aggregator, &mut rdma] {
+        let (status, took) = process.terminate(Duration::from_secs(5)).await;
+        assert!(status.success(), "exit status {status:?} after {took:?}");
+    }
 }

@@ -1,30 +1,118 @@
-//! The API server accepts every CRD (structural schemas, valid CEL) and enforces its rules.
+//! The API server accepts every CRD (structural schemas, valid CEL), enforces its rules, and
+//! accepts everything the original's CRDs accept: every example CR and the optional shapes.
 
 use api::NicClusterPolicy;
-use e2e::{client, exclusive, install_crds};
-use kube::Api;
-use kube::api::PostParams;
+use e2e::TestEnv;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use std::path::Path;
+
+fn dry_run() -> PostParams {
+    PostParams { dry_run: true, ..Default::default() }
+}
+
+/// Dry-run creates `object` (a document of one of our kinds) and returns the server's error.
+async fn create(client: &Client, object: &Value) -> Result<(), String> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let definition = api::crd::for_kind(kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
+    let version = &definition.spec.versions[0].name;
+    let gvk = GroupVersionKind::gvk(&definition.spec.group, version, kind);
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &definition.spec.names.plural);
+    let api: Api<DynamicObject> = if definition.spec.scope == "Namespaced" {
+        Api::namespaced_with(client.clone(), "default", &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    let object: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+    api.create(&dry_run(), &object).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn policy(spec: Value) -> Value {
+    json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy",
+           "metadata": {"name": "nic-cluster-policy"}, "spec": spec})
+}
+
+fn image() -> Value {
+    json!({"image": "x", "repository": "nvcr.io/nvidia", "version": "1.0"})
+}
 
 #[tokio::test]
 async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
-    let Some(client) = client().await else { return };
-    let _guard = exclusive().await;
-    install_crds(&client).await;
-
-    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
+    let policies: Api<NicClusterPolicy> = Api::all(env.client.clone());
     let mut wrong_name = NicClusterPolicy::new("my-policy", Default::default());
     wrong_name.metadata.name = Some("my-policy".into());
-    let err = policies.create(&PostParams::default(), &wrong_name).await.expect_err("another name is refused");
+    let err = policies.create(&dry_run(), &wrong_name).await.expect_err("another name is refused");
     assert!(err.to_string().contains("only the NicClusterPolicy named nic-cluster-policy"), "{err}");
 
-    let unsafe_load: NicClusterPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy",
-        "metadata": {"name": "nic-cluster-policy"},
-        "spec": {"ofedDriver": {"image": "doca-driver", "repository": "nvcr.io/nvidia/mellanox",
-                 "version": "24.07-0.6.1.0-0", "upgradePolicy": {"safeLoad": true}}}
-    }))
-    .unwrap();
-    let params = PostParams { dry_run: true, ..Default::default() };
-    let err = policies.create(&params, &unsafe_load).await.expect_err("safeLoad without autoUpgrade is refused");
-    assert!(err.to_string().contains("safeLoad requires autoUpgrade"), "{err}");
+    let mut ofed = image();
+    ofed["upgradePolicy"] = json!({"safeLoad": true});
+    let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("safeLoad alone is refused");
+    assert!(err.contains("safeLoad requires autoUpgrade"), "{err}");
+}
+
+#[tokio::test]
+async fn every_example_cr_of_the_original_is_accepted() {
+    let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example/crs");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut accepted = 0;
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        for document in documents.into_iter().filter(|d| !d.is_null()) {
+            if api::crd::for_kind(document["kind"].as_str().unwrap_or_default()).is_none() {
+                continue; // another project's kind (the nv-ipam IPPool)
+            }
+            create(&env.client, &document).await.unwrap_or_else(|e| panic!("{}: refused: {e}", path.display()));
+            accepted += 1;
+        }
+    }
+    assert!(accepted >= 17, "only {accepted} example documents were checked");
+}
+
+#[tokio::test]
+async fn the_originals_optional_shapes_are_accepted() {
+    let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
+    // No spec at all, for every kind.
+    for kind in
+        ["NicClusterPolicy", "MacvlanNetwork", "HostDeviceNetwork", "IPoIBNetwork", "NetworkAttachmentDefinition"]
+    {
+        let definition = api::crd::for_kind(kind).unwrap();
+        let name = if kind == "NicClusterPolicy" { "nic-cluster-policy" } else { "no-spec" };
+        let object = json!({"apiVersion": format!("{}/{}", definition.spec.group, definition.spec.versions[0].name),
+                            "kind": kind, "metadata": {"name": name}});
+        create(&env.client, &object).await.unwrap_or_else(|e| panic!("{kind} without spec refused: {e}"));
+    }
+    // DOCA telemetry config without fromConfigMap; env key references with only a key.
+    let mut dts = image();
+    dts["config"] = json!({});
+    let mut ofed = image();
+    ofed["env"] = json!([
+        {"name": "A", "valueFrom": {"configMapKeyRef": {"key": "a"}}},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"key": "b"}}},
+        {"name": "C", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+    ]);
+    create(&env.client, &policy(json!({"docaTelemetryService": dts, "ofedDriver": ofed})))
+        .await
+        .expect("optional fields are optional");
+}
+
+#[tokio::test]
+async fn resource_quantities_are_checked_when_the_policy_is_applied() {
+    let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
+    let mut rdma = image();
+    rdma["containerResources"] = json!([{"name": "rdma-shared-dp", "requests": {"cpu": "lots"}}]);
+    let err = create(&env.client, &policy(json!({"rdmaSharedDevicePlugin": rdma}))).await.expect_err("cpu: lots");
+    assert!(err.contains("spec.rdmaSharedDevicePlugin.containerResources[0].requests.cpu"), "{err}");
+    let mut ofed = image();
+    ofed["env"] =
+        json!([{"name": "C", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1 Mi"}}}]);
+    let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("divisor: 1 Mi");
+    assert!(err.contains("divisor"), "{err}");
+    rdma["containerResources"] =
+        json!([{"name": "rdma-shared-dp", "requests": {"cpu": "100m", "memory": 64}, "limits": {"memory": "1.5Gi"}}]);
+    create(&env.client, &policy(json!({"rdmaSharedDevicePlugin": rdma}))).await.expect("valid quantities");
 }

@@ -1,57 +1,45 @@
-//! The rdma-dp controller, run in-process against a real API server: objects, status entry,
-//! readiness from the DaemonSet status, and cleanup when the section is removed.
+//! `rdma-dp-controller` against a real API server: its objects, readiness from the DaemonSet's
+//! pods on NIC nodes (the test plays the kubelet), cleanup when the section goes, garbage
+//! collection when the policy goes, and the binary's own health, metrics and shutdown.
 
 use api::{NicClusterPolicy, POLICY_NAME};
-use e2e::{
-    client, delete_if_present, eventually, exclusive, fresh_policy, install_crds, mark_daemonset_available,
-    seed_policy, unique_namespace,
-};
+use e2e::binary::ControllerProcess;
+use e2e::kubelet::{self, create_node, nic_node_labels, run_pods, target_node};
+use e2e::{TestEnv, WAIT, applied_state, eventually, fresh_policy, seed_policy, unique_name, wait_for_entry};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use state_core::metrics::Metrics;
-use state_core::run::run_controller;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn entry(client: &Client) -> Result<(String, Option<String>), String> {
-    let policy = Api::<NicClusterPolicy>::all(client.clone()).get(POLICY_NAME).await.map_err(|e| e.to_string())?;
-    let entry = policy.applied_state("state-RDMA-device-plugin").ok_or("no entry for state-RDMA-device-plugin yet")?;
-    Ok((entry.state.to_string(), entry.message.clone()))
-}
-
-async fn entry_is(client: &Client, wanted: &str) -> Result<Option<String>, String> {
-    let (state, message) = entry(client).await?;
-    if state == wanted { Ok(message) } else { Err(format!("state is {state} ({message:?})")) }
-}
+const STATE: &str = "state-RDMA-device-plugin";
+const DAEMON_SET: &str = "rdma-shared-dp-ds";
+const PODS: &str = "app=rdma-shared-dp";
 
 #[tokio::test]
-async fn rdma_dp_deploys_reports_and_cleans_up() {
-    let Some(client) = client().await else { return };
-    let _guard = exclusive().await;
-    install_crds(&client).await;
-    let namespace = unique_namespace(&client, "netop-e2e-rdma").await;
-    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    fresh_policy(&client, &seed_policy()).await;
+async fn the_binary_deploys_the_plugin_is_ready_once_its_pods_run_and_cleans_up() {
+    let Some(env) = TestEnv::new("netop-e2e-rdma").await else { return };
+    let client = env.client.clone();
+    let nic_nodes = [unique_name("netop-nic"), unique_name("netop-nic")];
+    for node in &nic_nodes {
+        create_node(&env, node, &nic_node_labels()).await;
+    }
+    let plain_node = unique_name("netop-plain");
+    create_node(&env, &plain_node, &[]).await;
+    fresh_policy(&env, &seed_policy()).await;
 
-    let controller = tokio::spawn(run_controller::<rdma_dp::RdmaDevicePlugin>(
-        client.clone(),
-        namespace.clone(),
-        false,
-        Metrics::new(),
-        Arc::new(AtomicBool::new(false)),
-    ));
+    let mut controller = ControllerProcess::start("rdma-dp-controller", &env.namespace, &[]);
+    controller.wait_ready().await;
 
-    // Objects exist with the expected fields.
-    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    // The objects, with the fields that matter.
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &env.namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &env.namespace);
     let ds = eventually("the DaemonSet", WAIT, || async {
-        daemon_sets.get_opt("rdma-shared-dp-ds").await.map_err(|e| e.to_string())?.ok_or("absent".to_string())
+        daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?.ok_or("absent".to_string())
     })
     .await;
     let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
@@ -61,52 +49,92 @@ async fn rdma_dp_deploys_reports_and_cleans_up() {
         Some("ghcr.io/mellanox/k8s-rdma-shared-dev-plugin:sha-fe7f371c7e1b8315bf900f71cd25cfc1251dc775")
     );
     let selector = pod.node_selector.clone().unwrap_or_default();
-    assert_eq!(selector.get("feature.node.kubernetes.io/pci-15b3.present").map(String::as_str), Some("true"));
-    assert_eq!(selector.get("network.nvidia.com/operator.mofed.wait").map(String::as_str), Some("false"));
-    assert_eq!(ds.metadata.labels.as_ref().unwrap()["nvidia.network-operator.state"], "state-RDMA-device-plugin");
+    assert_eq!(selector.get(kubelet::NIC_LABEL).map(String::as_str), Some("true"));
+    assert_eq!(selector.get(kubelet::MOFED_WAIT_LABEL).map(String::as_str), Some("false"));
+    assert_eq!(ds.metadata.labels.as_ref().unwrap()["nvidia.network-operator.state"], STATE);
     let owner = &ds.metadata.owner_references.as_ref().expect("owner reference")[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("NicClusterPolicy", POLICY_NAME));
-    let config_map = config_maps.get("rdma-devices").await.expect("the ConfigMap exists");
-    let config = &config_map.data.as_ref().unwrap()["config.json"];
-    assert!(config.contains("rdma_shared_device_a"), "{config}");
+    let config = config_maps.get("rdma-devices").await.expect("the ConfigMap exists");
+    assert!(config.data.as_ref().unwrap()["config.json"].contains("rdma_shared_device_a"));
 
-    // With only an API server the DaemonSet has no status, so the state is notReady. (Where a
-    // DaemonSet controller runs, no node carries the NIC label: ready, "no node matches".)
-    let (state, message) = eventually("a first entry", WAIT, || async {
-        match entry(&client).await? {
-            (state, message) if state == "notReady" => Ok((state, message)),
-            (state, Some(message)) if state == "ready" && message.contains("no node matches") => {
-                Ok((state, Some(message)))
-            }
-            other => Err(format!("{other:?}")),
+    // The DaemonSet controller creates one pod per NIC node and none on the plain node; while
+    // they are pending the state is notReady.
+    let pods = eventually("one plugin pod per NIC node", WAIT, || async {
+        let pods = kubelet::pods(&client, &env.namespace, PODS).await;
+        let mut nodes: Vec<String> = pods.iter().filter_map(target_node).collect();
+        nodes.sort();
+        let mut wanted = nic_nodes.to_vec();
+        wanted.sort();
+        if nodes == wanted { Ok(pods) } else { Err(format!("pods on {nodes:?}")) }
+    })
+    .await;
+    assert_eq!(pods.len(), 2);
+    let message = wait_for_entry(&client, STATE, "notReady").await.unwrap_or_default();
+    assert!(message.starts_with(&format!("DaemonSet {DAEMON_SET}:")), "{message}");
+
+    // Play the kubelet: the pods run and are Ready, so the state is ready.
+    eventually("the plugin pods to run", WAIT, || async {
+        match run_pods(&client, &env.namespace, PODS, None).await {
+            2 => Ok(()),
+            n => Err(format!("{n} running")),
         }
     })
     .await;
-    if state == "notReady" {
-        let message = message.unwrap_or_default();
-        assert!(message.starts_with("DaemonSet rdma-shared-dp-ds:"), "{message}");
-    } else {
-        eprintln!("a DaemonSet controller runs in this cluster: {message:?}");
-    }
-
-    // Play the DaemonSet controller: every desired pod available and updated.
-    mark_daemonset_available(&client, &namespace, "rdma-shared-dp-ds").await;
-    eventually("the entry to be ready", WAIT, || entry_is(&client, "ready")).await;
+    wait_for_entry(&client, STATE, "ready").await;
+    let metrics = controller.metrics().await;
+    assert!(metrics.contains(&format!(r#"network_operator_state{{state="{STATE}",value="ready"}} 1"#)), "{metrics}");
+    assert!(metrics.contains("network_operator_leader 1"), "{metrics}");
 
     // Remove the section: the objects go, the entry says ignore.
-    policies
+    Api::<NicClusterPolicy>::all(client.clone())
         .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rdmaSharedDevicePlugin": null}})))
         .await
         .expect("section removed");
     eventually("the DaemonSet and ConfigMap to be deleted", WAIT, || async {
-        let ds = daemon_sets.get_opt("rdma-shared-dp-ds").await.map_err(|e| e.to_string())?;
+        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
         let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
         if ds.is_none() && cm.is_none() { Ok(()) } else { Err("still present".to_string()) }
     })
     .await;
-    eventually("the entry to be ignore", WAIT, || entry_is(&client, "ignore")).await;
+    wait_for_entry(&client, STATE, "ignore").await;
 
+    let (status, took) = controller.terminate(Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[tokio::test]
+async fn deleting_the_policy_garbage_collects_the_plugins_objects() {
+    let Some(env) = TestEnv::new("netop-e2e-rdma-gc").await else { return };
+    let client = env.client.clone();
+    fresh_policy(&env, &seed_policy()).await;
+    let controller = tokio::spawn(state_core::run::run_controller::<rdma_dp::RdmaDevicePlugin>(
+        client.clone(),
+        env.namespace.clone(),
+        false,
+        Metrics::new(),
+        Arc::new(AtomicBool::new(false)),
+    ));
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &env.namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &env.namespace);
+    eventually("the DaemonSet and ConfigMap", WAIT, || async {
+        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
+        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
+        if ds.is_some() && cm.is_some() { Ok(()) } else { Err("not yet".to_string()) }
+    })
+    .await;
+    eventually("a first entry", WAIT, || applied_state(&client, STATE)).await;
+    // Stop the controller: what follows is the garbage collector's work alone.
     controller.abort();
-    delete_if_present(&policies, POLICY_NAME).await;
-    delete_if_present(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), &namespace).await;
+    let _ = controller.await;
+    Api::<NicClusterPolicy>::all(client.clone())
+        .delete(POLICY_NAME, &DeleteParams::default())
+        .await
+        .expect("policy deleted");
+    eventually("the garbage collector to delete the DaemonSet and ConfigMap", WAIT, || async {
+        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
+        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
+        if ds.is_none() && cm.is_none() { Ok(()) } else { Err("still present".to_string()) }
+    })
+    .await;
 }
