@@ -47,7 +47,7 @@ impl Context {
 
 /// A failed status write; retried with backoff.
 #[derive(Debug, thiserror::Error)]
-#[error("writing the status of NicClusterPolicy {name}: {source}")]
+#[error("writing the status of NicClusterPolicy {name}: {}", state_core::apply::describe(.source))]
 pub struct Error {
     name: String,
     source: kube::Error,

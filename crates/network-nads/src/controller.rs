@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use state_core::apply::{self, Applied};
+use state_core::apply::{self, Applied, ApplyError};
 use state_core::metrics::Metrics;
 use state_core::objects::{Kind, ObjectKey};
 use state_core::owned::OwnedObjects;
@@ -65,7 +65,7 @@ impl Context {
 
 /// A failed status write; retried with backoff.
 #[derive(Debug, thiserror::Error)]
-#[error("writing the status of {kind} {name}: {source}")]
+#[error("writing the status of {kind} {name}: {}", apply::describe(.source))]
 pub struct Error {
     kind: String,
     name: String,
@@ -118,10 +118,14 @@ async fn sync<N: Network>(network: &N, ctx: &Context) -> (NetworkStatus, Action)
             tracing::info!(nad = %key, "applied");
             ctx.metrics.objects_applied.with_label_values(&[N::STATE]).inc();
         }
-        Err(kube::Error::Api(status)) if status.code == 404 => {
+        Err(ApplyError::Api { source: kube::Error::Api(status), .. }) if status.code == 404 => {
             return not_ready(format!("namespace {namespace} does not exist; retrying"));
         }
-        Err(e) => return not_ready(format!("applying {key}: {e}")),
+        Err(e) if e.is_input_error() => {
+            let status = NetworkStatus { state: NetworkState::Error, reason: Some(e.to_string()), reference: None };
+            return (status, Action::await_change());
+        }
+        Err(e) => return not_ready(e.to_string()),
     }
     // A NAD this CR owns in another namespace was left by a networkNamespace change.
     let uid = network.meta().uid.clone().unwrap_or_default();
@@ -132,7 +136,7 @@ async fn sync<N: Network>(network: &N, ctx: &Context) -> (NetworkStatus, Action)
             continue;
         }
         if let Err(e) = apply::delete(&ctx.client, &kind, &old_key).await {
-            return not_ready(format!("deleting {old_key} left by a networkNamespace change: {e}"));
+            return not_ready(format!("deleting {old_key} left by a networkNamespace change: {}", apply::describe(&e)));
         }
         tracing::info!(nad = %old_key, "deleted: networkNamespace changed");
     }

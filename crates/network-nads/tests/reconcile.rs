@@ -65,6 +65,7 @@ fn cr_json(n: &MacvlanNetwork) -> Value {
 /// The NAD as the API server holds it after our apply.
 async fn live_nad(n: &MacvlanNetwork) -> DynamicObject {
     let (mut server, task) = start(n.clone(), vec![]);
+    server.expect_absent(&nad_path(n)).await;
     let applied = server.handle("PATCH", &nad_path(n), |r| (200, echo(r))).await;
     server.expect("PATCH", STATUS, 200, cr_json(n)).await;
     task.await.unwrap().unwrap();
@@ -82,6 +83,7 @@ fn nad_path(n: &MacvlanNetwork) -> String {
 async fn a_new_network_gets_its_nad_then_a_ready_status() {
     let n = network("default", IPAM);
     let (mut server, task) = start(n.clone(), vec![]);
+    server.expect_absent(NAD_IN_DEFAULT).await;
     let apply = server.handle("PATCH", NAD_IN_DEFAULT, |r| (200, echo(r))).await;
     assert!(apply.has_query("fieldManager", "network-operator%2Fnetwork-nads"), "{}", apply.uri);
     assert!(apply.has_query("force", "true"));
@@ -126,6 +128,7 @@ async fn moving_the_network_namespace_applies_the_new_nad_and_deletes_the_old() 
     let live = live_nad(&old).await;
     let moved = with_status(network("team", IPAM), NetworkState::Ready, None, Some(REFERENCE));
     let (mut server, task) = start(moved.clone(), vec![live.clone()]);
+    server.expect_absent(NAD_IN_TEAM).await;
     server.handle("PATCH", NAD_IN_TEAM, |r| (200, echo(r))).await;
     server.expect("DELETE", NAD_IN_DEFAULT, 200, serde_json::to_value(&live).unwrap()).await;
     let status = server.expect("PATCH", STATUS, 200, cr_json(&moved)).await;
@@ -171,6 +174,7 @@ async fn a_missing_namespace_is_not_ready_and_retried() {
     let n = network("nowhere", IPAM);
     let (mut server, task) = start(n.clone(), vec![]);
     let path = "/apis/k8s.cni.cncf.io/v1/namespaces/nowhere/network-attachment-definitions/example-macvlannetwork";
+    server.expect_absent(path).await;
     server.expect("PATCH", path, 404, status_error(404, "namespaces \"nowhere\" not found")).await;
     let status = server.expect("PATCH", STATUS, 200, cr_json(&n)).await;
     assert_eq!(
@@ -180,6 +184,23 @@ async fn a_missing_namespace_is_not_ready_and_retried() {
     server.expect_no_more().await;
     let action = task.await.unwrap().unwrap();
     assert_ne!(action, Action::await_change(), "retried");
+}
+
+#[tokio::test]
+async fn a_users_nad_with_the_same_name_is_never_taken_over() {
+    let n = network("default", IPAM);
+    let (mut server, task) = start(n.clone(), vec![]);
+    let users = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "example-macvlannetwork", "namespace": "default", "resourceVersion": "3"},
+        "spec": {"config": "{}"}});
+    server.expect("GET", NAD_IN_DEFAULT, 200, users).await;
+    let status = server.expect("PATCH", STATUS, 200, cr_json(&n)).await;
+    assert_eq!(
+        status.body["status"],
+        json!({"state": "error", "reason": "NetworkAttachmentDefinition default/example-macvlannetwork exists and is not managed by the operator; rename or delete it"})
+    );
+    server.expect_no_more().await;
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -81,7 +81,9 @@ fn assert_is_apply(request: &Received) {
 
 /// The first reconcile of a fresh cluster; returns the two applied objects' requests.
 async fn first_reconcile(server: &mut ApiServer) -> (Received, Received) {
+    server.expect_absent(CONFIG_MAP).await;
     let config_map = server.handle("PATCH", CONFIG_MAP, |r| (200, applied(r, Value::Null))).await;
+    server.expect_absent(DAEMON_SET).await;
     let daemon_set = server.handle("PATCH", DAEMON_SET, |r| (200, applied(r, Value::Null))).await;
     (config_map, daemon_set)
 }
@@ -239,6 +241,7 @@ async fn labelled_objects_without_a_policy_owner_are_never_deleted() {
 #[tokio::test]
 async fn an_apply_failure_is_reported_not_ready_with_the_error() {
     let (mut server, task) = start(policy(), vec![]);
+    server.expect_absent(CONFIG_MAP).await;
     server
         .expect(
             "PATCH",
@@ -254,6 +257,79 @@ async fn an_apply_failure_is_reported_not_ready_with_the_error() {
         entry["message"].as_str().unwrap().starts_with("applying ConfigMap nvidia-network-operator/rdma-devices:"),
         "{entry}"
     );
+    server.expect_no_more().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_object_the_api_server_finds_invalid_is_an_error_with_its_message_not_a_debug_dump() {
+    let (mut server, task) = start(policy(), vec![]);
+    server.expect_absent(CONFIG_MAP).await;
+    let too_long = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422, "reason": "Invalid",
+        "message": "ConfigMap \"rdma-devices\" is invalid: []: Too long: must have at most 1048576 bytes"});
+    server.expect("PATCH", CONFIG_MAP, 422, too_long).await;
+    let status = server.expect("PATCH", STATUS, 200, policy_json()).await;
+    let entry = &status.body["status"]["appliedStates"][0];
+    assert_eq!(entry["state"], "error");
+    assert_eq!(
+        entry["message"],
+        "applying ConfigMap nvidia-network-operator/rdma-devices: ConfigMap \"rdma-devices\" is invalid: []: Too long: must have at most 1048576 bytes (Invalid, HTTP 422)"
+    );
+    server.expect_no_more().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_users_object_with_a_rendered_name_is_never_taken_over() {
+    let (mut server, task) = start(policy(), vec![]);
+    let users = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"mine": "yes"},
+        "metadata": {"name": "rdma-devices", "namespace": NAMESPACE, "resourceVersion": "9"}});
+    server.expect("GET", CONFIG_MAP, 200, users).await;
+    let status = server.expect("PATCH", STATUS, 200, policy_json()).await;
+    let entry = &status.body["status"]["appliedStates"][0];
+    assert_eq!(entry["state"], "error");
+    assert_eq!(
+        entry["message"],
+        "ConfigMap nvidia-network-operator/rdma-devices exists and is not managed by the operator; rename or delete it"
+    );
+    server.expect_no_more().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_labelled_object_owned_by_something_else_is_never_taken_over() {
+    let labelled_elsewhere: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "rdma-devices", "namespace": NAMESPACE, "uid": "cm",
+                     "labels": {"nvidia.network-operator.state": "state-RDMA-device-plugin"},
+                     "ownerReferences": [{"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy",
+                                          "name": "nic-cluster-policy", "uid": "another-policy"}]},
+    }))
+    .unwrap();
+    let (mut server, task) = start(policy(), vec![labelled_elsewhere]);
+    let status = server.expect("PATCH", STATUS, 200, policy_json()).await;
+    assert_eq!(status.body["status"]["appliedStates"][0]["state"], "error");
+    server.expect_no_more().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn objects_of_the_original_operator_are_adopted() {
+    // The original labels its objects and owns them by the same policy, without our revision.
+    let originals = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"config.json": "{}"},
+        "metadata": {"name": "rdma-devices", "namespace": NAMESPACE, "resourceVersion": "9",
+                     "labels": {"nvidia.network-operator.state": "state-RDMA-device-plugin"},
+                     "ownerReferences": [{"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy",
+                                          "name": "nic-cluster-policy", "uid": "6a1e4d1c-9a57-4a44-9d6a-0f1e2d3c4b5a",
+                                          "controller": true, "blockOwnerDeletion": true}]}});
+    let (mut server, task) = start(policy(), vec![]);
+    server.expect("GET", CONFIG_MAP, 200, originals).await;
+    let adopted = server.handle("PATCH", CONFIG_MAP, |r| (200, applied(r, Value::Null))).await;
+    assert_is_apply(&adopted);
+    server.expect_absent(DAEMON_SET).await;
+    server.handle("PATCH", DAEMON_SET, |r| (200, applied(r, Value::Null))).await;
+    let status = server.expect("PATCH", STATUS, 200, policy_json()).await;
+    assert_eq!(status.body["status"]["appliedStates"][0]["state"], "notReady");
     server.expect_no_more().await;
     task.await.unwrap().unwrap();
 }

@@ -1,6 +1,7 @@
-//! Writing objects: server-side apply only when the live copy lacks something, and deletes
-//! that treat "already gone" as done.
+//! Writing objects: server-side apply only when the live copy lacks something, never over an
+//! object the operator does not manage, and deletes that treat "already gone" as done.
 
+use crate::STATE_LABEL;
 use crate::edits::REVISION_ANNOTATION;
 use crate::objects::{Kind, ObjectKey, hash, to_value};
 use crate::subset::is_subset;
@@ -18,6 +19,60 @@ pub enum Applied {
     Written(Arc<DynamicObject>),
 }
 
+/// Why an object was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An object with the rendered name exists but is not the operator's (no state label, or
+    /// no owner reference to the policy or CR): it is never taken over.
+    #[error("{key} exists and is not managed by the operator; rename or delete it")]
+    NotManaged {
+        /// The object.
+        key: ObjectKey,
+    },
+    /// The API server refused or failed the request.
+    #[error("applying {key}: {}", describe(.source))]
+    Api {
+        /// The object.
+        key: ObjectKey,
+        /// What the API server said.
+        source: kube::Error,
+    },
+}
+
+impl ApplyError {
+    /// The input, not the cluster, is at fault (a foreign object, an object the API server finds
+    /// invalid or too large): retrying will not help until the input changes.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Self::NotManaged { .. } => true,
+            Self::Api { source: kube::Error::Api(status), .. } => matches!(status.code, 400 | 413 | 422),
+            Self::Api { .. } => false,
+        }
+    }
+}
+
+/// An API error as one line a person can act on: the server's own message and reason, not a
+/// debug dump.
+pub fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            let reason = if status.reason.is_empty() { String::new() } else { format!("{}, ", status.reason) };
+            format!("{} ({reason}HTTP {})", status.message, status.code)
+        }
+        kube::Error::Api(status) => format!("the API server answered HTTP {} {}", status.code, status.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `live` is the operator's own copy of `desired`: it carries the same state label and,
+/// when `desired` names owners, an owner reference to one of them (objects of the original
+/// operator qualify, so they are adopted).
+pub fn is_managed(live: &DynamicObject, desired: &DynamicObject) -> bool {
+    let same_state = live.labels().get(STATE_LABEL).is_some_and(|s| desired.labels().get(STATE_LABEL) == Some(s));
+    let owners = desired.owner_references();
+    same_state && (owners.is_empty() || live.owner_references().iter().any(|o| owners.iter().any(|d| d.uid == o.uid)))
+}
+
 /// The API for objects of `kind` in `namespace` (cluster-wide for cluster-scoped kinds).
 pub fn api_for(client: &Client, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
     match (kind.namespaced, namespace) {
@@ -32,25 +87,40 @@ pub fn revision(object: &DynamicObject) -> String {
     hash(&serde_json::to_string(&to_value(object)).unwrap_or_default())
 }
 
-/// Server-side applies `object` with `manager` (forcing conflicts) unless `live` already holds
-/// every field of it, including the revision annotation.
+/// Server-side applies `object` with `manager` (forcing conflicts) unless `live` (the watched
+/// copy) already holds every field of it, including the revision annotation.
+///
+/// Without a watched copy the object is read first: one that exists but is not managed by the
+/// operator ([`is_managed`]) is left untouched and reported.
 pub async fn apply_if_changed(
     client: &Client,
     live: Option<Arc<DynamicObject>>,
     kind: &Kind,
     mut object: DynamicObject,
     manager: &str,
-) -> Result<Applied, kube::Error> {
+) -> Result<Applied, ApplyError> {
     let revision = revision(&object);
     object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), revision);
-    if let Some(live) = live
-        && is_subset(&to_value(&object), &to_value(&live))
-    {
-        return Ok(Applied::Unchanged(live));
-    }
     let key = ObjectKey::of(&object);
     let api = api_for(client, kind, key.namespace.as_deref());
-    let applied = api.patch(&key.name, &PatchParams::apply(manager).force(), &Patch::Apply(&object)).await?;
+    let live = match live {
+        Some(live) => Some(live),
+        None => {
+            api.get_opt(&key.name).await.map_err(|source| ApplyError::Api { key: key.clone(), source })?.map(Arc::new)
+        }
+    };
+    if let Some(live) = live {
+        if !is_managed(&live, &object) {
+            return Err(ApplyError::NotManaged { key });
+        }
+        if is_subset(&to_value(&object), &to_value(&live)) {
+            return Ok(Applied::Unchanged(live));
+        }
+    }
+    let applied = api
+        .patch(&key.name, &PatchParams::apply(manager).force(), &Patch::Apply(&object))
+        .await
+        .map_err(|source| ApplyError::Api { key, source })?;
     Ok(Applied::Written(Arc::new(applied)))
 }
 

@@ -6,7 +6,7 @@
 use crate::STATE_LABEL;
 use crate::objects::{Kind, ObjectKey};
 use futures::{Stream, StreamExt};
-use kube::core::DynamicObject;
+use kube::core::{DynamicObject, TypeMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -38,8 +38,15 @@ impl OwnedObjects {
                 _ => Api::all_with(client.clone(), &kind.resource),
             };
             let writer = reflector::store::Writer::new(kind.resource.clone());
+            // Objects of a list (the first one, or a re-list after 410 Gone) carry no apiVersion
+            // and kind: key them by the kind of the watch that delivered them, so they match
+            // what was rendered and are neither re-applied nor pruned.
+            let types = TypeMeta { api_version: kind.resource.api_version.clone(), kind: kind.resource.kind.clone() };
             stores.push((kind, writer.as_reader()));
-            let stream = reflector::reflector(writer, watcher(api, config.clone()))
+            let typed = watcher(api, config.clone()).modify(move |object: &mut DynamicObject| {
+                object.types = Some(types.clone());
+            });
+            let stream = reflector::reflector(writer, typed)
                 .default_backoff()
                 .filter_map(|event| async move {
                     match event {
@@ -108,5 +115,53 @@ impl OwnedObjects {
             .collect();
         all.sort_by_key(|(_, o)| ObjectKey::of(o));
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::client::Body;
+    use serde_json::json;
+
+    /// The first list of the API server, whose items (unlike watch events) carry no apiVersion
+    /// or kind, and then a watch that reports nothing.
+    fn serve_one_list(mut handle: tower_test::mock::Handle<http::Request<Body>, http::Response<Body>>) {
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let watching = request.uri().query().is_some_and(|q| q.contains("watch=true"));
+                let body = if watching {
+                    Body::empty()
+                } else {
+                    let list = json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "7"},
+                        "items": [{"metadata": {"name": "rdma-devices", "namespace": "ns", "resourceVersion": "5",
+                                   "labels": {"nvidia.network-operator.state": "state-X"}}, "data": {"k": "v"}}]});
+                    Body::from(serde_json::to_vec(&list).unwrap())
+                };
+                if watching {
+                    // Hold the watch open: nothing changes.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                send.send_response(http::Response::builder().status(200).body(body).unwrap());
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn objects_of_the_initial_list_are_keyed_by_the_kind_of_their_watch() {
+        let (service, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+        serve_one_list(handle);
+        let client = Client::new(service, "ns");
+        let (owned, changes) =
+            OwnedObjects::watch(&client, vec![Kind::namespaced::<ConfigMap>()], "state-X", Some("ns"));
+        tokio::spawn(changes.for_each(|()| async {}));
+        assert!(owned.wait_ready(Duration::from_secs(5)).await, "the list fills the store");
+
+        let rendered = crate::objects::config_map("rdma-devices", "ns", "k", "v");
+        let live = owned.get(&ObjectKey::of(&rendered)).expect("the listed object is found under the rendered key");
+        assert_eq!(live.types.as_ref().map(|t| t.kind.as_str()), Some("ConfigMap"));
+        let keys: Vec<ObjectKey> = owned.all().iter().map(|(_, o)| ObjectKey::of(o)).collect();
+        assert_eq!(keys, [ObjectKey::of(&rendered)], "prune would compare these keys with the rendered ones");
     }
 }

@@ -57,7 +57,7 @@ impl Context {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Writing this state's status entry failed.
-    #[error("writing the status of {state}: {source}")]
+    #[error("writing the status of {state}: {}", apply::describe(.source))]
     Status {
         /// The state name.
         state: &'static str,
@@ -153,7 +153,7 @@ pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome
     for object in desired.iter() {
         match apply_if_changed::<S>(ctx, &kinds, object.clone()).await {
             Ok(applied) => live.push(applied),
-            Err(message) => return Outcome::new(SyncState::NotReady, message),
+            Err(outcome) => return outcome,
         }
     }
     let keys: BTreeSet<ObjectKey> = desired.iter().map(ObjectKey::of).collect();
@@ -171,14 +171,18 @@ pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome
     Outcome::new(SyncState::Ready, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
-/// Applies `object` unless its live copy already holds every field; the error says which object.
+/// Applies `object` unless its live copy already holds every field; a failure is the outcome
+/// of this sync: `error` when the input is at fault (a foreign object in the way, an object
+/// the API server finds invalid), otherwise `notReady` (retried), naming the object.
 async fn apply_if_changed<S: State>(
     ctx: &Context,
     kinds: &[Kind],
     object: DynamicObject,
-) -> Result<Arc<DynamicObject>, String> {
+) -> Result<Arc<DynamicObject>, Outcome> {
     let key = ObjectKey::of(&object);
-    let kind = kinds.iter().find(|k| k.matches(&object)).ok_or_else(|| format!("{key}: undeclared kind"))?;
+    let Some(kind) = kinds.iter().find(|k| k.matches(&object)) else {
+        return Err(Outcome::new(SyncState::Error, format!("internal error: {key} is of an undeclared kind")));
+    };
     match apply::apply_if_changed(&ctx.client, ctx.owned.get(&key), kind, object, &field_manager::<S>()).await {
         Ok(Applied::Unchanged(live)) => Ok(live),
         Ok(Applied::Written(live)) => {
@@ -186,7 +190,10 @@ async fn apply_if_changed<S: State>(
             ctx.metrics.objects_applied.with_label_values(&[S::NAME]).inc();
             Ok(live)
         }
-        Err(e) => Err(format!("applying {key}: {e}")),
+        Err(e) => {
+            let state = if e.is_input_error() { SyncState::Error } else { SyncState::NotReady };
+            Err(Outcome::new(state, e.to_string()))
+        }
     }
 }
 
@@ -206,7 +213,9 @@ async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<()
             tracing::warn!(state = S::NAME, object = %key, "carries the state label but no NicClusterPolicy owner; left alone");
             continue;
         }
-        apply::delete(&ctx.client, &kind, &key).await.map_err(|e| format!("deleting {key}: {e}"))?;
+        apply::delete(&ctx.client, &kind, &key)
+            .await
+            .map_err(|e| format!("deleting {key}: {}", apply::describe(&e)))?;
         tracing::info!(state = S::NAME, object = %key, "deleted: no longer rendered");
     }
     Ok(())

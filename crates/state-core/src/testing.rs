@@ -144,6 +144,11 @@ impl ApiServer {
         received
     }
 
+    /// Expects a GET of `path` and answers 404: the object does not exist yet.
+    pub async fn expect_absent(&mut self, path: &str) -> Received {
+        self.expect("GET", path, 404, status_error(404, "NotFound")).await
+    }
+
     /// Asserts that no further request arrives within a short while.
     pub async fn expect_no_more(&mut self) {
         if let Ok(Some((request, _))) =
