@@ -75,6 +75,16 @@ impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self { path: path.into(), message: message.into() }
     }
+
+    /// Several problems as one (at the first one's path), e.g. for a state's one-line message:
+    /// `a.b: required; a.c: must be an integer`. `None` when there are none.
+    pub fn join(errors: Vec<FieldError>) -> Option<FieldError> {
+        let mut errors = errors.into_iter();
+        let first = errors.next()?;
+        let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
+        let message = if rest.is_empty() { first.message } else { format!("{}; {}", first.message, rest.join("; ")) };
+        Some(FieldError { path: first.path, message })
+    }
 }
 
 impl std::fmt::Display for FieldError {

@@ -5,6 +5,8 @@
 //! `rdma-shared-dp-ds` on NIC nodes (gated on the driver when the policy deploys OFED) and, on
 //! OpenShift, ServiceAccount/Role/RoleBinding `rdma-shared` for the privileged SCC.
 
+pub mod config;
+
 use api::policy::DevicePluginSpec;
 use api::state::names;
 use api::{FieldError, ImageSpec, NicClusterPolicy};
@@ -66,7 +68,10 @@ impl State for RdmaDevicePlugin {
                 "required: the plugin cannot start without a configuration (a JSON object with configList)",
             )
         })?;
-        objects::check_json(&field, config)?;
+        objects::check_fits_config_map(&field, config)?;
+        if let Some(problems) = FieldError::join(config::validate(&field, config)) {
+            return Err(problems.into());
+        }
         let values = json!({
             "namespace": ctx.namespace,
             "openshift": ctx.openshift,

@@ -87,12 +87,21 @@ fn openshift_adds_the_privileged_scc_service_account() {
 #[test]
 fn a_config_with_quotes_and_newlines_is_stored_byte_for_byte() {
     let mut policy = seed_without_ofed();
-    let config = "{\n  \"configList\": [{\"resourceName\": \"it's \\\"quoted\\\"\", \"rdmaHcaMax\": 63,\n    \"selectors\": {\"ifNames\": [\"ens2f0\"]}}]\n}\n";
+    let config = "{\n  \"configList\": [{\"resourceName\": \"rdma_a\", \"rdmaHcaMax\": 63,\n    \"selectors\": {\"ifNames\": [\"it's \\\"quoted\\\"\"]}}]\n}\n";
     plugin(&mut policy).config = Some(config.into());
     let objects = testing::render::<RdmaDevicePlugin>(&policy, false);
     let config_map = objects.iter().find(|o| o.metadata.name.as_deref() == Some("rdma-devices")).unwrap();
     assert_eq!(config_map.data["data"]["config.json"], config);
     golden("config_with_quotes_and_newlines", &policy, false);
+}
+
+#[test]
+fn a_config_the_plugin_cannot_use_is_an_error_naming_the_exact_path() {
+    let mut policy = seed_without_ofed();
+    plugin(&mut policy).config = Some(r#"{"configList": [{"rdmaHcaMax": 63, "devices": ["mlx5_0"]}]}"#.into());
+    let ctx = state_core::RenderContext { namespace: "ns", openshift: false, policy: &policy, nodes: &[] };
+    let err = state_core::render_state::<RdmaDevicePlugin>(&ctx).unwrap_err();
+    assert_eq!(err.to_string(), "spec.rdmaSharedDevicePlugin.config.configList[0].resourceName: required");
 }
 
 #[test]

@@ -104,6 +104,18 @@ pub fn check_json(field: &str, text: &str) -> Result<(), FieldError> {
         .map_err(|e| FieldError::new(field, format!("invalid JSON: {e}")))
 }
 
+/// The most a ConfigMap holds (the sum of its data), as the API server enforces it.
+pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
+
+/// Checks that `text` (the value of the policy field `field`) fits in a ConfigMap.
+pub fn check_fits_config_map(field: &str, text: &str) -> Result<(), FieldError> {
+    if text.len() <= CONFIG_MAP_LIMIT {
+        return Ok(());
+    }
+    let megabytes = text.len() as f64 / 1e6;
+    Err(FieldError::new(field, format!("the config is {megabytes:.1} MB; a ConfigMap holds at most 1 MiB")))
+}
+
 /// A ConfigMap holding `value` under `key`, built in Rust so the value is never re-quoted.
 pub fn config_map(name: &str, namespace: &str, key: &str, value: &str) -> DynamicObject {
     to_dynamic(&ConfigMap {
@@ -129,6 +141,13 @@ mod tests {
         let err = check_json("spec.x.config", "{\"a\": }").unwrap_err();
         assert_eq!(err.path, "spec.x.config");
         assert!(err.message.starts_with("invalid JSON: expected value at line 1 column 7"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_config_too_large_for_a_config_map_names_the_field_and_the_sizes() {
+        assert!(check_fits_config_map("spec.x.config", &"a".repeat(CONFIG_MAP_LIMIT)).is_ok());
+        let err = check_fits_config_map("spec.x.config", &"a".repeat(1_200_000)).unwrap_err();
+        assert_eq!(err.to_string(), "spec.x.config: the config is 1.2 MB; a ConfigMap holds at most 1 MiB");
     }
 
     #[test]

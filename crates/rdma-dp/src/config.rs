@@ -1,0 +1,177 @@
+//! The plugin's configuration, checked at render as the original's admission webhook checks it
+//! (`rdma_shared_device_plugin` schema and name patterns), so a config the plugin cannot use is
+//! an error naming the exact field, never rolled out to every node.
+
+use api::FieldError;
+use regex::Regex;
+use serde_json::{Map, Value};
+use std::sync::LazyLock;
+
+/// Keys a `selectors` object may have.
+pub const SELECTOR_KEYS: [&str; 5] = ["vendors", "deviceIDs", "drivers", "ifNames", "linkTypes"];
+
+static RESOURCE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid pattern"));
+static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z]{2,})+$").expect("valid pattern")
+});
+
+/// Every problem of the config `text`, the value of the policy field `field` (empty when it is
+/// usable): JSON; an object with a `configList` array; each entry with a `resourceName` (letters,
+/// digits, `-`, `_`, `.`, starting and ending with a letter or digit), an integer `rdmaHcaMax`,
+/// an optional FQDN `resourcePrefix`, and `selectors` (only the known keys, at least one) or
+/// `devices`, each a list of non-empty strings.
+pub fn validate(field: &str, text: &str) -> Vec<FieldError> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return vec![FieldError::new(field, format!("invalid JSON: {e}"))],
+    };
+    let mut errors = Vec::new();
+    let Some(config) = value.as_object() else {
+        errors.push(FieldError::new(field, "must be a JSON object with configList"));
+        return errors;
+    };
+    let list_path = format!("{field}.configList");
+    match config.get("configList") {
+        None => errors.push(FieldError::new(&list_path, "required")),
+        Some(Value::Array(entries)) => {
+            for (i, entry) in entries.iter().enumerate() {
+                let path = format!("{list_path}[{i}]");
+                match entry.as_object() {
+                    Some(entry) => check_entry(&path, entry, &mut errors),
+                    None => errors.push(FieldError::new(path, "must be an object")),
+                }
+            }
+        }
+        Some(_) => errors.push(FieldError::new(&list_path, "must be an array")),
+    }
+    errors
+}
+
+fn check_entry(path: &str, entry: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    let at = |key: &str| format!("{path}.{key}");
+    match entry.get("resourceName") {
+        None => errors.push(FieldError::new(at("resourceName"), "required")),
+        Some(Value::String(name)) if RESOURCE_NAME.is_match(name) => {}
+        Some(Value::String(name)) => errors.push(FieldError::new(
+            at("resourceName"),
+            format!(
+                "{name:?} must consist of letters, digits, '-', '_' or '.' and start and end with a letter or digit"
+            ),
+        )),
+        Some(_) => errors.push(FieldError::new(at("resourceName"), "must be a string")),
+    }
+    match entry.get("rdmaHcaMax") {
+        None => errors.push(FieldError::new(at("rdmaHcaMax"), "required")),
+        Some(n) if n.is_i64() || n.is_u64() => {}
+        Some(_) => errors.push(FieldError::new(at("rdmaHcaMax"), "must be an integer")),
+    }
+    match entry.get("resourcePrefix") {
+        None => {}
+        Some(Value::String(prefix)) if RESOURCE_PREFIX.is_match(prefix) => {}
+        Some(Value::String(prefix)) => errors
+            .push(FieldError::new(at("resourcePrefix"), format!("{prefix:?} must be a domain name, e.g. nvidia.com"))),
+        Some(_) => errors.push(FieldError::new(at("resourcePrefix"), "must be a string")),
+    }
+    let (selectors, devices) = (entry.get("selectors"), entry.get("devices"));
+    if selectors.is_none() && devices.is_none() {
+        errors.push(FieldError::new(path, "needs selectors or devices"));
+    }
+    if let Some(devices) = devices {
+        check_string_list(&at("devices"), devices, errors);
+    }
+    match selectors {
+        None => {}
+        Some(Value::Object(selectors)) => {
+            if selectors.is_empty() {
+                errors.push(FieldError::new(
+                    at("selectors"),
+                    format!("needs at least one of {}", SELECTOR_KEYS.join(", ")),
+                ));
+            }
+            for (key, list) in selectors {
+                let key_path = format!("{path}.selectors.{key}");
+                if SELECTOR_KEYS.contains(&key.as_str()) {
+                    check_string_list(&key_path, list, errors);
+                } else {
+                    errors.push(FieldError::new(
+                        key_path,
+                        format!("unknown selector; expected one of {}", SELECTOR_KEYS.join(", ")),
+                    ));
+                }
+            }
+        }
+        Some(_) => errors.push(FieldError::new(at("selectors"), "must be an object")),
+    }
+}
+
+fn check_string_list(path: &str, value: &Value, errors: &mut Vec<FieldError>) {
+    let Some(items) = value.as_array() else {
+        errors.push(FieldError::new(path, "must be a list of strings"));
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        if !item.as_str().is_some_and(|s| !s.is_empty()) {
+            errors.push(FieldError::new(format!("{path}[{i}]"), "must be a non-empty string"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIELD: &str = "spec.rdmaSharedDevicePlugin.config";
+
+    fn problems(text: &str) -> Vec<String> {
+        validate(FIELD, text).into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn the_seed_config_is_valid() {
+        let seed = r#"{"configList": [{"resourceName": "rdma_shared_device_a", "rdmaHcaMax": 63,
+                       "selectors": {"vendors": [], "deviceIDs": [], "drivers": [], "ifNames": ["ens1f0"], "linkTypes": []}}]}"#;
+        assert_eq!(problems(seed), Vec::<String>::new());
+        let with_devices = r#"{"configList": [{"resourceName": "a-b.c_d", "resourcePrefix": "example.com", "rdmaHcaMax": 1, "devices": ["mlx5_0"]}]}"#;
+        assert_eq!(problems(with_devices), Vec::<String>::new());
+    }
+
+    #[test]
+    fn configs_of_the_wrong_shape_are_refused() {
+        assert_eq!(problems("42"), [format!("{FIELD}: must be a JSON object with configList")]);
+        assert_eq!(problems("[]"), [format!("{FIELD}: must be a JSON object with configList")]);
+        assert_eq!(problems("{}"), [format!("{FIELD}.configList: required")]);
+        assert_eq!(problems(r#"{"configList": 5}"#), [format!("{FIELD}.configList: must be an array")]);
+        assert_eq!(problems(r#"{"configList": [5]}"#), [format!("{FIELD}.configList[0]: must be an object")]);
+    }
+
+    #[test]
+    fn every_problem_of_an_entry_is_named_with_its_path() {
+        let config = r#"{"configList": [{"rdmaHcaMax": "63", "resourcePrefix": "-bad-", "selectors": {"vendor": ["15b3"], "ifNames": [""]}},
+                                        {"resourceName": "has space", "rdmaHcaMax": 1}]}"#;
+        assert_eq!(
+            problems(config),
+            [
+                format!("{FIELD}.configList[0].resourceName: required"),
+                format!("{FIELD}.configList[0].rdmaHcaMax: must be an integer"),
+                format!("{FIELD}.configList[0].resourcePrefix: \"-bad-\" must be a domain name, e.g. nvidia.com"),
+                format!("{FIELD}.configList[0].selectors.ifNames[0]: must be a non-empty string"),
+                format!(
+                    "{FIELD}.configList[0].selectors.vendor: unknown selector; expected one of vendors, deviceIDs, drivers, ifNames, linkTypes"
+                ),
+                format!(
+                    "{FIELD}.configList[1].resourceName: \"has space\" must consist of letters, digits, '-', '_' or '.' and start and end with a letter or digit"
+                ),
+                format!("{FIELD}.configList[1]: needs selectors or devices"),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_json_names_the_position() {
+        assert_eq!(
+            problems("{\"configList\": ["),
+            [format!("{FIELD}: invalid JSON: EOF while parsing a list at line 1 column 16")]
+        );
+    }
+}
