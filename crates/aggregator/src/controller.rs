@@ -124,6 +124,7 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| Error { name: name.clone(), source })?;
+    ctx.metrics.status_writes.with_label_values(&["aggregator"]).inc();
     ctx.metrics.reconcile_total.with_label_values(&["aggregator", summary.state.as_str()]).inc();
     let old = status.state.map_or("unknown".to_string(), |s| s.to_string());
     if status.state != Some(summary.state) {

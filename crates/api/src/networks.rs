@@ -19,6 +19,12 @@ pub enum NetworkState {
     Error,
 }
 
+/// CEL rule on `networkNamespace`: empty, or a namespace name (a DNS-1123 label), so a network
+/// whose namespace can never exist is refused when it is applied.
+pub const NAMESPACE_RULE: &str = "self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
+/// The message of [`NAMESPACE_RULE`].
+pub const NAMESPACE_MESSAGE: &str = "networkNamespace must be a namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters";
+
 /// A macvlan secondary network.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(remote = "Self")]
@@ -39,6 +45,10 @@ pub enum NetworkState {
 pub struct MacvlanNetworkSpec {
     /// Namespace of the NetworkAttachmentDefinition; empty means `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), extend("x-kubernetes-validations" = [{
+        "rule": NAMESPACE_RULE,
+        "message": NAMESPACE_MESSAGE,
+    }]))]
     pub network_namespace: Option<String>,
     /// Host interface to enslave; empty means the default-route interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +102,10 @@ pub struct MacvlanNetworkStatus {
 pub struct HostDeviceNetworkSpec {
     /// Namespace of the NetworkAttachmentDefinition; empty means `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), extend("x-kubernetes-validations" = [{
+        "rule": NAMESPACE_RULE,
+        "message": NAMESPACE_MESSAGE,
+    }]))]
     pub network_namespace: Option<String>,
     /// Device-plugin resource pool; `nvidia.com/` is prefixed unless already present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +155,10 @@ pub struct HostDeviceNetworkStatus {
 pub struct IPoIBNetworkSpec {
     /// Namespace of the NetworkAttachmentDefinition; empty means `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), extend("x-kubernetes-validations" = [{
+        "rule": NAMESPACE_RULE,
+        "message": NAMESPACE_MESSAGE,
+    }]))]
     pub network_namespace: Option<String>,
     /// Host IPoIB interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,9 +5,14 @@ use crate::render::{Network, NetworkStatus, render};
 use api::NetworkAttachmentDefinition;
 use api::networks::MacvlanNetwork;
 use api::networks::{HostDeviceNetwork, IPoIBNetwork, NetworkState};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use state_core::apply::{self, Applied, ApplyError};
@@ -24,6 +29,9 @@ use std::time::Duration;
 pub const FIELD_MANAGER: &str = "network-operator/network-nads";
 /// Requeue delay once ready: a periodic resync.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How long events for one network are collected into one reconcile (its NAD's apply and its
+/// own status write arrive together).
+const DEBOUNCE: Duration = Duration::from_millis(300);
 /// First retry while not ready (e.g. the namespace is missing); doubles up to a minute.
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -170,8 +178,9 @@ async fn report<N: Network>(network: &N, ctx: &Context, status: &NetworkStatus) 
     Api::<N>::all(ctx.client.clone())
         .patch_status(&network.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map(|_| ())
-        .map_err(|source| Error { kind: N::kind(&()).to_string(), name: network.name_any(), source })
+        .map_err(|source| Error { kind: N::kind(&()).to_string(), name: network.name_any(), source })?;
+    ctx.metrics.status_writes.with_label_values(&[N::STATE]).inc();
+    Ok(())
 }
 
 /// Retry a failed status write soon.
@@ -181,22 +190,48 @@ pub fn error_policy<N: Network>(_network: Arc<N>, error: &Error, ctx: Arc<Contex
     Action::requeue(RETRY_FIRST)
 }
 
-/// The controller of network kind `N`: a future that runs it until SIGTERM (watching the CRs
-/// and their NADs), and one that resolves once its watches have their first lists.
+/// The networks of kind `N` that own `nad` (by owner reference).
+pub fn owners_of<N: Network>(nad: &DynamicObject) -> Vec<ObjectRef<N>> {
+    let kind = N::kind(&());
+    nad.owner_references().iter().filter(|o| o.kind == kind).map(|o| ObjectRef::new(&o.name)).collect()
+}
+
+/// The controller of network kind `N`: a future that runs it until SIGTERM, and one that
+/// resolves once its watches have their first lists.
+///
+/// A network is reconciled when it changes, when a NAD it owns changes (and only that network),
+/// and when the namespace it targets appears, so a network waiting for its namespace is ready
+/// within moments of its creation.
 pub fn controller<N: Network>(
     client: Client,
     metrics: Metrics,
 ) -> (impl Future<Output = ()>, impl Future<Output = ()>) {
-    let (nads, changes) = OwnedObjects::watch(&client, vec![nad_kind()], N::STATE, None);
+    let (nads, nad_changes) = OwnedObjects::watch(&client, vec![nad_kind()], N::STATE, None);
     let ctx = Arc::new(Context::new(client.clone(), nads.clone(), metrics));
     tracing::info!(kind = N::kind(&()).as_ref(), "starting controller");
-    let controller = Controller::new(Api::<N>::all(client), watcher::Config::default());
+    let controller = Controller::new(Api::<N>::all(client.clone()), watcher::Config::default())
+        .with_config(controller::Config::default().debounce(DEBOUNCE));
     let networks = controller.store();
+    let owners = nad_changes.flat_map(|nad| futures::stream::iter(nad.map(|n| owners_of::<N>(&n)).unwrap_or_default()));
+    let waiting = networks.clone();
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|namespace| futures::future::ready(namespace.ok().map(|n| n.name_any())))
+        .flat_map(move |namespace| {
+            let targeting: Vec<ObjectRef<N>> = waiting
+                .state()
+                .iter()
+                .filter(|network| network.network_namespace() == namespace)
+                .map(|network| ObjectRef::from_obj(network.as_ref()))
+                .collect();
+            futures::stream::iter(targeting)
+        });
     let synced = async move {
         let _ = networks.wait_until_ready().await;
         nads.synced().await;
     };
-    let results = controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(
+    let results = controller.reconcile_on(owners).reconcile_on(namespaces).graceful_shutdown_on(shutdown_signal()).run(
         reconcile::<N>,
         error_policy::<N>,
         ctx,

@@ -111,7 +111,7 @@ fn check_string_list(path: &str, value: &Value, errors: &mut Vec<FieldError>) {
         return;
     };
     for (i, item) in items.iter().enumerate() {
-        if !item.as_str().is_some_and(|s| !s.is_empty()) {
+        if item.as_str().is_none_or(str::is_empty) {
             errors.push(FieldError::new(format!("{path}[{i}]"), "must be a non-empty string"));
         }
     }

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub state: IntGaugeVec,
     /// `network_operator_objects_applied_total{state}`: server-side applies sent.
     pub objects_applied: IntCounterVec,
+    /// `network_operator_status_writes_total{state}`: status writes sent (only on change).
+    pub status_writes: IntCounterVec,
     /// `network_operator_policy_state{value}`: 1 for the policy's global state (aggregator).
     pub policy_state: IntGaugeVec,
     /// `network_operator_leader`: 1 while this process acts (holds the lease, or runs without
@@ -55,6 +57,11 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let status_writes = IntCounterVec::new(
+            Opts::new("network_operator_status_writes_total", "Status writes (sent only when the status changed)"),
+            &["state"],
+        )
+        .expect("valid metric");
         let policy_state = IntGaugeVec::new(
             Opts::new("network_operator_policy_state", "Global state of nic-cluster-policy (1 for the current value)"),
             &["value"],
@@ -67,12 +74,22 @@ impl Metrics {
             Box::new(reconcile_duration.clone()),
             Box::new(state.clone()),
             Box::new(objects_applied.clone()),
+            Box::new(status_writes.clone()),
             Box::new(policy_state.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Self { registry, reconcile_total, reconcile_duration, state, objects_applied, policy_state, leader }
+        Self {
+            registry,
+            reconcile_total,
+            reconcile_duration,
+            state,
+            objects_applied,
+            status_writes,
+            policy_state,
+            leader,
+        }
     }
 
     /// Sets `network_operator_state{state=name}` to `current`.

@@ -22,13 +22,14 @@ pub struct OwnedObjects {
 impl OwnedObjects {
     /// Watches every kind of `kinds` carrying `nvidia.network-operator.state=<state>`
     /// (namespaced kinds in `namespace` only, or in every namespace when it is `None`). The
-    /// returned stream yields once per change and must be polled (it drives the stores).
+    /// returned stream must be polled (it drives the stores); it yields each created, changed or
+    /// deleted object, and `None` when a full list arrived.
     pub fn watch(
         client: &Client,
         kinds: Vec<Kind>,
         state: &str,
         namespace: Option<&str>,
-    ) -> (Self, impl Stream<Item = ()> + Send + 'static) {
+    ) -> (Self, impl Stream<Item = Option<DynamicObject>> + Send + 'static) {
         let config = watcher::Config::default().labels(&format!("{STATE_LABEL}={state}"));
         let mut stores = Vec::new();
         let mut streams = Vec::new();
@@ -50,7 +51,8 @@ impl OwnedObjects {
                 .default_backoff()
                 .filter_map(|event| async move {
                     match event {
-                        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => Some(()),
+                        Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => Some(Some(object)),
+                        Ok(watcher::Event::InitDone) => Some(None),
                         Ok(_) => None,
                         Err(e) => {
                             tracing::warn!(error = %e, "watch of owned objects failed; retrying");
@@ -155,7 +157,7 @@ mod tests {
         let client = Client::new(service, "ns");
         let (owned, changes) =
             OwnedObjects::watch(&client, vec![Kind::namespaced::<ConfigMap>()], "state-X", Some("ns"));
-        tokio::spawn(changes.for_each(|()| async {}));
+        tokio::spawn(changes.for_each(|_| async {}));
         assert!(owned.wait_ready(Duration::from_secs(5)).await, "the list fills the store");
 
         let rendered = crate::objects::config_map("rdma-devices", "ns", "k", "v");

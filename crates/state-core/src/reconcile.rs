@@ -243,6 +243,7 @@ async fn report<S: State>(policy: &NicClusterPolicy, ctx: &Context, outcome: &Ou
     Api::<NicClusterPolicy>::all(ctx.client.clone())
         .patch_status(&policy.name_any(), &params, &Patch::Apply(&patch))
         .await
-        .map(|_| ())
-        .map_err(|source| Error::Status { state: S::NAME, source })
+        .map_err(|source| Error::Status { state: S::NAME, source })?;
+    ctx.metrics.status_writes.with_label_values(&[S::NAME]).inc();
+    Ok(())
 }

@@ -292,7 +292,7 @@ pub async fn run_controller<S: State>(
         let _ = policy_store.wait_until_ready().await;
         owned.synced().await;
     };
-    let results = controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(
+    let results = controller.reconcile_all_on(changes.map(|_| ())).graceful_shutdown_on(shutdown_signal()).run(
         reconcile::reconcile::<S>,
         reconcile::error_policy::<S>,
         Arc::new(ctx),
