@@ -9,9 +9,9 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Regenerate crds/ from the API types.
-crds:
-    hack/update-crds.sh
+# Regenerate crds/, the charts' CRD copies and the controllers' RBAC files.
+generate:
+    hack/update-generated.sh
 
 # Render every object for a policy file (default: the original product's example).
 render file="example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml":
@@ -21,3 +21,7 @@ render file="example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml":
 # control plane from ../shared/k8s (started and stopped by the script).
 e2e:
     hack/e2e.sh
+
+# Helm charts: lint, template cases, schema refusals (installs helm from npm into a cache).
+charts:
+    hack/check-charts.sh

@@ -4,7 +4,7 @@ use api::crd;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-const REGENERATE: &str = "cargo run -p nicctl -- crds --dir crds";
+const REGENERATE: &str = "hack/update-generated.sh";
 
 fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds")

@@ -7,3 +7,19 @@
 
 pub mod controller;
 pub mod render;
+
+use api::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
+use kube::Resource;
+use state_core::rbac::{ControllerRbac, READ_VERBS};
+
+/// The RBAC rules of the network controller, all cluster-wide: read and watch the three network
+/// kinds and patch their status, reconcile NetworkAttachmentDefinitions in any namespace, watch
+/// Namespaces (a waiting network goes ahead when its namespace appears), and its Lease.
+pub fn rbac() -> ControllerRbac {
+    let mut rbac = ControllerRbac::with_lease();
+    for plural in [MacvlanNetwork::plural(&()), HostDeviceNetwork::plural(&()), IPoIBNetwork::plural(&())] {
+        rbac.cluster.allow(api::GROUP, &plural, &READ_VERBS).allow(api::GROUP, &format!("{plural}/status"), &["patch"]);
+    }
+    rbac.cluster.allow_objects(&controller::nad_kind()).allow("", "namespaces", &READ_VERBS);
+    rbac
+}

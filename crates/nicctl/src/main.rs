@@ -3,6 +3,8 @@
 //! - `nicctl render -f POLICY.yaml [--nodes NODES.yaml]` prints, as one multi-document YAML
 //!   stream, every object the compiled-in states would create for the given documents.
 //! - `nicctl crds [--dir DIR]` prints every CRD of the project (or writes one file each).
+//! - `nicctl rbac [--dir DIR]` prints the RBAC rules of every controller (or writes each
+//!   subchart's `files/rbac.yaml` under `DIR`).
 //!
 //! Bad input exits with code 2 and one line naming the file and the field path. The states
 //! compiled in: RDMA shared device plugin; network CRs render to NetworkAttachmentDefinitions.
@@ -12,6 +14,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod rbac;
 mod render;
 
 /// The network operator's offline tool.
@@ -30,6 +33,12 @@ enum Command {
     /// Print every CRD of the project as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the RBAC rules every controller needs, or write them into the subcharts.
+    Rbac {
+        /// Write `<chart>/files/rbac.yaml` under this directory (the umbrella chart's `charts/`).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -55,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Render(args) => render::run(&args),
         Command::Crds { dir } => crds(dir.as_deref()).map_err(Failure::from),
+        Command::Rbac { dir } => rbac::run(dir.as_deref()).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ pub mod lease;
 pub mod metrics;
 pub mod objects;
 pub mod owned;
+pub mod rbac;
 pub mod readiness;
 pub mod reconcile;
 pub mod render;

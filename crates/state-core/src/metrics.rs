@@ -1,6 +1,7 @@
 //! Prometheus metrics shared by every controller, with names dashboards can rely on.
 
 use api::SyncState;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -24,6 +25,10 @@ pub struct Metrics {
     /// `network_operator_leader`: 1 while this process acts (holds the lease, or runs without
     /// leader election), 0 while it stands by.
     pub leader: IntGauge,
+    /// `process_resident_memory_bytes`, read from `/proc/self/status` at each scrape.
+    resident_memory: IntGauge,
+    /// `process_start_time_seconds`: a change means the controller restarted.
+    start_time: IntGauge,
 }
 
 impl Default for Metrics {
@@ -69,6 +74,13 @@ impl Metrics {
         .expect("valid metric");
         let leader = IntGauge::new("network_operator_leader", "Whether this replica acts (1) or stands by (0)")
             .expect("valid metric");
+        let resident_memory =
+            IntGauge::new("process_resident_memory_bytes", "Resident memory size in bytes").expect("valid metric");
+        let start_time =
+            IntGauge::new("process_start_time_seconds", "Start time of the process since the Unix epoch in seconds")
+                .expect("valid metric");
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        start_time.set(i64::try_from(started.as_secs()).unwrap_or_default());
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_duration.clone()),
@@ -77,6 +89,8 @@ impl Metrics {
             Box::new(status_writes.clone()),
             Box::new(policy_state.clone()),
             Box::new(leader.clone()),
+            Box::new(resident_memory.clone()),
+            Box::new(start_time.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
@@ -89,6 +103,8 @@ impl Metrics {
             status_writes,
             policy_state,
             leader,
+            resident_memory,
+            start_time,
         }
     }
 
@@ -106,17 +122,54 @@ impl Metrics {
         }
     }
 
+    /// The name of every metric this process exports (histograms without their suffixes).
+    pub fn names(&self) -> Vec<String> {
+        let collectors: [&dyn Collector; 9] = [
+            &self.reconcile_total,
+            &self.reconcile_duration,
+            &self.state,
+            &self.objects_applied,
+            &self.status_writes,
+            &self.policy_state,
+            &self.leader,
+            &self.resident_memory,
+            &self.start_time,
+        ];
+        collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
+        }
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
     }
 }
 
+/// The process's resident memory (`VmRSS` of `/proc/self/status`), where there is one.
+fn resident_memory_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kilobytes: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_is_named_and_memory_is_read_at_each_scrape() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.names().len(), 9);
+        assert!(metrics.names().contains(&"network_operator_reconcile_duration_seconds".to_string()));
+        let text = metrics.encode();
+        let rss = text.lines().find(|l| l.starts_with("process_resident_memory_bytes ")).expect("exported");
+        assert_ne!(rss, "process_resident_memory_bytes 0", "read from /proc/self/status");
+    }
 
     #[test]
     fn the_state_gauge_is_one_only_for_the_current_value() {

@@ -1,0 +1,38 @@
+//! `nicctl rbac`: the RBAC rules of every controller, generated from what each really touches.
+
+use anyhow::Context;
+use api::parse::{self, Document};
+use state_core::rbac::{ControllerRbac, state_rbac};
+use std::path::Path;
+
+/// A policy with every section: what the states render from it shows what their Roles grant.
+const EVERY_SECTION: &str = include_str!("../../../example/crs/nicclusterpolicy_every-section.yaml");
+
+/// Every controller by the name of its subchart, with its rules.
+pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
+    let sample = match parse::parse_all(EVERY_SECTION).context("parsing the every-section example")?.remove(0) {
+        Document::Policy(policy) => *policy,
+        other => anyhow::bail!("the every-section example is not a policy: {other:?}"),
+    };
+    Ok(vec![
+        ("aggregator", aggregator::rbac()),
+        ("rdma-dp", state_rbac::<rdma_dp::RdmaDevicePlugin>(&sample)),
+        ("network-nads", network_nads::rbac()),
+    ])
+}
+
+/// Prints every controller's `files/rbac.yaml`, or writes `<dir>/<chart>/files/rbac.yaml`.
+pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+    for (chart, rbac) in controllers()? {
+        let yaml = rbac.to_yaml();
+        match dir {
+            Some(dir) => {
+                let path = dir.join(chart).join("files/rbac.yaml");
+                std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {} ({} verb x resource grants)", path.display(), rbac.grants());
+            }
+            None => print!("--- # {chart}: {} verb x resource grants\n{yaml}", rbac.grants()),
+        }
+    }
+    Ok(())
+}
