@@ -4,12 +4,13 @@ use crate::Failure;
 use anyhow::Context;
 use api::parse::{self, Document};
 use clap::Args;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::core::DynamicObject;
 use network_nads::render::Network;
 use serde_json::Value;
-use state_core::{RenderContext, RenderError, State, render_state};
+use state_core::{Observed, RenderContext, RenderError, State, render_state};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Arguments of `nicctl render`.
 #[derive(Debug, Args)]
@@ -17,8 +18,8 @@ pub struct RenderArgs {
     /// YAML file with a NicClusterPolicy (and optionally network CRs).
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// YAML file with the cluster's Nodes (a stream of Node documents or a List), for states
-    /// that depend on node labels.
+    /// YAML file with the cluster's Nodes (and any ConfigMaps the policy names), as documents
+    /// or Lists, for states that render from them (the OFED driver's pools).
     #[arg(long)]
     nodes: Option<PathBuf>,
     /// Namespace the operands are rendered into.
@@ -32,9 +33,9 @@ pub struct RenderArgs {
 /// Runs `nicctl render`.
 pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     let documents = read_documents(&args.file)?;
-    let nodes = match &args.nodes {
-        Some(path) => read_nodes(path)?,
-        None => Vec::new(),
+    let observed = match &args.nodes {
+        Some(path) => read_cluster(path)?,
+        None => Observed::default(),
     };
     let mut objects: Vec<DynamicObject> = Vec::new();
     for document in &documents {
@@ -43,7 +44,7 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
                 if let Some(first) = api::validate::policy(policy).into_iter().next() {
                     return Err(input_error(&args.file, first));
                 }
-                objects.extend(render_policy(policy, &nodes, args)?);
+                objects.extend(render_policy(policy, &observed, args)?);
             }
             Document::Foreign { api_version, kind } => {
                 eprintln!("note: {}: skipping {api_version} {kind}: not an operator kind", args.file.display());
@@ -68,10 +69,10 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
 /// Every object of every compiled-in state for this policy, states in the original's order.
 fn render_policy(
     policy: &api::NicClusterPolicy,
-    nodes: &[Node],
+    observed: &Observed,
     args: &RenderArgs,
 ) -> Result<Vec<DynamicObject>, Failure> {
-    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, nodes };
+    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, observed };
     let mut objects = Vec::new();
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     let compiled_in = [rdma_dp::RdmaDevicePlugin::NAME];
@@ -117,17 +118,28 @@ fn read_documents(path: &Path) -> Result<Vec<Document>, Failure> {
     Ok(documents)
 }
 
-fn read_nodes(path: &Path) -> Result<Vec<Node>, Failure> {
-    let mut nodes = Vec::new();
+/// The cluster objects a render reads, from a YAML file: Nodes and ConfigMaps (as documents or
+/// in Lists). Registries are not asked offline: precompiled driver images count as absent.
+fn read_cluster(path: &Path) -> Result<Observed, Failure> {
+    let mut observed = Observed::default();
     for (i, doc) in parse::documents(&read(path)?).map_err(|e| input_error(path, e))?.into_iter().enumerate() {
         let items = match doc.get("kind").and_then(Value::as_str) {
-            Some("List" | "NodeList") => doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+            Some("List" | "NodeList" | "ConfigMapList") => {
+                doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+            }
             _ => vec![doc],
         };
         for item in items {
-            let node = parse::typed::<Node>(item).map_err(|e| input_error(path, format!("document {}: {e}", i + 1)))?;
-            nodes.push(node);
+            let at = |e| input_error(path, format!("document {}: {e}", i + 1));
+            match item.get("kind").and_then(Value::as_str) {
+                Some("ConfigMap") => {
+                    let config_map = parse::typed::<ConfigMap>(item).map_err(at)?;
+                    observed.config_maps.insert(config_map.metadata.name.clone().unwrap_or_default(), config_map);
+                }
+                _ => observed.nodes.push(Arc::new(parse::typed::<Node>(item).map_err(at)?)),
+            }
         }
     }
-    Ok(nodes)
+    observed.nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(observed)
 }

@@ -31,7 +31,7 @@ fn plugin(policy: &mut NicClusterPolicy) -> &mut DevicePluginSpec {
 }
 
 fn render_error(policy: &NicClusterPolicy) -> String {
-    let ctx = RenderContext { namespace: testing::NAMESPACE, openshift: false, policy, nodes: &[] };
+    let ctx = RenderContext::new(testing::NAMESPACE, false, policy);
     render_state::<RdmaDevicePlugin>(&ctx).expect_err("rendering must fail").to_string()
 }
 
@@ -99,7 +99,7 @@ fn a_config_with_quotes_and_newlines_is_stored_byte_for_byte() {
 fn a_config_the_plugin_cannot_use_is_an_error_naming_the_exact_path() {
     let mut policy = seed_without_ofed();
     plugin(&mut policy).config = Some(r#"{"configList": [{"rdmaHcaMax": 63, "devices": ["mlx5_0"]}]}"#.into());
-    let ctx = state_core::RenderContext { namespace: "ns", openshift: false, policy: &policy, nodes: &[] };
+    let ctx = state_core::RenderContext::new("ns", false, &policy);
     let err = state_core::render_state::<RdmaDevicePlugin>(&ctx).unwrap_err();
     assert_eq!(err.to_string(), "spec.rdmaSharedDevicePlugin.config.configList[0].resourceName: required");
 }

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod edits;
 pub mod lease;
 pub mod metrics;
+pub mod nodes;
 pub mod objects;
 pub mod owned;
 pub mod rbac;
@@ -28,7 +29,7 @@ pub mod testing;
 
 pub use render::render_state;
 pub use run::run;
-pub use state::{RenderContext, RenderError, State};
+pub use state::{ImageTags, Observed, RenderContext, RenderError, State};
 
 /// Label every rendered object carries: the name of the state that owns it.
 pub const STATE_LABEL: &str = "nvidia.network-operator.state";

@@ -145,7 +145,7 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy) -> ControllerRbac {
         scope.allow_objects(&kind);
     }
     for openshift in [false, true] {
-        let ctx = RenderContext { namespace: "nvidia-network-operator", openshift, policy: sample, nodes: &[] };
+        let ctx = RenderContext::new("nvidia-network-operator", openshift, sample);
         for object in render_state::<S>(&ctx).ok().flatten().unwrap_or_default() {
             let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
             let scope = match kind {

@@ -3,13 +3,15 @@
 
 use crate::apply::{self, Applied};
 use crate::metrics::Metrics;
+use crate::nodes::NodeCache;
 use crate::objects::{Kind, ObjectKey};
 use crate::owned::OwnedObjects;
 use crate::readiness;
 use crate::render::render_state;
-use crate::state::{RenderContext, State};
+use crate::state::{Observed, RenderContext, State};
 use api::policy::AppliedState;
 use api::{NicClusterPolicy, SyncState};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
@@ -43,13 +45,21 @@ pub struct Context {
     pub owned: OwnedObjects,
     /// The process's metrics.
     pub metrics: Metrics,
+    /// The NIC nodes, for states that render from them ([`State::NODE_LABELS`]).
+    pub nodes: Option<NodeCache>,
     not_ready_streak: AtomicU32,
 }
 
 impl Context {
     /// A context for one controller.
     pub fn new(client: Client, namespace: String, openshift: bool, owned: OwnedObjects, metrics: Metrics) -> Self {
-        Self { client, namespace, openshift, owned, metrics, not_ready_streak: AtomicU32::new(0) }
+        Self { client, namespace, openshift, owned, metrics, nodes: None, not_ready_streak: AtomicU32::new(0) }
+    }
+
+    /// The same context, rendering from the nodes of `nodes`.
+    pub fn with_nodes(mut self, nodes: NodeCache) -> Self {
+        self.nodes = Some(nodes);
+        self
     }
 }
 
@@ -76,7 +86,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(state: SyncState, message: impl Into<Option<String>>) -> Self {
+    /// An outcome with `state` and `message`.
+    pub fn new(state: SyncState, message: impl Into<Option<String>>) -> Self {
         Self { state, message: message.into() }
     }
 }
@@ -92,10 +103,18 @@ pub async fn reconcile<S: State>(policy: Arc<NicClusterPolicy>, ctx: Arc<Context
         return Ok(Action::await_change()); // the aggregator reports why it is ignored
     }
     let started = Instant::now();
-    if !ctx.owned.wait_ready(CACHE_WAIT).await {
-        tracing::warn!(state = S::NAME, "owned-object caches not filled yet; going ahead");
-    }
     let outcome = sync::<S>(&policy, &ctx).await;
+    finish::<S>(&policy, &ctx, outcome, started).await
+}
+
+/// The end of every reconcile of state `S`: log the outcome, report it as this state's status
+/// entry, update the metrics, and say when to come back.
+pub async fn finish<S: State>(
+    policy: &NicClusterPolicy,
+    ctx: &Context,
+    outcome: Outcome,
+    started: Instant,
+) -> Result<Action, Error> {
     match outcome.state {
         SyncState::Error => {
             tracing::warn!(state = S::NAME, message = ?outcome.message, "state error")
@@ -104,11 +123,11 @@ pub async fn reconcile<S: State>(policy: Arc<NicClusterPolicy>, ctx: Arc<Context
             tracing::info!(state = S::NAME, value = %state, message = ?outcome.message, "reconciled")
         }
     }
-    report::<S>(&policy, &ctx, &outcome).await?;
+    report::<S>(policy, ctx, &outcome).await?;
     ctx.metrics.set_state(S::NAME, outcome.state);
     ctx.metrics.reconcile_total.with_label_values(&[S::NAME, outcome.state.as_str()]).inc();
     ctx.metrics.reconcile_duration.with_label_values(&[S::NAME]).observe(started.elapsed().as_secs_f64());
-    Ok(requeue(&ctx, outcome.state))
+    Ok(requeue(ctx, outcome.state))
 }
 
 /// What to do after a failed reconcile: retry soon.
@@ -135,9 +154,50 @@ fn requeue(ctx: &Context, state: SyncState) -> Action {
     }
 }
 
-/// Renders, applies, prunes and checks readiness; never fails, it concludes.
+/// Reads what rendering depends on, renders, applies, prunes and checks readiness; never
+/// fails, it concludes.
 pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome {
-    let render_ctx = RenderContext { namespace: &ctx.namespace, openshift: ctx.openshift, policy, nodes: &[] };
+    match observe::<S>(policy, ctx).await {
+        Ok(observed) => sync_with::<S>(policy, ctx, &observed).await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// What rendering state `S` reads from the cluster: the NIC nodes (from the cache) and the
+/// ConfigMaps its section names (read now; a missing one is simply absent). Waits for the
+/// caches' first lists, at most a while.
+pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Result<Observed, Outcome> {
+    let caches = async {
+        ctx.owned.synced().await;
+        if let Some(nodes) = &ctx.nodes {
+            nodes.synced().await;
+        }
+    };
+    if tokio::time::timeout(CACHE_WAIT, caches).await.is_err() {
+        tracing::warn!(state = S::NAME, "caches not filled yet; going ahead");
+    }
+    let mut observed =
+        Observed { nodes: ctx.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default(), ..Default::default() };
+    let names = S::spec(policy).map(S::referenced_config_maps).unwrap_or_default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    for name in names {
+        match config_maps.get_opt(&name).await {
+            Ok(Some(config_map)) => {
+                observed.config_maps.insert(name, config_map);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let message = format!("reading ConfigMap {}/{name}: {}", ctx.namespace, apply::describe(&e));
+                return Err(Outcome::new(SyncState::NotReady, message));
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Renders from `observed`, applies, prunes and checks readiness; never fails, it concludes.
+pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, observed: &Observed) -> Outcome {
+    let render_ctx = RenderContext { namespace: &ctx.namespace, openshift: ctx.openshift, policy, observed };
     let desired = match render_state::<S>(&render_ctx) {
         Err(e) => return Outcome::new(SyncState::Error, e.to_string()),
         Ok(None) => {

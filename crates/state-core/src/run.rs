@@ -3,6 +3,7 @@
 
 use crate::lease::{self, LeaseSettings};
 use crate::metrics::Metrics;
+use crate::nodes::NodeCache;
 use crate::owned::OwnedObjects;
 use crate::reconcile::{self, Context};
 use crate::state::State;
@@ -282,17 +283,28 @@ pub async fn run_controller<S: State>(
 ) {
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, Some(&namespace));
-    let ctx = Context::new(client, namespace, openshift, owned.clone(), metrics);
+    let mut ctx = Context::new(client.clone(), namespace, openshift, owned.clone(), metrics);
+    let mut node_changes = None;
+    if !S::NODE_LABELS.is_empty() {
+        let (nodes, changes) = NodeCache::watch(&client, S::NODE_LABELS);
+        ctx = ctx.with_nodes(nodes);
+        node_changes = Some(changes);
+    }
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
     let controller =
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
             .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
     let policy_store = controller.store();
+    let node_cache = ctx.nodes.clone();
     let synced = async move {
         let _ = policy_store.wait_until_ready().await;
         owned.synced().await;
+        if let Some(nodes) = node_cache {
+            nodes.synced().await;
+        }
     };
-    let results = controller.reconcile_all_on(changes.map(|_| ())).graceful_shutdown_on(shutdown_signal()).run(
+    let changes = futures::stream::select(changes.map(|_| ()), futures::stream::iter(node_changes).flatten());
+    let results = controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(
         reconcile::reconcile::<S>,
         reconcile::error_policy::<S>,
         Arc::new(ctx),

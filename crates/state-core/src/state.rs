@@ -2,8 +2,10 @@
 
 use crate::objects::Kind;
 use api::{FieldError, ImageSpec, NicClusterPolicy};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::core::DynamicObject;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// One section of the NicClusterPolicy and the objects it deploys.
 pub trait State: Send + Sync + 'static {
@@ -25,6 +27,13 @@ pub trait State: Send + Sync + 'static {
     fn field_path() -> &'static str;
     /// Every kind this state may render; these are watched and pruned.
     fn kinds() -> Vec<Kind>;
+    /// The Node labels rendering reads. Non-empty: the controller watches the NIC nodes
+    /// (keeping only these labels and `status.nodeInfo`) and re-renders when they change.
+    const NODE_LABELS: &'static [&'static str] = &[];
+    /// ConfigMaps of the operands' namespace the section names; they are read before rendering.
+    fn referenced_config_maps(_spec: &Self::Spec) -> Vec<String> {
+        Vec::new()
+    }
     /// The objects of this state, before the cross-cutting edits. Pure: no I/O.
     fn render(spec: &Self::Spec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError>;
 }
@@ -38,8 +47,41 @@ pub struct RenderContext<'a> {
     pub openshift: bool,
     /// The whole policy, for cross-cutting fields.
     pub policy: &'a NicClusterPolicy,
-    /// The cluster's nodes, for states that depend on node labels.
-    pub nodes: &'a [Node],
+    /// What was read from the cluster for this render (render itself does no I/O).
+    pub observed: &'a Observed,
+}
+
+/// Facts read from the cluster that a render may depend on.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The NIC nodes (only the labels the state reads, and `status.nodeInfo`), by name.
+    pub nodes: Vec<Arc<Node>>,
+    /// The ConfigMaps the section names that exist, by name.
+    pub config_maps: BTreeMap<String, ConfigMap>,
+    /// What the registries said about image repositories (`registry/path/image`).
+    pub image_tags: BTreeMap<String, ImageTags>,
+}
+
+/// What is known about the tags of one image repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageTags {
+    /// Not asked yet, or the answer is on its way.
+    Pending,
+    /// The registry listed these tags.
+    Listed(BTreeSet<String>),
+    /// The registry could not be asked; why.
+    Failed(String),
+}
+
+/// Nothing observed: for states that read nothing from the cluster, and offline rendering.
+pub static NOTHING_OBSERVED: Observed =
+    Observed { nodes: Vec::new(), config_maps: BTreeMap::new(), image_tags: BTreeMap::new() };
+
+impl<'a> RenderContext<'a> {
+    /// A context with nothing observed from the cluster.
+    pub fn new(namespace: &'a str, openshift: bool, policy: &'a NicClusterPolicy) -> Self {
+        Self { namespace, openshift, policy, observed: &NOTHING_OBSERVED }
+    }
 }
 
 impl RenderContext<'_> {

@@ -40,7 +40,7 @@ pub fn policy_from_file(relative: &str) -> NicClusterPolicy {
 
 /// Every object of state `S` for `policy`; panics if the section is absent or does not render.
 pub fn render<S: State>(policy: &NicClusterPolicy, openshift: bool) -> Vec<DynamicObject> {
-    let ctx = RenderContext { namespace: NAMESPACE, openshift, policy, nodes: &[] };
+    let ctx = RenderContext::new(NAMESPACE, openshift, policy);
     match render_state::<S>(&ctx) {
         Ok(Some(objects)) => objects,
         Ok(None) => panic!("{}: section absent", S::NAME),
