@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use api::parse::{self, Document};
+use state_core::Observed;
 use state_core::rbac::{ControllerRbac, state_rbac};
 use std::path::Path;
 
@@ -16,7 +17,8 @@ pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
     };
     Ok(vec![
         ("aggregator", aggregator::rbac()),
-        ("rdma-dp", state_rbac::<rdma_dp::RdmaDevicePlugin>(&sample)),
+        ("ofed", ofed::rbac(&sample)),
+        ("rdma-dp", state_rbac::<rdma_dp::RdmaDevicePlugin>(&sample, &Observed::default())),
         ("network-nads", network_nads::rbac()),
     ])
 }

@@ -74,8 +74,9 @@ fn render_policy(
 ) -> Result<Vec<DynamicObject>, Failure> {
     let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, observed };
     let mut objects = Vec::new();
+    objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
-    let compiled_in = [rdma_dp::RdmaDevicePlugin::NAME];
+    let compiled_in = [ofed::OfedDriver::NAME, rdma_dp::RdmaDevicePlugin::NAME];
     let skipped: Vec<&str> = api::state::names::ALL
         .into_iter()
         .filter(|name| policy.spec.has_section(name) && !compiled_in.contains(name))
@@ -96,6 +97,10 @@ fn state<S: State>(ctx: &RenderContext<'_>, file: &Path) -> Result<Vec<DynamicOb
     match render_state::<S>(ctx) {
         Ok(objects) => Ok(objects.unwrap_or_default()),
         Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
+        Err(RenderError::Waiting(reason)) => {
+            eprintln!("note: {}: nothing rendered: {reason} (pass the cluster's Nodes with --nodes)", S::NAME);
+            Ok(Vec::new())
+        }
         Err(e) => Err(Failure::Internal(anyhow::anyhow!("{}: {e}", S::NAME))),
     }
 }

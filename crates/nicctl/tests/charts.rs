@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTROLLERS: [&str; 3] = ["aggregator", "rdma-dp", "network-nads"];
+const CONTROLLERS: [&str; 4] = ["aggregator", "ofed", "rdma-dp", "network-nads"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -235,7 +235,7 @@ fn each_controller_is_a_hardened_deployment_with_its_own_service_account() {
     let Some(helm) = helm() else { return };
     let documents = template(&helm, &["--set", "rdma-dp.replicas=2"]);
     let deployments: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "Deployment").collect();
-    assert_eq!(deployments.len(), 3, "{:?}", kinds(&documents));
+    assert_eq!(deployments.len(), CONTROLLERS.len(), "{:?}", kinds(&documents));
     for deployment in deployments {
         let name = deployment["metadata"]["name"].as_str().unwrap();
         let pod = &deployment["spec"]["template"]["spec"];

@@ -10,8 +10,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::sync::Arc;
 
-/// The NFD label of nodes with an NVIDIA/Mellanox NIC (PCI vendor 15b3).
-pub const NIC_LABEL: &str = "feature.node.kubernetes.io/pci-15b3.present";
+pub use crate::edits::NIC_PRESENT_LABEL as NIC_LABEL;
 
 /// Live, slimmed copies of the NIC nodes.
 #[derive(Clone)]

@@ -8,7 +8,7 @@
 
 use crate::objects::Kind;
 use crate::render::render_state;
-use crate::state::{RenderContext, State};
+use crate::state::{Observed, RenderContext, State};
 use api::NicClusterPolicy;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
@@ -136,16 +136,17 @@ impl ControllerRbac {
 
 /// The rules of the controller of state `S`: its kinds (in the operands' namespace, or
 /// cluster-wide for cluster-scoped kinds), what the Roles it renders grant (rendered from
-/// `sample`, a policy with every section, on Kubernetes and on OpenShift), the policy and its
-/// status, its Lease.
-pub fn state_rbac<S: State>(sample: &NicClusterPolicy) -> ControllerRbac {
+/// `sample`, a policy with every section, and `cluster`, e.g. a few NIC nodes, on Kubernetes and
+/// on OpenShift), the policy and its status, its Lease; and the NIC nodes when it renders from
+/// them, and the ConfigMaps its section may name.
+pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
     for kind in S::kinds() {
         let scope = if kind.namespaced { &mut rbac.operands } else { &mut rbac.cluster };
         scope.allow_objects(&kind);
     }
     for openshift in [false, true] {
-        let ctx = RenderContext::new("nvidia-network-operator", openshift, sample);
+        let ctx = RenderContext { namespace: "nvidia-network-operator", openshift, policy: sample, observed: cluster };
         for object in render_state::<S>(&ctx).ok().flatten().unwrap_or_default() {
             let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
             let scope = match kind {
@@ -156,6 +157,12 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy) -> ControllerRbac {
             let rules: Vec<PolicyRule> = serde_json::from_value(object.data["rules"].clone()).unwrap_or_default();
             scope.allow_rules(&rules);
         }
+    }
+    if !S::NODE_LABELS.is_empty() {
+        rbac.cluster.allow("", "nodes", &READ_VERBS);
+    }
+    if S::spec(sample).is_some_and(|spec| !S::referenced_config_maps(spec).is_empty()) {
+        rbac.operands.allow("", "configmaps", &["get"]);
     }
     rbac.cluster.allow(api::GROUP, "nicclusterpolicies", &READ_VERBS).allow(
         api::GROUP,

@@ -8,7 +8,7 @@ use crate::objects::{Kind, ObjectKey};
 use crate::owned::OwnedObjects;
 use crate::readiness;
 use crate::render::render_state;
-use crate::state::{Observed, RenderContext, State};
+use crate::state::{Observed, RenderContext, RenderError, State};
 use api::policy::AppliedState;
 use api::{NicClusterPolicy, SyncState};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -132,6 +132,11 @@ pub async fn finish<S: State>(
 
 /// What to do after a failed reconcile: retry soon.
 pub fn error_policy<S: State>(_policy: Arc<NicClusterPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    on_error::<S>(error, &ctx)
+}
+
+/// Logs and counts a failed reconcile of state `S`; retry soon.
+pub fn on_error<S: State>(error: &Error, ctx: &Context) -> Action {
     tracing::warn!(state = S::NAME, %error, "reconcile failed; retrying");
     ctx.metrics.reconcile_total.with_label_values(&[S::NAME, "failed"]).inc();
     Action::requeue(NOT_READY_FIRST)
@@ -199,6 +204,7 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
 pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, observed: &Observed) -> Outcome {
     let render_ctx = RenderContext { namespace: &ctx.namespace, openshift: ctx.openshift, policy, observed };
     let desired = match render_state::<S>(&render_ctx) {
+        Err(RenderError::Waiting(reason)) => return Outcome::new(SyncState::NotReady, reason),
         Err(e) => return Outcome::new(SyncState::Error, e.to_string()),
         Ok(None) => {
             return match prune::<S>(ctx, &BTreeSet::new()).await {

@@ -106,6 +106,10 @@ pub enum RenderError {
         /// What went wrong.
         message: String,
     },
+    /// The input is not complete yet (e.g. no node to render for): the state is `notReady`
+    /// with this reason, and nothing is applied or deleted.
+    #[error("{0}")]
+    Waiting(String),
     /// The state rendered an object of a kind it does not declare (it could never be pruned).
     #[error("internal error: {kind} is not among the kinds this state declares")]
     UndeclaredKind {

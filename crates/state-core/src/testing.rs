@@ -149,6 +149,28 @@ impl ApiServer {
         self.expect("GET", path, 404, status_error(404, "NotFound")).await
     }
 
+    /// Answers every request with `respond` until none arrives for a short while; returns them
+    /// all, in order (for scenarios where the exact sequence is not the point).
+    pub async fn answer_all(&mut self, mut respond: impl FnMut(&Received) -> (u16, Value)) -> Vec<Received> {
+        let mut received = Vec::new();
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout(Duration::from_millis(300), self.handle.next_request()).await
+        {
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let bytes = request.into_body().collect_bytes().await.expect("request body readable");
+            let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+            let request = Received { method, uri, body };
+            let (status, response) = respond(&request);
+            let response_body = serde_json::to_vec(&response).expect("response serialises");
+            send.send_response(
+                http::Response::builder().status(status).body(Body::from(response_body)).expect("valid response"),
+            );
+            received.push(request);
+        }
+        received
+    }
+
     /// Asserts that no further request arrives within a short while.
     pub async fn expect_no_more(&mut self) {
         if let Ok(Some((request, _))) =

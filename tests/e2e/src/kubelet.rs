@@ -65,11 +65,29 @@ pub async fn pods(client: &Client, namespace: &str, selector: &str) -> Vec<Pod> 
 /// its node (DaemonSet pods) or to `any_node`, and reports it Running and Ready. Returns how
 /// many pods are running afterwards.
 pub async fn run_pods(client: &Client, namespace: &str, selector: &str, any_node: Option<&str>) -> usize {
+    run_pods_where(client, namespace, selector, any_node, |_| true).await
+}
+
+/// Like [`run_pods`], for the pods meant for node `node` only.
+pub async fn run_pods_on(client: &Client, namespace: &str, selector: &str, node: &str) -> usize {
+    run_pods_where(client, namespace, selector, None, |target| target == node).await
+}
+
+async fn run_pods_where(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    any_node: Option<&str>,
+    on: impl Fn(&str) -> bool,
+) -> usize {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut running = 0;
     for pod in pods(client, namespace, selector).await {
         let name = pod.name_any();
         let Some(node) = target_node(&pod).or_else(|| any_node.map(str::to_string)) else { continue };
+        if !on(&node) {
+            continue;
+        }
         if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
             let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                                  "target": {"apiVersion": "v1", "kind": "Node", "name": node}});

@@ -10,6 +10,7 @@
 pub mod binary;
 pub mod helm;
 pub mod kubelet;
+pub mod registry;
 
 use api::crd;
 use k8s_openapi::api::core::v1::{Namespace, Node};

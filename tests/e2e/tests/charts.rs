@@ -47,7 +47,7 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     let release = unique_name("all");
     install(&env.cleanup, &release, &env.namespace, &["--set", "rdma-dp.replicas=2"]);
     let found = deployments(&client, &env.namespace).await;
-    let wanted: Vec<(String, String)> = ["aggregator", "network-nads", "rdma-dp"]
+    let wanted: Vec<(String, String)> = ["aggregator", "network-nads", "ofed", "rdma-dp"]
         .iter()
         .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
         .collect();
@@ -68,7 +68,7 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
         &env.cleanup,
         &some,
         &namespace,
-        &["--set", "aggregator.enabled=false", "--set", "network-nads.enabled=false"],
+        &["--set", "aggregator.enabled=false", "--set", "network-nads.enabled=false", "--set", "ofed.enabled=false"],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
 }
@@ -143,6 +143,46 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     assert_never_forbidden(&rdma);
     assert_never_forbidden(&aggregator);
 
+    // ofed: a pool's DaemonSet and its node's label, then the section removed.
+    let registry = e2e::registry::serve("mellanox/mofed", vec![]).await;
+    let driver_node = unique_name("netop-ofed");
+    let nfd = [
+        ("feature.node.kubernetes.io/pci-15b3.present", "true"),
+        (ofed::pools::OS_LABEL, "ubuntu"),
+        (ofed::pools::OS_VERSION_LABEL, "22.04"),
+        (ofed::pools::KERNEL_LABEL, "5.15.0-78-generic"),
+        (ofed::pools::ARCH_LABEL, "amd64"),
+    ];
+    create_node(&env, &driver_node, &nfd).await;
+    let repository = json!({"spec": {"ofedDriver": {"repository": format!("{registry}/mellanox")}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&repository))
+        .await
+        .unwrap();
+    let ofed_config = as_account("ofed");
+    let ofed_env = elect(&ofed_config);
+    let ofed = ControllerProcess::start("ofed-controller", &ns, &env_of(&ofed_env));
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    eventually("the driver DaemonSet and the node's wait label", WAIT, || async {
+        let ds = daemon_sets.get_opt("mofed-ubuntu22.04-54669c9886-ds").await.map_err(|e| e.to_string())?;
+        let node = nodes.get(&driver_node).await.map_err(|e| e.to_string())?;
+        let label = node.labels().get("network.nvidia.com/operator.mofed.wait").cloned();
+        if ds.is_some() && label.as_deref() == Some("true") {
+            Ok(())
+        } else {
+            Err(format!("{:?} {label:?}", ds.is_some()))
+        }
+    })
+    .await;
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"ofedDriver": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, "state-OFED", "ignore").await;
+    assert!(daemon_sets.get_opt("mofed-ubuntu22.04-54669c9886-ds").await.unwrap().is_none());
+    assert_never_forbidden(&ofed);
+
     // network-nads: a network's NAD, then its deletion.
     let nads_config = as_account("network-nads");
     let nads_env = elect(&nads_config);
@@ -189,7 +229,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,
         "the aggregator may read DaemonSets"
     );
-    for path in [rdma_config, aggregator_config, nads_config] {
+    for path in [rdma_config, aggregator_config, nads_config, ofed_config] {
         let _ = std::fs::remove_file(path);
     }
 }

@@ -1,0 +1,286 @@
+//! State `state-OFED`: the NIC driver container on every NIC node, rendered from the policy's
+//! `spec.ofedDriver` and the NIC nodes.
+//!
+//! Nodes are grouped into [`pools`] (OS, OS version, kernel, architecture); each pool gets one
+//! driver DaemonSet (`OnDelete`) with a precompiled image when its registry has one ([`images`],
+//! tags listed by [`registry`] in the background). Besides its objects the state keeps the
+//! `network.nvidia.com/operator.mofed.wait` node label ([`mofed_wait`]) that gates every
+//! driver-dependent state; [`controller`] runs both.
+
+pub mod controller;
+pub mod images;
+pub mod mofed_wait;
+pub mod pools;
+pub mod registry;
+
+use api::policy::{OfedDriverSpec, PodProbeSpec};
+use api::state::names;
+use api::{FieldError, ImageSpec, NicClusterPolicy};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::core::DynamicObject;
+use pools::{Pool, pools};
+use serde_json::{Value, json};
+use state_core::edits::{MOFED_WAIT_LABEL, NIC_PRESENT_LABEL};
+use state_core::objects::{self, Kind};
+use state_core::template::{Manifest, render_manifests};
+use state_core::{RenderContext, RenderError, State};
+use std::sync::OnceLock;
+
+/// The init container that holds a new driver back until the node is drained (safe driver
+/// load), as the original chart enables it by default.
+pub const DEFAULT_INIT_CONTAINER_IMAGE: &str = "ghcr.io/mellanox/network-operator-init-container:v0.0.2";
+/// Name of the init container's ConfigMap.
+pub const INIT_CONFIG_MAP: &str = "ofed-init-container-config";
+/// Node annotation the init container sets and waits to be removed (safe driver load).
+pub const SAFE_LOAD_ANNOTATION: &str = "nvidia.com/ofed-driver-upgrade.driver-wait-for-safe-load";
+/// Label of every driver pod (and DaemonSet).
+pub const DRIVER_LABEL: &str = "nvidia.com/ofed-driver";
+
+const MANIFESTS: &[Manifest] = state_core::manifests!(
+    "0010-service-account.yaml",
+    "0020-cluster-role.yaml",
+    "0030-cluster-role-binding.yaml",
+    "0040-role.yaml",
+    "0050-role-binding.yaml",
+);
+const DAEMON_SET: &[Manifest] = state_core::manifests!("daemonset.yaml");
+
+static INIT_CONTAINER_IMAGE: OnceLock<Option<String>> = OnceLock::new();
+
+/// Sets the init container's image once, at start-up (`OFED_INIT_CONTAINER_IMAGE`; empty turns
+/// the init container, and so safe driver load, off). Unset, [`DEFAULT_INIT_CONTAINER_IMAGE`].
+pub fn set_init_container_image(image: &str) {
+    let image = image.trim();
+    let _ = INIT_CONTAINER_IMAGE.set((!image.is_empty()).then(|| image.to_string()));
+}
+
+fn init_container_image() -> Option<&'static str> {
+    INIT_CONTAINER_IMAGE.get_or_init(|| Some(DEFAULT_INIT_CONTAINER_IMAGE.to_string())).as_deref()
+}
+
+/// The OFED driver state.
+pub struct OfedDriver;
+
+impl State for OfedDriver {
+    const NAME: &'static str = names::OFED;
+    const COMPONENT: &'static str = "ofed";
+    const NEEDS_DRIVER: bool = false;
+    const NODE_LABELS: &'static [&'static str] = &[
+        pools::OS_LABEL,
+        pools::OS_VERSION_LABEL,
+        pools::KERNEL_LABEL,
+        pools::ARCH_LABEL,
+        pools::OSTREE_LABEL,
+        MOFED_WAIT_LABEL,
+    ];
+    type Spec = OfedDriverSpec;
+
+    fn spec(policy: &NicClusterPolicy) -> Option<&OfedDriverSpec> {
+        policy.spec.ofed_driver.as_ref()
+    }
+
+    fn image(spec: &OfedDriverSpec) -> &ImageSpec {
+        &spec.image
+    }
+
+    fn field_path() -> &'static str {
+        "spec.ofedDriver"
+    }
+
+    fn kinds() -> Vec<Kind> {
+        vec![
+            Kind::namespaced::<ServiceAccount>(),
+            Kind::cluster::<ClusterRole>(),
+            Kind::cluster::<ClusterRoleBinding>(),
+            Kind::namespaced::<Role>(),
+            Kind::namespaced::<RoleBinding>(),
+            Kind::namespaced::<ConfigMap>(),
+            Kind::namespaced::<DaemonSet>(),
+        ]
+    }
+
+    fn referenced_config_maps(spec: &OfedDriverSpec) -> Vec<String> {
+        [&spec.cert_config, &spec.repo_config]
+            .into_iter()
+            .filter_map(|r| r.as_ref().and_then(|r| r.name.clone()))
+            .filter(|name| !name.is_empty())
+            .collect()
+    }
+
+    fn render(spec: &OfedDriverSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
+        let (pools, _) = pools(&ctx.observed.nodes);
+        if pools.is_empty() {
+            return Err(RenderError::Waiting(no_pool_reason(ctx)));
+        }
+        let mut objects =
+            render_manifests(MANIFESTS, &json!({"namespace": ctx.namespace, "openshift": ctx.openshift}))?;
+        let init_image = init_container_image();
+        if init_image.is_some() {
+            objects.push(init_config_map(spec, ctx.namespace));
+        }
+        let env = env(spec);
+        let probe = |probe: &Option<PodProbeSpec>, delay: i32, period: i32| {
+            let p = probe.clone().unwrap_or(PodProbeSpec { initial_delay_seconds: delay, period_seconds: period });
+            json!({"initialDelaySeconds": p.initial_delay_seconds, "periodSeconds": p.period_seconds})
+        };
+        let probes = json!({
+            "startup": probe(&spec.startup_probe, 10, 10),
+            "liveness": probe(&spec.liveness_probe, 30, 30),
+            "readiness": probe(&spec.readiness_probe, 10, 30),
+        });
+        for pool in &pools {
+            let image = images::choose(spec, pool, &ctx.observed.image_tags)?;
+            let (extra_volumes, extra_mounts) = extra_mounts(spec, pool, ctx)?;
+            let values = json!({
+                "namespace": ctx.namespace,
+                "init_container_image": init_image,
+                "termination_grace_period_seconds": spec.termination_grace_period_seconds.unwrap_or(300),
+                "env": env,
+                "probes": probes,
+                "pool": {
+                    "daemon_set": pool.daemon_set(),
+                    "app": pool.app(),
+                    "kernel": pool.kernel,
+                    "image": image.reference,
+                    "node_selector": node_selector(pool),
+                    "extra_volumes": extra_volumes,
+                    "extra_mounts": extra_mounts,
+                },
+            });
+            objects.extend(render_manifests(DAEMON_SET, &values)?);
+        }
+        Ok(objects)
+    }
+}
+
+/// Why there is no pool: no NIC node, or no NIC node with the NFD labels.
+fn no_pool_reason(ctx: &RenderContext<'_>) -> String {
+    if ctx.observed.nodes.is_empty() {
+        format!("no node carries {NIC_PRESENT_LABEL}=true; is NFD installed and are the NICs' nodes labelled?")
+    } else {
+        format!(
+            "no NIC node carries the NFD OS/kernel labels ({}); is NFD installed? Existing driver DaemonSets are left as they are",
+            pools::POOL_LABELS.join(", ")
+        )
+    }
+}
+
+/// The pool's nodeSelector: NIC nodes of its OS, version, kernel and architecture.
+fn node_selector(pool: &Pool) -> Value {
+    json!({
+        NIC_PRESENT_LABEL: "true",
+        pools::OS_LABEL: pool.os,
+        pools::OS_VERSION_LABEL: pool.os_version,
+        pools::KERNEL_LABEL: pool.kernel,
+        pools::ARCH_LABEL: pool.arch,
+    })
+}
+
+/// The driver container's environment: the user's, then the defaults the user did not set.
+fn env(spec: &OfedDriverSpec) -> Vec<EnvVar> {
+    let mut env = spec.env.clone().unwrap_or_default();
+    for (name, value) in
+        [("CREATE_IFNAMES_UDEV", "true"), ("NVIDIA_NIC_DRIVERS_INVENTORY_PATH", "/mnt/drivers-inventory")]
+    {
+        if !env.iter().any(|e| e.name == name) {
+            env.push(EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() });
+        }
+    }
+    env
+}
+
+/// The init container's ConfigMap: whether safe driver load is on, and its node annotation.
+fn init_config_map(spec: &OfedDriverSpec, namespace: &str) -> DynamicObject {
+    let policy = spec.upgrade_policy.as_ref();
+    let enable = policy.is_some_and(|p| p.auto_upgrade == Some(true) && p.safe_load == Some(true));
+    let config = json!({"safeDriverLoad": {"enable": enable, "annotation": SAFE_LOAD_ANNOTATION}});
+    objects::config_map(INIT_CONFIG_MAP, namespace, "config.json", &config.to_string())
+}
+
+/// Volumes and mounts beyond the fixed ones: the certConfig and repoConfig files (each key
+/// mounted by itself, so the directory's other files stay), and the RHEL subscription.
+fn extra_mounts(
+    spec: &OfedDriverSpec,
+    pool: &Pool,
+    ctx: &RenderContext<'_>,
+) -> Result<(Vec<Value>, Vec<Value>), FieldError> {
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let configs = [("certConfig", "cert-config", &spec.cert_config), ("repoConfig", "repo-config", &spec.repo_config)];
+    for (field, volume, reference) in configs {
+        let Some(name) = reference.as_ref().and_then(|r| r.name.as_deref()).filter(|n| !n.is_empty()) else { continue };
+        let path = format!("spec.ofedDriver.{field}.name");
+        let config_map = ctx.observed.config_maps.get(name).ok_or_else(|| {
+            FieldError::new(&path, format!("ConfigMap {name} does not exist in namespace {}", ctx.namespace))
+        })?;
+        let dir = match (field, pool.os.as_str()) {
+            ("certConfig", "ubuntu") => "/etc/ssl/certs",
+            ("certConfig", "rhel" | "rhcos") => "/etc/pki/ca-trust/extracted/pem",
+            ("repoConfig", "ubuntu") => "/etc/apt/sources.list.d",
+            ("repoConfig", "rhel" | "rhcos") => "/etc/yum.repos.d",
+            (_, os) => {
+                return Err(FieldError::new(
+                    &path,
+                    format!(
+                        "{field} is supported on ubuntu, rhel and rhcos nodes; pool {} runs {os}",
+                        pool.daemon_set()
+                    ),
+                ));
+            }
+        };
+        let keys: Vec<&String> = config_map.data.iter().flatten().map(|(k, _)| k).collect();
+        let file = |key: &str| {
+            if name == "ocp-network-operator-trusted-ca" && key == "ca-bundle.crt" {
+                "tls-ca-bundle.pem".to_string()
+            } else {
+                key.to_string()
+            }
+        };
+        let items: Vec<Value> = keys.iter().map(|k| json!({"key": k, "path": file(k)})).collect();
+        volumes.push(json!({"name": volume, "configMap": {"name": name, "items": items}}));
+        for key in keys {
+            let file = file(key);
+            mounts
+                .push(json!({"name": volume, "mountPath": format!("{dir}/{file}"), "subPath": file, "readOnly": true}));
+        }
+    }
+    if pool.os == "rhel" && pool.runtime != "cri-o" {
+        let subscription = [
+            ("/run/secrets/etc-pki-entitlement", "/etc/pki/entitlement", "Directory"),
+            ("/run/secrets/redhat.repo", "/etc/yum.repos.d/redhat.repo", "File"),
+            ("/run/secrets/rhsm", "/etc/rhsm", "Directory"),
+        ];
+        for (i, (mount, host, kind)) in subscription.into_iter().enumerate() {
+            let name = format!("subscription-config-{i}");
+            volumes.push(json!({"name": name, "hostPath": {"path": host, "type": kind}}));
+            mounts.push(json!({"name": name, "mountPath": mount, "readOnly": true}));
+        }
+    }
+    Ok((volumes, mounts))
+}
+
+/// The RBAC rules of the OFED controller: the state's own (its objects, and what its
+/// ClusterRole grants the driver, rendered for `sample` on a sample NIC node), the nodes it
+/// labels, the driver pods it watches, and the pull secrets it reads to list image tags.
+pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
+    use state_core::rbac::READ_VERBS;
+    let node: k8s_openapi::api::core::v1::Node =
+        serde_json::from_value(json!({"metadata": {"name": "sample", "labels": {
+        NIC_PRESENT_LABEL: "true", pools::OS_LABEL: "ubuntu", pools::OS_VERSION_LABEL: "22.04",
+        pools::KERNEL_LABEL: "5.15.0-78-generic", pools::ARCH_LABEL: "amd64"}}}))
+        .unwrap_or_default();
+    let mut cluster = state_core::Observed { nodes: vec![std::sync::Arc::new(node)], ..Default::default() };
+    for name in OfedDriver::spec(sample).map(OfedDriver::referenced_config_maps).unwrap_or_default() {
+        let config_map = ConfigMap {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        cluster.config_maps.insert(name, config_map);
+    }
+    let mut rbac = state_core::rbac::state_rbac::<OfedDriver>(sample, &cluster);
+    rbac.cluster.allow("", "nodes", &["get", "list", "watch", "patch"]);
+    rbac.operands.allow("", "pods", &READ_VERBS).allow("", "secrets", &["get"]);
+    rbac
+}

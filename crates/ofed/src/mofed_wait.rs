@@ -1,0 +1,145 @@
+//! The `network.nvidia.com/operator.mofed.wait` node label: `"true"` on a NIC node of a pool
+//! until its driver pod is Ready, then `"false"`, so driver-dependent states run only where the
+//! driver is loaded; removed from every node when the policy has no `ofedDriver`. Decided by a
+//! pure function, written only when it changes.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use state_core::edits::MOFED_WAIT_LABEL;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A change of one node's label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Set it to this value.
+    Set(&'static str),
+    /// Remove it.
+    Remove,
+}
+
+/// Whether `pod` (a driver pod) is Ready.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The label changes to make: with OFED deployed, every node of a pool (`pooled`) gets `"false"`
+/// when a driver pod on it is Ready, else `"true"`; without OFED, every node that has the label
+/// loses it. Nodes already right are left out.
+pub fn changes(
+    ofed: bool,
+    nodes: &[Arc<Node>],
+    pooled: &BTreeSet<String>,
+    pods: &[Arc<Pod>],
+) -> BTreeMap<String, Change> {
+    let ready_on: BTreeSet<&str> =
+        pods.iter().filter(|p| is_ready(p)).filter_map(|p| p.spec.as_ref()?.node_name.as_deref()).collect();
+    let mut out = BTreeMap::new();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let current = node.metadata.labels.as_ref().and_then(|l| l.get(MOFED_WAIT_LABEL)).map(String::as_str);
+        let wanted = match (ofed, pooled.contains(&name)) {
+            (true, true) => Some(Change::Set(if ready_on.contains(name.as_str()) { "false" } else { "true" })),
+            (true, false) => None,
+            (false, _) => current.map(|_| Change::Remove),
+        };
+        match wanted {
+            Some(Change::Set(value)) if current != Some(value) => {
+                out.insert(name, Change::Set(value));
+            }
+            Some(Change::Remove) => {
+                out.insert(name, Change::Remove);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Writes `changes`: a value by server-side apply with `manager`, a removal by a merge patch
+/// (whoever set it). Returns the errors, one line per node.
+pub async fn write(client: &Client, manager: &str, changes: &BTreeMap<String, Change>) -> Vec<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut errors = Vec::new();
+    for (name, change) in changes {
+        let result = match change {
+            Change::Set(value) => {
+                let patch = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {MOFED_WAIT_LABEL: value}}});
+                nodes.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await
+            }
+            Change::Remove => {
+                let patch = json!({"metadata": {"labels": {MOFED_WAIT_LABEL: null}}});
+                nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+            }
+        };
+        match result {
+            Ok(_) => tracing::info!(node = %name, ?change, "{MOFED_WAIT_LABEL} updated"),
+            Err(e) => errors.push(format!("labelling node {name}: {}", state_core::apply::describe(&e))),
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, wait: Option<&str>) -> Arc<Node> {
+        let labels = match wait {
+            Some(v) => json!({MOFED_WAIT_LABEL: v}),
+            None => json!({}),
+        };
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap())
+    }
+
+    fn pod(node: &str, ready: bool) -> Arc<Pod> {
+        let status = if ready { "True" } else { "False" };
+        Arc::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": format!("driver-{node}")}, "spec": {"nodeName": node, "containers": []},
+                "status": {"conditions": [{"type": "Ready", "status": status}]}}),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn pooled(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_waits_until_its_driver_pod_is_ready() {
+        let nodes = [node("a", None), node("b", Some("true")), node("c", Some("true"))];
+        let pods = [pod("b", false), pod("c", true)];
+        let changes = changes(true, &nodes, &pooled(&["a", "b", "c"]), &pods);
+        assert_eq!(
+            changes.into_iter().collect::<Vec<_>>(),
+            [("a".to_string(), Change::Set("true")), ("c".to_string(), Change::Set("false"))],
+            "b already says true"
+        );
+    }
+
+    #[test]
+    fn nodes_without_a_pool_never_get_the_label() {
+        assert!(changes(true, &[node("x", None)], &pooled(&[]), &[]).is_empty());
+    }
+
+    #[test]
+    fn without_ofed_the_label_is_removed_everywhere() {
+        let nodes = [node("a", Some("false")), node("b", None)];
+        let changes = changes(false, &nodes, &pooled(&["a", "b"]), &[]);
+        assert_eq!(changes.into_iter().collect::<Vec<_>>(), [("a".to_string(), Change::Remove)]);
+    }
+
+    #[test]
+    fn steady_state_changes_nothing() {
+        let nodes = [node("a", Some("false")), node("b", Some("true"))];
+        assert!(changes(true, &nodes, &pooled(&["a", "b"]), &[pod("a", true)]).is_empty());
+    }
+}

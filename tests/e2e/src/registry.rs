@@ -1,0 +1,16 @@
+//! A local image registry that answers the OCI tags API, so tests of the OFED state choose
+//! precompiled images without reaching any real registry.
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::json;
+
+/// Serves `GET /v2/<path>/tags/list` with `tags` on a free loopback port; returns `host:port`.
+pub async fn serve(path: &str, tags: Vec<String>) -> String {
+    let body = json!({"name": path, "tags": tags}).to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let host = listener.local_addr().expect("bound").to_string();
+    let app = Router::new().route(&format!("/v2/{path}/tags/list"), get(move || async move { body }));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("registry serves") });
+    host
+}

@@ -1,0 +1,147 @@
+//! `ofed-controller` against a real API server: a driver DaemonSet per node pool (a precompiled
+//! image where the registry, here a local one, lists it), the mofed.wait label following the
+//! driver pods, a pool following a node's new kernel, and cleanup when the section goes.
+
+use api::{NicClusterPolicy, POLICY_NAME};
+use e2e::binary::ControllerProcess;
+use e2e::kubelet::{MOFED_WAIT_LABEL, confirm_deletions, create_node, run_pods_on};
+use e2e::{TestEnv, WAIT, eventually, fresh_policy, seed_policy, unique_name, wait_for_entry};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use ofed::pools::{ARCH_LABEL, KERNEL_LABEL, OS_LABEL, OS_VERSION_LABEL, kernel_hash};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+const STATE: &str = "state-OFED";
+const KERNEL_A: &str = "5.15.0-78-generic";
+const KERNEL_B: &str = "5.15.0-91-generic";
+const KERNEL_C: &str = "5.15.0-100-generic";
+
+/// A registry that lists one precompiled driver image: for kernel A.
+async fn local_registry() -> String {
+    let tags =
+        vec!["23.04-0.5.3.3.1-ubuntu22.04-amd64".to_string(), format!("23.04-0.5.3.3.1-{KERNEL_A}-ubuntu22.04-amd64")];
+    e2e::registry::serve("mellanox/mofed", tags).await
+}
+
+/// The NFD labels of an Ubuntu 22.04 amd64 NIC node with `kernel`.
+fn nfd_labels(kernel: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("feature.node.kubernetes.io/pci-15b3.present", "true".into()),
+        (OS_LABEL, "ubuntu".into()),
+        (OS_VERSION_LABEL, "22.04".into()),
+        (KERNEL_LABEL, kernel.into()),
+        (ARCH_LABEL, "amd64".into()),
+    ]
+}
+
+fn daemon_set_name(kernel: &str) -> String {
+    format!("mofed-ubuntu22.04-{}-ds", kernel_hash(kernel))
+}
+
+async fn daemon_sets(client: &Client, namespace: &str) -> BTreeMap<String, DaemonSet> {
+    let list = Api::<DaemonSet>::namespaced(client.clone(), namespace).list(&Default::default()).await.unwrap();
+    list.items.into_iter().map(|ds| (ds.name_any(), ds)).collect()
+}
+
+async fn wait_labels(client: &Client) -> BTreeMap<String, Option<String>> {
+    let nodes = Api::<Node>::all(client.clone()).list(&Default::default()).await.unwrap();
+    nodes.items.into_iter().map(|n| (n.name_any(), n.labels().get(MOFED_WAIT_LABEL).cloned())).collect()
+}
+
+#[tokio::test]
+async fn driver_pools_follow_the_nodes_and_the_wait_label_follows_the_driver_pods() {
+    let Some(env) = TestEnv::new("netop-e2e-ofed").await else { return };
+    let client = env.client.clone();
+    let registry = local_registry().await;
+    let [n1, n2, n3] = [unique_name("ofed-a"), unique_name("ofed-a"), unique_name("ofed-b")];
+    for (node, kernel) in [(&n1, KERNEL_A), (&n2, KERNEL_A), (&n3, KERNEL_B)] {
+        let labels = nfd_labels(kernel);
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        create_node(&env, node, &labels).await;
+    }
+    let mut policy = seed_policy();
+    policy.spec.ofed_driver.as_mut().unwrap().image.repository = format!("{registry}/mellanox");
+    fresh_policy(&env, &policy).await;
+    let mut controller = ControllerProcess::start("ofed-controller", &env.namespace, &[]);
+    controller.wait_ready().await;
+
+    // One DaemonSet per kernel, each selecting its pool's nodes; kernel A's image is precompiled.
+    let found = eventually("a DaemonSet per pool", WAIT, || async {
+        let found = daemon_sets(&client, &env.namespace).await;
+        let names: Vec<&String> = found.keys().collect();
+        if names.len() == 2 { Ok(found) } else { Err(format!("{names:?}")) }
+    })
+    .await;
+    let pool_a = &found[&daemon_set_name(KERNEL_A)];
+    let pod = pool_a.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let selector = pod.node_selector.clone().unwrap();
+    assert_eq!((selector[KERNEL_LABEL].as_str(), selector[ARCH_LABEL].as_str()), (KERNEL_A, "amd64"));
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some(format!("{registry}/mellanox/mofed:23.04-0.5.3.3.1-{KERNEL_A}-ubuntu22.04-amd64").as_str())
+    );
+    let pool_b = &found[&daemon_set_name(KERNEL_B)];
+    let image_b = pool_b.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone();
+    assert_eq!(
+        image_b.as_deref(),
+        Some(format!("{registry}/mellanox/mofed:23.04-0.5.3.3.1-ubuntu22.04-amd64").as_str())
+    );
+
+    // Every pooled node waits for its driver; once n1's driver pod is Ready, n1 no longer does.
+    eventually("every pooled node to wait for its driver", WAIT, || async {
+        let labels = wait_labels(&client).await;
+        let waiting = [&n1, &n2, &n3].iter().all(|n| labels.get(*n) == Some(&Some("true".to_string())));
+        if waiting { Ok(()) } else { Err(format!("{labels:?}")) }
+    })
+    .await;
+    eventually("n1's driver pod to run", WAIT, || async {
+        match run_pods_on(&client, &env.namespace, ofed::DRIVER_LABEL, &n1).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
+    eventually("n1's label to turn false while the others stay true", WAIT, || async {
+        let labels = wait_labels(&client).await;
+        let wanted = [(&n1, "false"), (&n2, "true"), (&n3, "true")];
+        let right = wanted.iter().all(|(n, v)| labels.get(*n) == Some(&Some(v.to_string())));
+        if right { Ok(()) } else { Err(format!("{labels:?}")) }
+    })
+    .await;
+    let message = wait_for_entry(&client, STATE, "notReady").await.unwrap_or_default();
+    assert!(message.starts_with("0/2 pools ready;"), "{message}");
+
+    // n3 boots a new kernel: its pool goes, a new one comes.
+    let relabel = json!({"metadata": {"labels": {KERNEL_LABEL: KERNEL_C}}});
+    Api::<Node>::all(client.clone()).patch(&n3, &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    eventually("the pool of kernel B to be replaced by one of kernel C", WAIT, || async {
+        confirm_deletions(&client, &env.namespace).await;
+        let found = daemon_sets(&client, &env.namespace).await;
+        let names: Vec<String> = found.keys().cloned().collect();
+        let mut wanted = vec![daemon_set_name(KERNEL_A), daemon_set_name(KERNEL_C)];
+        wanted.sort();
+        if names == wanted { Ok(()) } else { Err(format!("{names:?}")) }
+    })
+    .await;
+
+    // Remove the section: the DaemonSets go and so do the labels.
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"ofedDriver": null}})))
+        .await
+        .unwrap();
+    eventually("the DaemonSets and labels to be gone", WAIT, || async {
+        confirm_deletions(&client, &env.namespace).await;
+        let found = daemon_sets(&client, &env.namespace).await;
+        let labels = wait_labels(&client).await;
+        let labelled: Vec<&String> =
+            [&n1, &n2, &n3].into_iter().filter(|n| labels.get(*n).is_some_and(Option::is_some)).collect();
+        if found.is_empty() && labelled.is_empty() { Ok(()) } else { Err(format!("{:?} {labelled:?}", found.keys())) }
+    })
+    .await;
+    wait_for_entry(&client, STATE, "ignore").await;
+    let (status, _) = controller.terminate(std::time::Duration::from_secs(5)).await;
+    assert!(status.success());
+}
