@@ -141,7 +141,9 @@ fn read_cluster(path: &Path) -> Result<Observed, Failure> {
                     let config_map = parse::typed::<ConfigMap>(item).map_err(at)?;
                     observed.config_maps.insert(config_map.metadata.name.clone().unwrap_or_default(), config_map);
                 }
-                _ => observed.nodes.push(Arc::new(parse::typed::<Node>(item).map_err(at)?)),
+                _ => observed
+                    .nodes
+                    .push(Arc::new(state_core::nodes::facts(parse::typed::<Node>(item).map_err(at)?, None))),
             }
         }
     }

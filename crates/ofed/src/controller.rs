@@ -12,19 +12,20 @@ use crate::{DRIVER_LABEL, OfedDriver};
 use api::{NicClusterPolicy, SyncState};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Secret};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
-use state_core::ImageTags;
 use state_core::State;
 use state_core::metrics::Metrics;
-use state_core::nodes::NodeCache;
+use state_core::nodes::{NodeCache, NodeFacts, RUNTIME_LABEL, container_runtime, facts};
 use state_core::objects::ObjectKey;
 use state_core::owned::OwnedObjects;
 use state_core::readiness;
 use state_core::reconcile::{self, Context, Error, Outcome, field_manager};
 use state_core::run::{Process, drive, is_openshift, run_marking_ready, shutdown_signal};
+use state_core::{ImageTags, Observed, OpenShiftFacts};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,44 @@ pub struct OfedContext {
     pub pods: Store<Pod>,
     /// Tags of driver image repositories.
     pub tags: TagCache,
+    /// Container runtimes of the nodes read so far (see [`add_rhel_runtimes`]).
+    pub runtimes: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// The node watch is metadata only (it keeps thousands of nodes in little memory), so it has
+/// no container runtime; RHEL pools need it (subscription mounts, unless CRI-O), so the first
+/// node of each RHEL pool is read, once.
+async fn add_rhel_runtimes(ctx: &OfedContext, nodes: &mut [Arc<NodeFacts>]) -> Result<(), String> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.core.client.clone());
+    let mut seen = BTreeSet::new();
+    for node in nodes.iter_mut() {
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        if labels.get(crate::pools::OS_LABEL).map(String::as_str) != Some("rhel") {
+            continue;
+        }
+        let key: Vec<Option<&String>> = crate::pools::POOL_LABELS.iter().map(|k| labels.get(*k)).collect();
+        if !seen.insert(format!("{key:?}")) {
+            continue;
+        }
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let known = ctx.runtimes.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+        let runtime = match known {
+            Some(runtime) => runtime,
+            None => {
+                let full = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| format!("reading node {name}: {}", state_core::apply::describe(&e)))?;
+                let runtime = container_runtime(&facts(full, None)).unwrap_or_default().to_string();
+                ctx.runtimes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, runtime.clone());
+                runtime
+            }
+        };
+        let mut with_runtime = (**node).clone();
+        with_runtime.metadata.labels.get_or_insert_with(Default::default).insert(RUNTIME_LABEL.to_string(), runtime);
+        *node = Arc::new(with_runtime);
+    }
+    Ok(())
 }
 
 /// Reconciles the driver objects and the node labels for the policy, and reports.
@@ -48,47 +87,111 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<OfedContext>) -> 
     let core = &ctx.core;
     let outcome = match reconcile::observe::<OfedDriver>(&policy, core).await {
         Err(outcome) => outcome,
-        Ok(mut observed) => {
-            let mut registry_note = None;
-            if let Some(spec) = OfedDriver::spec(&policy) {
-                let repository = repository(spec);
-                let tags = ctx.tags.tags(&repository, spec.image.image_pull_secrets.as_deref().unwrap_or_default());
-                if let ImageTags::Failed(e) = &tags {
-                    registry_note = Some(format!("precompiled images not checked ({e}); pools use the source image"));
+        Ok(mut observed) if core.openshift && OfedDriver::spec(&policy).is_some() => {
+            match openshift_facts(&core.client).await {
+                Ok(facts) => {
+                    observed.openshift = facts;
+                    sync(&policy, &ctx, observed).await
                 }
-                observed.image_tags.insert(repository.clone(), tags);
+                Err(message) => Outcome::new(SyncState::NotReady, message),
             }
-            let (pools, unpooled) = pools(&observed.nodes);
-            let pending = observed.image_tags.values().any(|t| *t == ImageTags::Pending);
-            let mut outcome = if pending && !pools.is_empty() {
-                // Wait for the registry's answer rather than roll out an image and change it.
-                Outcome::new(SyncState::NotReady, "listing the driver image's tags for precompiled images".to_string())
-            } else {
-                let outcome = reconcile::sync_with::<OfedDriver>(&policy, core, &observed).await;
-                summarize(outcome, &pools, core)
-            };
-            let mut notes: Vec<String> = outcome.message.take().into_iter().collect();
-            notes.extend(registry_note.filter(|_| !pools.is_empty()));
-            if !unpooled.is_empty() {
-                let names: Vec<String> = unpooled.iter().map(|u| u.node.clone()).collect();
-                let missing: BTreeSet<&str> = unpooled.iter().flat_map(|u| u.missing.iter().copied()).collect();
-                notes.push(format!(
-                    "{} NIC node(s) without NFD labels get no driver: {} (missing {})",
-                    names.len(),
-                    some_of(&names, 3),
-                    missing.into_iter().collect::<Vec<_>>().join(", ")
-                ));
-            }
-            let errors = label_nodes(&policy, &ctx, &observed.nodes, &pools).await;
-            if !errors.is_empty() && outcome.state != SyncState::Error {
-                outcome.state = SyncState::NotReady;
-            }
-            notes.extend(errors);
-            outcome.message = (!notes.is_empty()).then(|| notes.join("; "));
-            outcome
         }
+        Ok(observed) => sync(&policy, &ctx, observed).await,
     };
     reconcile::finish::<OfedDriver>(&policy, core, outcome, started).await
+}
+
+/// The driver-toolkit images (ImageStream `openshift/driver-toolkit`) and the cluster-wide
+/// proxy (`Proxy/cluster`) of an OpenShift cluster; what does not exist is simply absent.
+async fn openshift_facts(client: &Client) -> Result<OpenShiftFacts, String> {
+    let mut facts = OpenShiftFacts::default();
+    let gvk = |group: &str, kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
+    };
+    let streams: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "openshift", &gvk("image.openshift.io", "ImageStream", "imagestreams"));
+    let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    match streams.get_opt("driver-toolkit").await {
+        Ok(stream) => {
+            for tag in stream.iter().flat_map(|s| s.data["spec"]["tags"].as_array().cloned().unwrap_or_default()) {
+                if let (Some(name), Some(image)) = (tag["name"].as_str(), tag["from"]["name"].as_str()) {
+                    facts.driver_toolkit.insert(name.to_string(), image.to_string());
+                }
+            }
+        }
+        Err(e) if absent(&e) => {}
+        Err(e) => {
+            return Err(format!("reading ImageStream openshift/driver-toolkit: {}", state_core::apply::describe(&e)));
+        }
+    }
+    let proxies: Api<DynamicObject> = Api::all_with(client.clone(), &gvk("config.openshift.io", "Proxy", "proxies"));
+    match proxies.get_opt("cluster").await {
+        Ok(Some(proxy)) => {
+            for (name, field) in [("HTTPS_PROXY", "httpsProxy"), ("HTTP_PROXY", "httpProxy"), ("NO_PROXY", "noProxy")] {
+                let value =
+                    proxy.data["status"][field].as_str().or(proxy.data["spec"][field].as_str()).unwrap_or_default();
+                if !value.is_empty() {
+                    facts.proxy.push((name.to_string(), value.to_string()));
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) if absent(&e) => {}
+        Err(e) => {
+            let message = format!(
+                "failed to read the OpenShift cluster-wide proxy settings: {}",
+                state_core::apply::describe(&e)
+            );
+            return Err(message);
+        }
+    }
+    Ok(facts)
+}
+
+/// Lists tags, renders, applies and labels from `observed`; the outcome, with a message about
+/// the pools, nodes without NFD labels and registry failures.
+async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observed) -> Outcome {
+    let core = &ctx.core;
+    if let Err(message) = add_rhel_runtimes(ctx, &mut observed.nodes).await {
+        return Outcome::new(SyncState::NotReady, message);
+    }
+    let mut registry_note = None;
+    if let Some(spec) = OfedDriver::spec(policy) {
+        let repository = repository(spec);
+        let tags = ctx.tags.tags(&repository, spec.image.image_pull_secrets.as_deref().unwrap_or_default());
+        if let ImageTags::Failed(e) = &tags {
+            registry_note = Some(format!("precompiled images not checked ({e}); pools use the source image"));
+        }
+        observed.image_tags.insert(repository.clone(), tags);
+    }
+    let (pools, unpooled) = pools(&observed.nodes);
+    let pending = observed.image_tags.values().any(|t| *t == ImageTags::Pending);
+    let mut outcome = if pending && !pools.is_empty() {
+        // Wait for the registry's answer rather than roll out an image and change it.
+        Outcome::new(SyncState::NotReady, "listing the driver image's tags for precompiled images".to_string())
+    } else {
+        let outcome = reconcile::sync_with::<OfedDriver>(policy, core, &observed).await;
+        summarize(outcome, &pools, core)
+    };
+    let mut notes: Vec<String> = outcome.message.take().into_iter().collect();
+    notes.extend(registry_note.filter(|_| !pools.is_empty()));
+    if !unpooled.is_empty() {
+        let names: Vec<String> = unpooled.iter().map(|u| u.node.clone()).collect();
+        let missing: BTreeSet<&str> = unpooled.iter().flat_map(|u| u.missing.iter().copied()).collect();
+        notes.push(format!(
+            "{} NIC node(s) without NFD labels get no driver: {} (missing {})",
+            names.len(),
+            some_of(&names, 3),
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let errors = label_nodes(policy, ctx, &observed.nodes, &pools).await;
+    if !errors.is_empty() && outcome.state != SyncState::Error {
+        outcome.state = SyncState::NotReady;
+    }
+    notes.extend(errors);
+    outcome.message = (!notes.is_empty()).then(|| notes.join("; "));
+    outcome
 }
 
 /// Replaces the message of a rendered outcome by one about the pools: `2/3 pools ready;
@@ -130,7 +233,7 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context) -> Outcome {
 async fn label_nodes(
     policy: &NicClusterPolicy,
     ctx: &OfedContext,
-    nodes: &[Arc<k8s_openapi::api::core::v1::Node>],
+    nodes: &[Arc<NodeFacts>],
     pools: &[Pool],
 ) -> Vec<String> {
     let pooled: BTreeSet<String> = pools.iter().flat_map(|p| p.nodes.iter().cloned()).collect();
@@ -195,7 +298,7 @@ pub async fn run_controller(
     let refresher = tokio::spawn(tags.clone().refresh_forever());
     let core =
         Context::new(client.clone(), namespace.clone(), openshift, owned.clone(), metrics).with_nodes(nodes.clone());
-    let ctx = Arc::new(OfedContext { core, pods: pods.clone(), tags });
+    let ctx = Arc::new(OfedContext { core, pods: pods.clone(), tags, runtimes: Default::default() });
     tracing::info!(state = OfedDriver::NAME, %namespace, openshift, "starting controller");
     let policies: Api<NicClusterPolicy> = Api::all(client);
     let controller =

@@ -47,17 +47,47 @@ const MANIFESTS: &[Manifest] = state_core::manifests!(
 );
 const DAEMON_SET: &[Manifest] = state_core::manifests!("daemonset.yaml");
 
-static INIT_CONTAINER_IMAGE: OnceLock<Option<String>> = OnceLock::new();
+/// The shared directory of the driver container and the driver-toolkit sidecar (OpenShift).
+pub const DTK_SHARED_DIR: &str = "/mnt/shared-doca-driver-toolkit";
 
-/// Sets the init container's image once, at start-up (`OFED_INIT_CONTAINER_IMAGE`; empty turns
-/// the init container, and so safe driver load, off). Unset, [`DEFAULT_INIT_CONTAINER_IMAGE`].
-pub fn set_init_container_image(image: &str) {
-    let image = image.trim();
-    let _ = INIT_CONTAINER_IMAGE.set((!image.is_empty()).then(|| image.to_string()));
+/// How the controller renders beyond the policy: set once at start-up from its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Image of the safe-load init container (`OFED_INIT_CONTAINER_IMAGE`; empty: none).
+    pub init_container_image: Option<String>,
+    /// On OpenShift, build drivers with the driver toolkit (`USE_DTK`, default true).
+    pub use_dtk: bool,
 }
 
-fn init_container_image() -> Option<&'static str> {
-    INIT_CONTAINER_IMAGE.get_or_init(|| Some(DEFAULT_INIT_CONTAINER_IMAGE.to_string())).as_deref()
+impl Default for Settings {
+    fn default() -> Self {
+        Self { init_container_image: Some(DEFAULT_INIT_CONTAINER_IMAGE.to_string()), use_dtk: true }
+    }
+}
+
+impl Settings {
+    /// The settings of the environment variables `OFED_INIT_CONTAINER_IMAGE` and `USE_DTK`.
+    pub fn from_env() -> Self {
+        let mut settings = Self::default();
+        if let Ok(image) = std::env::var("OFED_INIT_CONTAINER_IMAGE") {
+            settings.init_container_image = Some(image.trim().to_string()).filter(|i| !i.is_empty());
+        }
+        if let Ok(dtk) = std::env::var("USE_DTK") {
+            settings.use_dtk = !matches!(dtk.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
+        }
+        settings
+    }
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// Sets the settings once, at start-up (before the first render); unset, the defaults.
+pub fn configure(settings: Settings) {
+    let _ = SETTINGS.set(settings);
+}
+
+fn settings() -> &'static Settings {
+    SETTINGS.get_or_init(Settings::default)
 }
 
 /// The OFED driver state.
@@ -116,11 +146,12 @@ impl State for OfedDriver {
         }
         let mut objects =
             render_manifests(MANIFESTS, &json!({"namespace": ctx.namespace, "openshift": ctx.openshift}))?;
-        let init_image = init_container_image();
+        let settings = settings();
+        let init_image = settings.init_container_image.as_deref();
         if init_image.is_some() {
             objects.push(init_config_map(spec, ctx.namespace));
         }
-        let env = env(spec);
+        let env = env(spec, &ctx.observed.openshift.proxy);
         let probe = |probe: &Option<PodProbeSpec>, delay: i32, period: i32| {
             let p = probe.clone().unwrap_or(PodProbeSpec { initial_delay_seconds: delay, period_seconds: period });
             json!({"initialDelaySeconds": p.initial_delay_seconds, "periodSeconds": p.period_seconds})
@@ -132,19 +163,30 @@ impl State for OfedDriver {
         });
         for pool in &pools {
             let image = images::choose(spec, pool, &ctx.observed.image_tags)?;
+            let dtk_image = match ctx.openshift && settings.use_dtk && !image.precompiled {
+                true => Some(driver_toolkit_image(pool, ctx)?),
+                false => None,
+            };
             let (extra_volumes, extra_mounts) = extra_mounts(spec, pool, ctx)?;
+            let mut node_selector = node_selector(pool);
+            if dtk_image.is_some() {
+                node_selector[pools::OSTREE_LABEL] = json!(pool.ostree);
+            }
             let values = json!({
                 "namespace": ctx.namespace,
+                "dtk_shared_dir": DTK_SHARED_DIR,
                 "init_container_image": init_image,
                 "termination_grace_period_seconds": spec.termination_grace_period_seconds.unwrap_or(300),
-                "env": env,
                 "probes": probes,
                 "pool": {
                     "daemon_set": pool.daemon_set(),
                     "app": pool.app(),
                     "kernel": pool.kernel,
                     "image": image.reference,
-                    "node_selector": node_selector(pool),
+                    "node_selector": node_selector,
+                    "dtk_image": dtk_image,
+                    "env": if dtk_image.is_some() { with_dtk(&[("DTK_OCP_DRIVER_BUILD", "true")], &env) } else { env.clone() },
+                    "dtk_env": with_dtk(&[], &env),
                     "extra_volumes": extra_volumes,
                     "extra_mounts": extra_mounts,
                 },
@@ -178,9 +220,43 @@ fn node_selector(pool: &Pool) -> Value {
     })
 }
 
-/// The driver container's environment: the user's, then the defaults the user did not set.
-fn env(spec: &OfedDriverSpec) -> Vec<EnvVar> {
+/// `DTK_OCP_NIC_SHARED_DIR` and `first`, then `env`.
+fn with_dtk(first: &[(&str, &str)], env: &[EnvVar]) -> Vec<EnvVar> {
+    let var = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() };
+    let mut out: Vec<EnvVar> = first.iter().map(|(n, v)| var(n, v)).collect();
+    out.push(var("DTK_OCP_NIC_SHARED_DIR", DTK_SHARED_DIR));
+    out.extend(env.iter().cloned());
+    out
+}
+
+/// The driver-toolkit image of an RHCOS pool (OpenShift builds drivers with it).
+fn driver_toolkit_image(pool: &Pool, ctx: &RenderContext<'_>) -> Result<String, RenderError> {
+    let Some(ostree) = &pool.ostree else {
+        return Err(RenderError::Waiting(format!(
+            "pool {} needs the NFD label {} to pick its driver-toolkit image",
+            pool.daemon_set(),
+            pools::OSTREE_LABEL
+        )));
+    };
+    ctx.observed.openshift.driver_toolkit.get(ostree).cloned().ok_or_else(|| {
+        RenderError::Waiting(format!(
+            "no driver-toolkit image for RHCOS {ostree} in ImageStream openshift/driver-toolkit"
+        ))
+    })
+}
+
+/// The driver container's environment: the user's; then, on OpenShift, the cluster-wide proxy
+/// (upper- and lower-case) unless the user set it; then the defaults the user did not set.
+fn env(spec: &OfedDriverSpec, proxy: &[(String, String)]) -> Vec<EnvVar> {
     let mut env = spec.env.clone().unwrap_or_default();
+    let user_set = |name: &str, env: &[EnvVar]| env.iter().any(|e| e.name.eq_ignore_ascii_case(name));
+    for (name, value) in proxy {
+        if !value.is_empty() && !user_set(name, &env) {
+            for name in [name.to_ascii_uppercase(), name.to_ascii_lowercase()] {
+                env.push(EnvVar { name, value: Some(value.clone()), ..Default::default() });
+            }
+        }
+    }
     for (name, value) in
         [("CREATE_IFNAMES_UDEV", "true"), ("NVIDIA_NIC_DRIVERS_INVENTORY_PATH", "/mnt/drivers-inventory")]
     {
@@ -271,6 +347,7 @@ pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
         NIC_PRESENT_LABEL: "true", pools::OS_LABEL: "ubuntu", pools::OS_VERSION_LABEL: "22.04",
         pools::KERNEL_LABEL: "5.15.0-78-generic", pools::ARCH_LABEL: "amd64"}}}))
         .unwrap_or_default();
+    let node = state_core::nodes::facts(node, None);
     let mut cluster = state_core::Observed { nodes: vec![std::sync::Arc::new(node)], ..Default::default() };
     for name in OfedDriver::spec(sample).map(OfedDriver::referenced_config_maps).unwrap_or_default() {
         let config_map = ConfigMap {
@@ -281,6 +358,12 @@ pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
     }
     let mut rbac = state_core::rbac::state_rbac::<OfedDriver>(sample, &cluster);
     rbac.cluster.allow("", "nodes", &["get", "list", "watch", "patch"]);
+    // OpenShift: the driver-toolkit images and the cluster-wide proxy.
+    rbac.cluster.allow("image.openshift.io", "imagestreams", &["get"]).allow(
+        "config.openshift.io",
+        "proxies",
+        &["get"],
+    );
     rbac.operands.allow("", "pods", &READ_VERBS).allow("", "secrets", &["get"]);
     rbac
 }

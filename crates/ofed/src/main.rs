@@ -3,8 +3,6 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if let Ok(image) = std::env::var("OFED_INIT_CONTAINER_IMAGE") {
-        ofed::set_init_container_image(&image);
-    }
+    ofed::configure(ofed::Settings::from_env());
     state_core::run::run_process(<ofed::OfedDriver as state_core::State>::COMPONENT, ofed::controller::run).await
 }

@@ -8,6 +8,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use state_core::edits::MOFED_WAIT_LABEL;
+use state_core::nodes::NodeFacts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ pub fn is_ready(pod: &Pod) -> bool {
 /// loses it. Nodes already right are left out.
 pub fn changes(
     ofed: bool,
-    nodes: &[Arc<Node>],
+    nodes: &[Arc<NodeFacts>],
     pooled: &BTreeSet<String>,
     pods: &[Arc<Pod>],
 ) -> BTreeMap<String, Change> {
@@ -90,7 +91,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn node(name: &str, wait: Option<&str>) -> Arc<Node> {
+    fn node(name: &str, wait: Option<&str>) -> Arc<NodeFacts> {
         let labels = match wait {
             Some(v) => json!({MOFED_WAIT_LABEL: v}),
             None => json!({}),

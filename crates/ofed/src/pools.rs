@@ -1,7 +1,7 @@
 //! NIC nodes grouped into driver pools: one pool (and one driver DaemonSet) per OS, OS version,
 //! kernel and CPU architecture, named as the original names them.
 
-use k8s_openapi::api::core::v1::Node;
+use state_core::nodes::{NodeFacts, container_runtime};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ impl Pool {
 }
 
 /// Groups `nodes` into pools (sorted by DaemonSet name) and lists the nodes without a pool.
-pub fn pools(nodes: &[Arc<Node>]) -> (Vec<Pool>, Vec<Unpooled>) {
+pub fn pools(nodes: &[Arc<NodeFacts>]) -> (Vec<Pool>, Vec<Unpooled>) {
     let mut pools: BTreeMap<(String, String, String, String), Pool> = BTreeMap::new();
     let mut unpooled = Vec::new();
     for node in nodes {
@@ -87,7 +87,7 @@ pub fn pools(nodes: &[Arc<Node>]) -> (Vec<Pool>, Vec<Unpooled>) {
                 kernel,
                 arch,
                 ostree: value(OSTREE_LABEL),
-                runtime: runtime(node),
+                runtime: container_runtime(node).unwrap_or_default().to_string(),
                 nodes: Vec::new(),
             });
         pool.nodes.push(name);
@@ -95,15 +95,6 @@ pub fn pools(nodes: &[Arc<Node>]) -> (Vec<Pool>, Vec<Unpooled>) {
     let mut pools: Vec<Pool> = pools.into_values().collect();
     pools.sort_by_key(Pool::daemon_set);
     (pools, unpooled)
-}
-
-fn runtime(node: &Node) -> String {
-    let version = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.container_runtime_version.as_str());
-    ["docker", "containerd", "cri-o"]
-        .into_iter()
-        .find(|r| version.is_some_and(|v| v.starts_with(r)))
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The original's kernel hash: FNV-1a 32 of the kernel string, in decimal, each digit mapped
@@ -135,15 +126,16 @@ mod tests {
         assert_eq!(kernel_hash("5.14.0-284.43.1.el9_2.x86_64"), "687cd9dc94");
     }
 
-    fn node(name: &str, os: &str, version: &str, kernel: &str, arch: &str) -> Arc<Node> {
-        Arc::new(
+    fn node(name: &str, os: &str, version: &str, kernel: &str, arch: &str) -> Arc<NodeFacts> {
+        Arc::new(state_core::nodes::facts(
             serde_json::from_value(json!({"metadata": {"name": name, "labels": {
                 OS_LABEL: os, OS_VERSION_LABEL: version, KERNEL_LABEL: kernel, ARCH_LABEL: arch}},
                 "status": {"nodeInfo": {"containerRuntimeVersion": "containerd://1.7.1", "architecture": arch,
                     "bootID": "", "kernelVersion": kernel, "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "",
                     "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}}))
             .unwrap(),
-        )
+            None,
+        ))
     }
 
     #[test]

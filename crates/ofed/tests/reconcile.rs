@@ -26,11 +26,10 @@ fn observed(kernels: &[&str]) -> Observed {
         .iter()
         .enumerate()
         .map(|(i, kernel)| {
-            Arc::new(
-                serde_json::from_value::<Node>(json!({"metadata": {"name": format!("n{i}"), "labels": {
-                    OS_LABEL: "ubuntu", OS_VERSION_LABEL: "22.04", KERNEL_LABEL: kernel, ARCH_LABEL: "amd64"}}}))
-                .unwrap(),
-            )
+            let node = serde_json::from_value::<Node>(json!({"metadata": {"name": format!("n{i}"), "labels": {
+                OS_LABEL: "ubuntu", OS_VERSION_LABEL: "22.04", KERNEL_LABEL: kernel, ARCH_LABEL: "amd64"}}}))
+            .unwrap();
+            Arc::new(state_core::nodes::facts(node, None))
         })
         .collect();
     let mut observed = Observed { nodes, ..Default::default() };

@@ -3,11 +3,12 @@
 
 use api::NicClusterPolicy;
 use api::policy::{ConfigMapNameReference, OfedDriverSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DynamicObject;
 use ofed::OfedDriver;
 use ofed::pools::{ARCH_LABEL, KERNEL_LABEL, OS_LABEL, OS_VERSION_LABEL, OSTREE_LABEL};
 use serde_json::{Value, json};
+use state_core::nodes::{NodeFacts, facts};
 use state_core::testing::{self, assert_round_trips, policy_from_file, to_yaml};
 use state_core::{ImageTags, Observed, RenderContext, render_state};
 use std::sync::Arc;
@@ -23,20 +24,19 @@ fn ofed(policy: &mut NicClusterPolicy) -> &mut OfedDriverSpec {
     policy.spec.ofed_driver.as_mut().expect("the seed deploys OFED")
 }
 
-fn node(name: &str, os: &str, version: &str, kernel: &str, arch: &str) -> Arc<Node> {
-    Arc::new(
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": {
-            "feature.node.kubernetes.io/pci-15b3.present": "true",
-            OS_LABEL: os, OS_VERSION_LABEL: version, KERNEL_LABEL: kernel, ARCH_LABEL: arch}}}))
-        .unwrap(),
-    )
+fn node(name: &str, os: &str, version: &str, kernel: &str, arch: &str) -> Arc<NodeFacts> {
+    let node = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
+        "feature.node.kubernetes.io/pci-15b3.present": "true",
+        OS_LABEL: os, OS_VERSION_LABEL: version, KERNEL_LABEL: kernel, ARCH_LABEL: arch}}}))
+    .unwrap();
+    Arc::new(facts(node, None))
 }
 
-fn ubuntu(name: &str) -> Arc<Node> {
+fn ubuntu(name: &str) -> Arc<NodeFacts> {
     node(name, "ubuntu", "22.04", "5.15.0-78-generic", "amd64")
 }
 
-fn observed(nodes: Vec<Arc<Node>>) -> Observed {
+fn observed(nodes: Vec<Arc<NodeFacts>>) -> Observed {
     let mut observed = Observed { nodes, ..Default::default() };
     observed.image_tags.insert(REPOSITORY.into(), ImageTags::Listed(Default::default()));
     observed
@@ -189,14 +189,52 @@ fn node_affinity_is_merged_with_the_drivers_anti_affinity() {
     assert_eq!(pod["containers"][0]["resources"]["requests"]["memory"], "1Gi");
 }
 
-#[test]
-fn openshift_with_rhcos_nodes_grants_the_privileged_scc() {
+fn rhcos() -> Arc<NodeFacts> {
     let mut rhcos = (*node("r", "rhcos", "4.14", "5.14.0-284.43.1.el9_2.x86_64", "amd64")).clone();
     rhcos.metadata.labels.as_mut().unwrap().insert(OSTREE_LABEL.into(), "414.92.202312011602-0".into());
-    let objects = golden("openshift_rhcos", &seed(), true, &observed(vec![Arc::new(rhcos)]));
+    Arc::new(rhcos)
+}
+
+fn openshift_observed() -> Observed {
+    let mut observed = observed(vec![rhcos()]);
+    observed.openshift.driver_toolkit.insert("414.92.202312011602-0".into(), "quay.io/openshift/dtk@sha256:abc".into());
+    observed.openshift.proxy =
+        vec![("HTTPS_PROXY".into(), "http://proxy:3128".into()), ("NO_PROXY".into(), ".cluster.local".into())];
+    observed
+}
+
+#[test]
+fn openshift_with_rhcos_nodes_builds_with_the_driver_toolkit_behind_the_cluster_proxy() {
+    let objects = golden("openshift_rhcos", &seed(), true, &openshift_observed());
+    let ds = daemon_sets(&objects)[0];
+    let pod = &ds.data["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][1]["name"], "openshift-driver-toolkit-ctr");
+    assert_eq!(pod["containers"][1]["image"], "quay.io/openshift/dtk@sha256:abc");
+    assert_eq!(pod["nodeSelector"][OSTREE_LABEL], "414.92.202312011602-0");
+    let env: Vec<&str> =
+        pod["containers"][0]["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        env,
+        [
+            "DTK_OCP_DRIVER_BUILD",
+            "DTK_OCP_NIC_SHARED_DIR",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "CREATE_IFNAMES_UDEV",
+            "NVIDIA_NIC_DRIVERS_INVENTORY_PATH"
+        ]
+    );
     let role = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "Role").unwrap();
     assert!(role.data["rules"].to_string().contains("securitycontextconstraints"));
     assert_eq!(daemon_sets(&objects)[0].metadata.name.as_deref(), Some("mofed-rhcos4.14-687cd9dc94-ds"));
+}
+
+#[test]
+fn an_rhcos_pool_without_a_driver_toolkit_image_waits() {
+    let err = render(&seed(), true, &observed(vec![rhcos()])).unwrap_err();
+    assert_eq!(err, "no driver-toolkit image for RHCOS 414.92.202312011602-0 in ImageStream openshift/driver-toolkit");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub mod testing;
 
 pub use render::render_state;
 pub use run::run;
-pub use state::{ImageTags, Observed, RenderContext, RenderError, State};
+pub use state::{ImageTags, Observed, OpenShiftFacts, RenderContext, RenderError, State};
 
 /// Label every rendered object carries: the name of the state that owns it.
 pub const STATE_LABEL: &str = "nvidia.network-operator.state";

@@ -1,91 +1,176 @@
 //! The NIC nodes, for states whose objects depend on them (the OFED driver's pools): a watch of
-//! the Nodes labelled `feature.node.kubernetes.io/pci-15b3.present=true` that keeps only the
-//! labels the state reads, its own labels and the container runtime, so even thousands of nodes
-//! cost little memory. Controllers of other states start no Node watch at all.
-
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, NodeStatus, NodeSystemInfo};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use std::sync::Arc;
+//! the Nodes labelled `feature.node.kubernetes.io/pci-15b3.present=true` that keeps, per node,
+//! only its name, the labels the state reads and its container runtime ([`NodeFacts`]), so even
+//! thousands of nodes cost little memory. Controllers of other states start no Node watch.
 
 pub use crate::edits::NIC_PRESENT_LABEL as NIC_LABEL;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
-/// Live, slimmed copies of the NIC nodes.
+/// What is kept of a node: its name, the labels a state reads and, as the label
+/// [`RUNTIME_LABEL`], its container runtime (one map: a map costs half a KiB even when small).
+pub type NodeFacts = PartialObjectMeta<Node>;
+
+/// Label of [`NodeFacts`] (never of a real node) holding the container runtime (`docker`,
+/// `containerd`, `cri-o`).
+pub const RUNTIME_LABEL: &str = "network-operator.nvidia.com/container-runtime";
+
+/// Per node name, the values of the kept labels, in [`NodeCache`]'s order.
+type CompactNodes = BTreeMap<String, Vec<Option<Box<str>>>>;
+
+/// Live copies of the NIC nodes, compact: per node its name and the values of the kept labels
+/// (about 300 bytes a node); [`NodeFacts`] are built when asked for.
 #[derive(Clone)]
 pub struct NodeCache {
-    store: Store<Node>,
+    keep: &'static [&'static str],
+    nodes: Arc<RwLock<CompactNodes>>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NodeCache {
-    /// Watches the NIC nodes, keeping the labels in `labels` (and nothing else of the metadata
-    /// but the name) and the container runtime of `status.nodeInfo`. The stream yields on every
-    /// change and must be polled (it drives the cache).
-    pub fn watch(client: &Client, labels: &'static [&'static str]) -> (Self, impl Stream<Item = ()> + Send + 'static) {
-        let config = watcher::Config::default().labels(&format!("{NIC_LABEL}=true"));
-        let writer = reflector::store::Writer::default();
-        let store = writer.as_reader();
-        let stream = reflector::reflector(
-            writer,
-            watcher(Api::<Node>::all(client.clone()), config).modify(move |node| slim(node, labels)),
-        )
-        .default_backoff()
-        .filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => Some(()),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watch of NIC nodes failed; retrying");
-                    None
-                }
-            }
-        });
-        (Self { store }, stream)
+    fn new(keep: &'static [&'static str]) -> (Self, tokio::sync::watch::Sender<bool>) {
+        let (done, synced) = tokio::sync::watch::channel(false);
+        (Self { keep, nodes: Arc::default(), synced }, done)
     }
 
-    /// A cache holding `nodes` (for tests and offline rendering).
-    pub fn from_nodes(nodes: Vec<Node>, labels: &'static [&'static str]) -> Self {
-        let mut writer = reflector::store::Writer::default();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for mut node in nodes {
-            slim(&mut node, labels);
-            writer.apply_watcher_event(&watcher::Event::InitApply(node));
+    /// Watches the NIC nodes (metadata only, 100 a page), keeping the labels in `labels`. The
+    /// stream yields on every change and must be polled (it drives the cache).
+    pub fn watch(client: &Client, labels: &'static [&'static str]) -> (Self, impl Stream<Item = ()> + Send + 'static) {
+        let config = watcher::Config::default().labels(&format!("{NIC_LABEL}=true")).page_size(100);
+        let (cache, done) = Self::new(labels);
+        let writer = cache.clone();
+        let mut listing: Option<CompactNodes> = None;
+        let stream = watcher::watcher(Api::<NodeFacts>::all(client.clone()), config).default_backoff().filter_map(
+            move |event| {
+                let changed = match event {
+                    Ok(Event::Init) => {
+                        listing = Some(BTreeMap::new());
+                        false
+                    }
+                    Ok(Event::InitApply(node)) => {
+                        if let Some((name, values)) = writer.compact(&node) {
+                            listing.get_or_insert_with(BTreeMap::new).insert(name, values);
+                        }
+                        false
+                    }
+                    Ok(Event::InitDone) => {
+                        *writer.nodes.write().unwrap_or_else(|e| e.into_inner()) = listing.take().unwrap_or_default();
+                        let _ = done.send(true);
+                        true
+                    }
+                    Ok(Event::Apply(node)) => {
+                        if let Some((name, values)) = writer.compact(&node) {
+                            writer.nodes.write().unwrap_or_else(|e| e.into_inner()).insert(name, values);
+                        }
+                        true
+                    }
+                    Ok(Event::Delete(node)) => {
+                        let name = node.metadata.name.unwrap_or_default();
+                        writer.nodes.write().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch of NIC nodes failed; retrying");
+                        false
+                    }
+                };
+                std::future::ready(changed.then_some(()))
+            },
+        );
+        (cache, stream)
+    }
+
+    /// A cache holding `nodes` (for tests and benchmarks).
+    pub fn from_nodes(nodes: impl IntoIterator<Item = Node>, labels: &'static [&'static str]) -> Self {
+        let (cache, done) = Self::new(labels);
+        {
+            let mut map = cache.nodes.write().unwrap_or_else(|e| e.into_inner());
+            for node in nodes {
+                if let Some((name, values)) = cache.compact(&facts(node, None)) {
+                    map.insert(name, values);
+                }
+            }
         }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        Self { store: writer.as_reader() }
+        let _ = done.send(true);
+        cache
+    }
+
+    /// The name and kept label values of `node`: the NIC label, then `keep`, then the runtime.
+    fn compact(&self, node: &NodeFacts) -> Option<(String, Vec<Option<Box<str>>>)> {
+        let name = node.metadata.name.clone()?;
+        let labels = node.metadata.labels.as_ref();
+        let value = |key: &str| labels.and_then(|l| l.get(key)).map(|v| v.as_str().into());
+        let values =
+            std::iter::once(NIC_LABEL).chain(self.keep.iter().copied()).chain([RUNTIME_LABEL]).map(value).collect();
+        Some((name, values))
     }
 
     /// Waits until the cache holds the first full list.
     pub async fn synced(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut synced = self.synced.clone();
+        let _ = synced.wait_for(|done| *done).await;
     }
 
     /// Every NIC node, sorted by name.
-    pub fn nodes(&self) -> Vec<Arc<Node>> {
-        let mut nodes = self.store.state();
-        nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    pub fn nodes(&self) -> Vec<Arc<NodeFacts>> {
+        let keys: Vec<&str> =
+            std::iter::once(NIC_LABEL).chain(self.keep.iter().copied()).chain([RUNTIME_LABEL]).collect();
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
         nodes
+            .iter()
+            .map(|(name, values)| {
+                let labels = keys
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(key, value)| Some((key.to_string(), value.as_deref()?.to_string())))
+                    .collect();
+                Arc::new(PartialObjectMeta {
+                    types: None,
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    _phantom: Default::default(),
+                })
+            })
+            .collect()
     }
 }
 
-/// Drops everything of `node` but its name, the labels in `keep` (plus the NIC label) and the
-/// container runtime version.
-pub fn slim(node: &mut Node, keep: &[&str]) {
-    let runtime = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.container_runtime_version.clone());
-    let labels = node.metadata.labels.take().unwrap_or_default();
-    let kept = labels.into_iter().filter(|(k, _)| k == NIC_LABEL || keep.contains(&k.as_str())).collect();
-    node.metadata = kube::api::ObjectMeta {
-        name: node.metadata.name.take(),
-        resource_version: node.metadata.resource_version.take(),
-        labels: Some(kept),
-        ..Default::default()
-    };
-    node.spec = None;
-    node.status = runtime.map(|container_runtime_version| NodeStatus {
-        node_info: Some(NodeSystemInfo { container_runtime_version, ..Default::default() }),
-        ..Default::default()
+/// The facts of `node`: its name, its labels (only those in `keep` and the NIC label, when
+/// given) and its container runtime.
+pub fn facts(node: Node, keep: Option<&[&str]>) -> NodeFacts {
+    let runtime = node.status.as_ref().and_then(|s| s.node_info.as_ref()).and_then(|info| {
+        let version = info.container_runtime_version.as_str();
+        ["docker", "containerd", "cri-o"].into_iter().find(|r| version.starts_with(r))
     });
+    let mut labels: std::collections::BTreeMap<String, String> = node
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| keep.is_none_or(|keep| k == NIC_LABEL || keep.contains(&k.as_str())))
+        .collect();
+    if let Some(runtime) = runtime {
+        labels.insert(RUNTIME_LABEL.to_string(), runtime.to_string());
+    }
+    PartialObjectMeta {
+        types: None,
+        metadata: kube::api::ObjectMeta { name: node.metadata.name, labels: Some(labels), ..Default::default() },
+        _phantom: Default::default(),
+    }
+}
+
+/// The container runtime of a node (`docker`, `containerd`, `cri-o`), when known.
+pub fn container_runtime(node: &NodeFacts) -> Option<&str> {
+    node.metadata.labels.as_ref()?.get(RUNTIME_LABEL).map(String::as_str)
 }
 
 #[cfg(test)]
@@ -94,8 +179,8 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_slimmed_node_keeps_only_what_rendering_reads() {
-        let mut node: Node = serde_json::from_value(json!({
+    fn a_node_is_reduced_to_what_rendering_reads() {
+        let node: Node = serde_json::from_value(json!({
             "metadata": {"name": "n1", "resourceVersion": "3", "annotations": {"a": "b"},
                          "labels": {NIC_LABEL: "true", "kernel": "5.15", "other": "x"}},
             "spec": {"podCIDR": "10.0.0.0/24"},
@@ -105,14 +190,11 @@ mod tests {
                        "images": [{"names": ["a"], "sizeBytes": 1}]},
         }))
         .unwrap();
-        slim(&mut node, &["kernel"]);
-        let value = serde_json::to_value(&node).unwrap();
+        let facts = facts(node, Some(&["kernel"]));
         assert_eq!(
-            value["metadata"],
-            json!({"name": "n1", "resourceVersion": "3", "labels": {NIC_LABEL: "true", "kernel": "5.15"}})
+            serde_json::to_value(&facts.metadata).unwrap(),
+            json!({"name": "n1", "labels": {NIC_LABEL: "true", "kernel": "5.15", RUNTIME_LABEL: "containerd"}})
         );
-        assert_eq!(value["spec"], serde_json::Value::Null);
-        assert_eq!(value["status"]["nodeInfo"]["containerRuntimeVersion"], "containerd://1.7");
-        assert_eq!(value["status"].get("images"), None);
+        assert_eq!(container_runtime(&facts), Some("containerd"));
     }
 }

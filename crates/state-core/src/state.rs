@@ -1,8 +1,9 @@
 //! The contract a state implements: a name, its section of the policy, a pure render function.
 
+use crate::nodes::NodeFacts;
 use crate::objects::Kind;
 use api::{FieldError, ImageSpec, NicClusterPolicy};
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DynamicObject;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -55,11 +56,23 @@ pub struct RenderContext<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// The NIC nodes (only the labels the state reads, and `status.nodeInfo`), by name.
-    pub nodes: Vec<Arc<Node>>,
+    pub nodes: Vec<Arc<NodeFacts>>,
     /// The ConfigMaps the section names that exist, by name.
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// What the registries said about image repositories (`registry/path/image`).
     pub image_tags: BTreeMap<String, ImageTags>,
+    /// Facts only OpenShift clusters have.
+    pub openshift: OpenShiftFacts,
+}
+
+/// What an OpenShift cluster says about itself, where a render needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenShiftFacts {
+    /// Driver-toolkit images by RHCOS version (the tags of ImageStream `openshift/driver-toolkit`).
+    pub driver_toolkit: BTreeMap<String, String>,
+    /// The cluster-wide proxy (`Proxy/cluster`): `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`
+    /// with their values, those that are set.
+    pub proxy: Vec<(String, String)>,
 }
 
 /// What is known about the tags of one image repository.
@@ -74,8 +87,12 @@ pub enum ImageTags {
 }
 
 /// Nothing observed: for states that read nothing from the cluster, and offline rendering.
-pub static NOTHING_OBSERVED: Observed =
-    Observed { nodes: Vec::new(), config_maps: BTreeMap::new(), image_tags: BTreeMap::new() };
+pub static NOTHING_OBSERVED: Observed = Observed {
+    nodes: Vec::new(),
+    config_maps: BTreeMap::new(),
+    image_tags: BTreeMap::new(),
+    openshift: OpenShiftFacts { driver_toolkit: BTreeMap::new(), proxy: Vec::new() },
+};
 
 impl<'a> RenderContext<'a> {
     /// A context with nothing observed from the cluster.
