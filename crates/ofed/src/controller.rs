@@ -134,6 +134,7 @@ async fn openshift_facts(client: &Client) -> Result<OpenShiftFacts, String> {
                     facts.proxy.push((name.to_string(), value.to_string()));
                 }
             }
+            facts.trusted_ca = proxy.data["spec"]["trustedCA"]["name"].as_str().is_some_and(|n| !n.is_empty());
         }
         Ok(None) => {}
         Err(e) if absent(&e) => {}

@@ -132,11 +132,7 @@ impl State for OfedDriver {
     }
 
     fn referenced_config_maps(spec: &OfedDriverSpec) -> Vec<String> {
-        [&spec.cert_config, &spec.repo_config]
-            .into_iter()
-            .filter_map(|r| r.as_ref().and_then(|r| r.name.clone()))
-            .filter(|name| !name.is_empty())
-            .collect()
+        [&spec.cert_config, &spec.repo_config].into_iter().filter_map(named).map(String::from).collect()
     }
 
     fn render(spec: &OfedDriverSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
@@ -150,6 +146,22 @@ impl State for OfedDriver {
         let init_image = settings.init_container_image.as_deref();
         if init_image.is_some() {
             objects.push(init_config_map(spec, ctx.namespace));
+        }
+        if trusted_ca(ctx) && named(&spec.cert_config).is_none() {
+            // No data: OpenShift's injector writes it, and the drift check leaves it alone.
+            let mut config_map = objects::to_dynamic(&ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(TRUSTED_CA_CONFIG_MAP.into()),
+                    namespace: Some(ctx.namespace.into()),
+                    labels: Some(
+                        [("config.openshift.io/inject-trusted-cabundle".to_string(), "true".to_string())].into(),
+                    ),
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            config_map.data = json!({});
+            objects.push(config_map);
         }
         let env = env(spec, &ctx.observed.openshift.proxy);
         let probe = |probe: &Option<PodProbeSpec>, delay: i32, period: i32| {
@@ -275,6 +287,21 @@ fn init_config_map(spec: &OfedDriverSpec, namespace: &str) -> DynamicObject {
     objects::config_map(INIT_CONFIG_MAP, namespace, "config.json", &config.to_string())
 }
 
+/// The ConfigMap a certConfig or repoConfig names, if it names one.
+fn named(reference: &Option<api::policy::ConfigMapNameReference>) -> Option<&str> {
+    reference.as_ref().and_then(|r| r.name.as_deref()).filter(|name| !name.is_empty())
+}
+
+/// The ConfigMap OpenShift fills with the cluster proxy's CA bundle (label
+/// `config.openshift.io/inject-trusted-cabundle`), used as certConfig when none is set.
+pub const TRUSTED_CA_CONFIG_MAP: &str = "ocp-network-operator-trusted-ca";
+
+/// On OpenShift with a proxy CA (`Proxy/cluster` `spec.trustedCA`), the CA is mounted as the
+/// certConfig unless the policy names one.
+fn trusted_ca(ctx: &RenderContext<'_>) -> bool {
+    ctx.openshift && ctx.observed.openshift.trusted_ca
+}
+
 /// Volumes and mounts beyond the fixed ones: the certConfig and repoConfig files (each key
 /// mounted by itself, so the directory's other files stay), and the RHEL subscription.
 fn extra_mounts(
@@ -284,13 +311,23 @@ fn extra_mounts(
 ) -> Result<(Vec<Value>, Vec<Value>), FieldError> {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    let configs = [("certConfig", "cert-config", &spec.cert_config), ("repoConfig", "repo-config", &spec.repo_config)];
-    for (field, volume, reference) in configs {
-        let Some(name) = reference.as_ref().and_then(|r| r.name.as_deref()).filter(|n| !n.is_empty()) else { continue };
+    for (field, volume, reference) in
+        [("certConfig", "cert-config", &spec.cert_config), ("repoConfig", "repo-config", &spec.repo_config)]
+    {
         let path = format!("spec.ofedDriver.{field}.name");
-        let config_map = ctx.observed.config_maps.get(name).ok_or_else(|| {
-            FieldError::new(&path, format!("ConfigMap {name} does not exist in namespace {}", ctx.namespace))
-        })?;
+        let (name, keys): (&str, Vec<String>) = match named(reference) {
+            Some(name) => {
+                let config_map = ctx.observed.config_maps.get(name).ok_or_else(|| {
+                    FieldError::new(&path, format!("ConfigMap {name} does not exist in namespace {}", ctx.namespace))
+                })?;
+                (name, config_map.data.iter().flatten().map(|(k, _)| k.clone()).collect())
+            }
+            // OpenShift with a proxy CA and no certConfig: the CA OpenShift injects.
+            None if field == "certConfig" && trusted_ca(ctx) => {
+                (TRUSTED_CA_CONFIG_MAP, vec!["ca-bundle.crt".to_string()])
+            }
+            None => continue,
+        };
         let dir = match (field, pool.os.as_str()) {
             ("certConfig", "ubuntu") => "/etc/ssl/certs",
             ("certConfig", "rhel" | "rhcos") => "/etc/pki/ca-trust/extracted/pem",
@@ -306,9 +343,8 @@ fn extra_mounts(
                 ));
             }
         };
-        let keys: Vec<&String> = config_map.data.iter().flatten().map(|(k, _)| k).collect();
         let file = |key: &str| {
-            if name == "ocp-network-operator-trusted-ca" && key == "ca-bundle.crt" {
+            if name == TRUSTED_CA_CONFIG_MAP && key == "ca-bundle.crt" {
                 "tls-ca-bundle.pem".to_string()
             } else {
                 key.to_string()
@@ -316,7 +352,7 @@ fn extra_mounts(
         };
         let items: Vec<Value> = keys.iter().map(|k| json!({"key": k, "path": file(k)})).collect();
         volumes.push(json!({"name": volume, "configMap": {"name": name, "items": items}}));
-        for key in keys {
+        for key in &keys {
             let file = file(key);
             mounts
                 .push(json!({"name": volume, "mountPath": format!("{dir}/{file}"), "subPath": file, "readOnly": true}));

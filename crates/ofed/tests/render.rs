@@ -4,6 +4,7 @@
 use api::NicClusterPolicy;
 use api::policy::{ConfigMapNameReference, OfedDriverSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::core::DynamicObject;
 use ofed::OfedDriver;
 use ofed::pools::{ARCH_LABEL, KERNEL_LABEL, OS_LABEL, OS_VERSION_LABEL, OSTREE_LABEL};
@@ -229,6 +230,27 @@ fn openshift_with_rhcos_nodes_builds_with_the_driver_toolkit_behind_the_cluster_
     let role = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "Role").unwrap();
     assert!(role.data["rules"].to_string().contains("securitycontextconstraints"));
     assert_eq!(daemon_sets(&objects)[0].metadata.name.as_deref(), Some("mofed-rhcos4.14-687cd9dc94-ds"));
+}
+
+#[test]
+fn openshift_with_a_proxy_ca_mounts_the_injected_bundle_unless_cert_config_is_set() {
+    let mut observed = openshift_observed();
+    observed.openshift.trusted_ca = true;
+    let objects = render(&seed(), true, &observed).unwrap();
+    let ca = objects.iter().find(|o| o.metadata.name.as_deref() == Some("ocp-network-operator-trusted-ca")).unwrap();
+    assert_eq!(ca.labels()["config.openshift.io/inject-trusted-cabundle"], "true");
+    assert_eq!(ca.data.get("data"), None, "OpenShift fills the data");
+    let mounts = container(daemon_sets(&objects)[0])["volumeMounts"].to_string();
+    assert!(mounts.contains("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"), "{mounts}");
+
+    let mut policy = seed();
+    ofed(&mut policy).cert_config = Some(ConfigMapNameReference { name: Some("mine".into()) });
+    observed.config_maps.insert(
+        "mine".into(),
+        serde_json::from_value(json!({"metadata": {"name": "mine"}, "data": {"a.pem": "x"}})).unwrap(),
+    );
+    let objects = render(&policy, true, &observed).unwrap();
+    assert!(!objects.iter().any(|o| o.metadata.name.as_deref() == Some("ocp-network-operator-trusted-ca")));
 }
 
 #[test]

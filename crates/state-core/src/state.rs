@@ -73,6 +73,8 @@ pub struct OpenShiftFacts {
     /// The cluster-wide proxy (`Proxy/cluster`): `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`
     /// with their values, those that are set.
     pub proxy: Vec<(String, String)>,
+    /// The cluster-wide proxy names a trusted CA bundle (`spec.trustedCA.name`).
+    pub trusted_ca: bool,
 }
 
 /// What is known about the tags of one image repository.
@@ -91,7 +93,7 @@ pub static NOTHING_OBSERVED: Observed = Observed {
     nodes: Vec::new(),
     config_maps: BTreeMap::new(),
     image_tags: BTreeMap::new(),
-    openshift: OpenShiftFacts { driver_toolkit: BTreeMap::new(), proxy: Vec::new() },
+    openshift: OpenShiftFacts { driver_toolkit: BTreeMap::new(), proxy: Vec::new(), trusted_ca: false },
 };
 
 impl<'a> RenderContext<'a> {
