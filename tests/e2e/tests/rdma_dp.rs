@@ -20,6 +20,18 @@ const STATE: &str = "state-RDMA-device-plugin";
 const DAEMON_SET: &str = "rdma-shared-dp-ds";
 const PODS: &str = "app=rdma-shared-dp";
 
+/// Waits until the plugin's DaemonSet and ConfigMap both exist (`present`) or are both gone.
+async fn objects_become(client: &kube::Client, namespace: &str, present: bool, what: &str) {
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    eventually(what, WAIT, || async {
+        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
+        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
+        if ds.is_some() == present && cm.is_some() == present { Ok(()) } else { Err(format!("{ds:?} {cm:?}")) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_binary_deploys_the_plugin_is_ready_once_its_pods_run_and_cleans_up() {
     let Some(env) = TestEnv::new("netop-e2e-rdma").await else { return };
@@ -90,12 +102,7 @@ async fn the_binary_deploys_the_plugin_is_ready_once_its_pods_run_and_cleans_up(
         .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rdmaSharedDevicePlugin": null}})))
         .await
         .expect("section removed");
-    eventually("the DaemonSet and ConfigMap to be deleted", WAIT, || async {
-        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
-        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
-        if ds.is_none() && cm.is_none() { Ok(()) } else { Err("still present".to_string()) }
-    })
-    .await;
+    objects_become(&client, &env.namespace, false, "the DaemonSet and ConfigMap to be deleted").await;
     wait_for_entry(&client, STATE, "ignore").await;
 
     let (status, took) = controller.terminate(Duration::from_secs(5)).await;
@@ -115,14 +122,7 @@ async fn deleting_the_policy_garbage_collects_the_plugins_objects() {
         Metrics::new(),
         Arc::new(AtomicBool::new(false)),
     ));
-    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &env.namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &env.namespace);
-    eventually("the DaemonSet and ConfigMap", WAIT, || async {
-        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
-        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
-        if ds.is_some() && cm.is_some() { Ok(()) } else { Err("not yet".to_string()) }
-    })
-    .await;
+    objects_become(&client, &env.namespace, true, "the DaemonSet and ConfigMap").await;
     eventually("a first entry", WAIT, || applied_state(&client, STATE)).await;
     // Stop the controller: what follows is the garbage collector's work alone.
     controller.abort();
@@ -131,10 +131,5 @@ async fn deleting_the_policy_garbage_collects_the_plugins_objects() {
         .delete(POLICY_NAME, &DeleteParams::default())
         .await
         .expect("policy deleted");
-    eventually("the garbage collector to delete the DaemonSet and ConfigMap", WAIT, || async {
-        let ds = daemon_sets.get_opt(DAEMON_SET).await.map_err(|e| e.to_string())?;
-        let cm = config_maps.get_opt("rdma-devices").await.map_err(|e| e.to_string())?;
-        if ds.is_none() && cm.is_none() { Ok(()) } else { Err("still present".to_string()) }
-    })
-    .await;
+    objects_become(&client, &env.namespace, false, "the garbage collector to delete the DaemonSet and ConfigMap").await;
 }
