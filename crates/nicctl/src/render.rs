@@ -76,7 +76,9 @@ fn render_policy(
     let mut objects = Vec::new();
     objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
-    let compiled_in = [ofed::OfedDriver::NAME, rdma_dp::RdmaDevicePlugin::NAME];
+    objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file)?);
+    let compiled_in =
+        [ofed::OfedDriver::NAME, rdma_dp::RdmaDevicePlugin::NAME, nic_feature_discovery::NicFeatureDiscovery::NAME];
     let skipped: Vec<&str> = api::state::names::ALL
         .into_iter()
         .filter(|name| policy.spec.has_section(name) && !compiled_in.contains(name))

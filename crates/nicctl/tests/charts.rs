@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTROLLERS: [&str; 4] = ["aggregator", "ofed", "rdma-dp", "network-nads"];
+const CONTROLLERS: [&str; 5] = ["aggregator", "ofed", "rdma-dp", "nic-feature-discovery", "network-nads"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

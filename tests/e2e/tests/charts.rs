@@ -47,7 +47,7 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     let release = unique_name("all");
     install(&env.cleanup, &release, &env.namespace, &["--set", "rdma-dp.replicas=2"]);
     let found = deployments(&client, &env.namespace).await;
-    let wanted: Vec<(String, String)> = ["aggregator", "network-nads", "ofed", "rdma-dp"]
+    let wanted: Vec<(String, String)> = ["aggregator", "network-nads", "nic-feature-discovery", "ofed", "rdma-dp"]
         .iter()
         .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
         .collect();
@@ -68,7 +68,16 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
         &env.cleanup,
         &some,
         &namespace,
-        &["--set", "aggregator.enabled=false", "--set", "network-nads.enabled=false", "--set", "ofed.enabled=false"],
+        &[
+            "--set",
+            "aggregator.enabled=false",
+            "--set",
+            "network-nads.enabled=false",
+            "--set",
+            "ofed.enabled=false",
+            "--set",
+            "nic-feature-discovery.enabled=false",
+        ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
 }
@@ -183,6 +192,24 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     assert!(daemon_sets.get_opt("mofed-ubuntu22.04-54669c9886-ds").await.unwrap().is_none());
     assert_never_forbidden(&ofed);
 
+    // nic-feature-discovery: its DaemonSet, then the section removed.
+    let section = json!({"spec": {"nicFeatureDiscovery": {"image": "nic-feature-discovery", "repository": "ghcr.io/mellanox", "version": "v0.0.1"}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&section))
+        .await
+        .unwrap();
+    let nfd_config = as_account("nic-feature-discovery");
+    let nfd_env = elect(&nfd_config);
+    let nfd = ControllerProcess::start("nic-feature-discovery-controller", &ns, &env_of(&nfd_env));
+    wait_for_entry(&client, "state-nic-feature-discovery", "notReady").await;
+    assert!(daemon_sets.get_opt("nic-feature-discovery-ds").await.unwrap().is_some());
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"nicFeatureDiscovery": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, "state-nic-feature-discovery", "ignore").await;
+    assert_never_forbidden(&nfd);
+
     // network-nads: a network's NAD, then its deletion.
     let nads_config = as_account("network-nads");
     let nads_env = elect(&nads_config);
@@ -229,7 +256,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,
         "the aggregator may read DaemonSets"
     );
-    for path in [rdma_config, aggregator_config, nads_config, ofed_config] {
+    for path in [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config] {
         let _ = std::fs::remove_file(path);
     }
 }
