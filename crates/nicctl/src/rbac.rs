@@ -23,6 +23,7 @@ pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
             "nic-feature-discovery",
             state_rbac::<nic_feature_discovery::NicFeatureDiscovery>(&sample, &Observed::default()),
         ),
+        ("doca-telemetry", state_rbac::<doca_telemetry::DocaTelemetry>(&sample, &Observed::default())),
         ("network-nads", network_nads::rbac()),
     ])
 }

@@ -77,8 +77,13 @@ fn render_policy(
     objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file)?);
-    let compiled_in =
-        [ofed::OfedDriver::NAME, rdma_dp::RdmaDevicePlugin::NAME, nic_feature_discovery::NicFeatureDiscovery::NAME];
+    objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file)?);
+    let compiled_in = [
+        ofed::OfedDriver::NAME,
+        rdma_dp::RdmaDevicePlugin::NAME,
+        nic_feature_discovery::NicFeatureDiscovery::NAME,
+        doca_telemetry::DocaTelemetry::NAME,
+    ];
     let skipped: Vec<&str> = api::state::names::ALL
         .into_iter()
         .filter(|name| policy.spec.has_section(name) && !compiled_in.contains(name))

@@ -47,10 +47,11 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     let release = unique_name("all");
     install(&env.cleanup, &release, &env.namespace, &["--set", "rdma-dp.replicas=2"]);
     let found = deployments(&client, &env.namespace).await;
-    let wanted: Vec<(String, String)> = ["aggregator", "network-nads", "nic-feature-discovery", "ofed", "rdma-dp"]
-        .iter()
-        .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
-        .collect();
+    let wanted: Vec<(String, String)> =
+        ["aggregator", "doca-telemetry", "network-nads", "nic-feature-discovery", "ofed", "rdma-dp"]
+            .iter()
+            .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
+            .collect();
     assert_eq!(found, wanted);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &env.namespace);
     for (_, account) in &found {
@@ -77,6 +78,8 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
             "ofed.enabled=false",
             "--set",
             "nic-feature-discovery.enabled=false",
+            "--set",
+            "doca-telemetry.enabled=false",
         ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
@@ -210,6 +213,24 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     wait_for_entry(&client, "state-nic-feature-discovery", "ignore").await;
     assert_never_forbidden(&nfd);
 
+    // doca-telemetry: its DaemonSet and default ConfigMap, then the section removed.
+    let section = json!({"spec": {"docaTelemetryService": {"image": "doca_telemetry", "repository": "nvcr.io/nvidia/doca", "version": "1.16.5-doca2.6.0-host"}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&section))
+        .await
+        .unwrap();
+    let dts_config = as_account("doca-telemetry");
+    let dts_env = elect(&dts_config);
+    let dts = ControllerProcess::start("doca-telemetry-controller", &ns, &env_of(&dts_env));
+    wait_for_entry(&client, "state-doca-telemetry-service", "notReady").await;
+    assert!(daemon_sets.get_opt("doca-telemetry-service").await.unwrap().is_some());
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"docaTelemetryService": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, "state-doca-telemetry-service", "ignore").await;
+    assert_never_forbidden(&dts);
+
     // network-nads: a network's NAD, then its deletion.
     let nads_config = as_account("network-nads");
     let nads_env = elect(&nads_config);
@@ -256,7 +277,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,
         "the aggregator may read DaemonSets"
     );
-    for path in [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config] {
+    for path in [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config, dts_config] {
         let _ = std::fs::remove_file(path);
     }
 }
