@@ -24,6 +24,7 @@ pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
             state_rbac::<nic_feature_discovery::NicFeatureDiscovery>(&sample, &Observed::default()),
         ),
         ("doca-telemetry", state_rbac::<doca_telemetry::DocaTelemetry>(&sample, &Observed::default())),
+        ("ib-kubernetes", state_rbac::<ib_kubernetes::IbKubernetes>(&sample, &Observed::default())),
         ("network-nads", network_nads::rbac()),
     ])
 }

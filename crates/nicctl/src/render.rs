@@ -77,10 +77,12 @@ fn render_policy(
     objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file)?);
+    objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file)?);
     objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file)?);
     let compiled_in = [
         ofed::OfedDriver::NAME,
         rdma_dp::RdmaDevicePlugin::NAME,
+        ib_kubernetes::IbKubernetes::NAME,
         nic_feature_discovery::NicFeatureDiscovery::NAME,
         doca_telemetry::DocaTelemetry::NAME,
     ];

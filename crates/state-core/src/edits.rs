@@ -45,12 +45,12 @@ impl Edits<'_> {
         };
         self.pull_secrets(pod);
         self.container_resources(pod);
-        if kind == "DaemonSet" {
-            self.tolerations(pod);
-            self.node_affinity(pod);
-            if self.needs_driver {
-                self.driver_gate(pod);
-            }
+        // The policy's tolerations and node affinity say where the operands run: DaemonSets and
+        // Deployments alike (the original ignored them for Deployments).
+        self.tolerations(pod);
+        self.node_affinity(pod);
+        if kind == "DaemonSet" && self.needs_driver {
+            self.driver_gate(pod);
         }
     }
 

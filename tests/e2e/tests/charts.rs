@@ -48,7 +48,7 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     install(&env.cleanup, &release, &env.namespace, &["--set", "rdma-dp.replicas=2"]);
     let found = deployments(&client, &env.namespace).await;
     let wanted: Vec<(String, String)> =
-        ["aggregator", "doca-telemetry", "network-nads", "nic-feature-discovery", "ofed", "rdma-dp"]
+        ["aggregator", "doca-telemetry", "ib-kubernetes", "network-nads", "nic-feature-discovery", "ofed", "rdma-dp"]
             .iter()
             .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
             .collect();
@@ -80,6 +80,8 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
             "nic-feature-discovery.enabled=false",
             "--set",
             "doca-telemetry.enabled=false",
+            "--set",
+            "ib-kubernetes.enabled=false",
         ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
@@ -231,6 +233,30 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     wait_for_entry(&client, "state-doca-telemetry-service", "ignore").await;
     assert_never_forbidden(&dts);
 
+    // ib-kubernetes: its Deployment and ClusterRole, then the section removed.
+    let section = json!({"spec": {"ibKubernetes": {"image": "ib-kubernetes", "repository": "ghcr.io/mellanox", "version": "v1.0.2", "ufmSecret": "ufm-secret"}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&section))
+        .await
+        .unwrap();
+    let ib_config = as_account("ib-kubernetes");
+    let ib_env = elect(&ib_config);
+    let ib = ControllerProcess::start("ib-kubernetes-controller", &ns, &env_of(&ib_env));
+    wait_for_entry(&client, "state-ib-kubernetes", "notReady").await;
+    assert!(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("ib-kubernetes")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"ibKubernetes": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, "state-ib-kubernetes", "ignore").await;
+    assert_never_forbidden(&ib);
+
     // network-nads: a network's NAD, then its deletion.
     let nads_config = as_account("network-nads");
     let nads_env = elect(&nads_config);
@@ -277,7 +303,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,
         "the aggregator may read DaemonSets"
     );
-    for path in [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config, dts_config] {
+    for path in [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config, dts_config, ib_config] {
         let _ = std::fs::remove_file(path);
     }
 }
