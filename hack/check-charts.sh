@@ -27,7 +27,7 @@ export KUBECONFIG="$tmp/no-kubeconfig"
 
 charts=charts
 umbrella=$charts/network-operator
-controllers=(aggregator ofed rdma-dp nic-feature-discovery doca-telemetry ib-kubernetes network-nads)
+controllers=(aggregator ofed rdma-dp nic-feature-discovery doca-telemetry ib-kubernetes sriov-dp network-nads)
 release=network-operator
 namespace=nvidia-network-operator
 # APIs the optional objects wait for (ServiceMonitor, PrometheusRule, NodeFeatureRule).
@@ -145,14 +145,14 @@ per_controller="ServiceAccount=1 ClusterRole=1 ClusterRoleBinding=1 Deployment=1
 
 if render defaults; then
     expect defaults "3 controllers, their RBAC and Services, nothing optional" \
-        kinds_are "$tmp/defaults.yaml" "ServiceAccount=7 ClusterRole=7 ClusterRoleBinding=7 Role=12 RoleBinding=12 Deployment=7 Service=7"
+        kinds_are "$tmp/defaults.yaml" "ServiceAccount=8 ClusterRole=8 ClusterRoleBinding=8 Role=14 RoleBinding=14 Deployment=8 Service=8"
 fi
 
 if render all "${all_apis[@]}" \
     --set global.serviceMonitor.enabled=true --set prometheusRule.enabled=true \
     --set grafanaDashboard.enabled=true --set nfd.deployNodeFeatureRules=true; then
     expect all "plus ServiceMonitors, PrometheusRule, NodeFeatureRule, dashboard ConfigMap" \
-        kinds_are "$tmp/all.yaml" "ServiceAccount=7 ClusterRole=7 ClusterRoleBinding=7 Role=12 RoleBinding=12 Deployment=7 Service=7 ServiceMonitor=7 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=1"
+        kinds_are "$tmp/all.yaml" "ServiceAccount=8 ClusterRole=8 ClusterRoleBinding=8 Role=14 RoleBinding=14 Deployment=8 Service=8 ServiceMonitor=8 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=1"
     expect all "dashboard ConfigMap labelled grafana_dashboard" grep -q 'grafana_dashboard: "1"' "$tmp/all.yaml"
 fi
 
@@ -161,7 +161,7 @@ for c in "${controllers[@]}"; do
     for other in "${controllers[@]}"; do [ "$other" = "$c" ] || off+=(--set "$other.enabled=false"); done
     if render "only-$c" "${off[@]}"; then
         case "$c" in
-            rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes) roles="Role=2 RoleBinding=2" ;; # operands + leader election
+            rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes|sriov-dp) roles="Role=2 RoleBinding=2" ;; # operands + leader election
             *) roles="Role=1 RoleBinding=1" ;;       # leader election
         esac
         expect "only-$c" "only $release-$c" kinds_are "$tmp/only-$c.yaml" "$per_controller $roles"

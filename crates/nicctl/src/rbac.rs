@@ -19,6 +19,7 @@ pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
         ("aggregator", aggregator::rbac()),
         ("ofed", ofed::rbac(&sample)),
         ("rdma-dp", state_rbac::<rdma_dp::RdmaDevicePlugin>(&sample, &Observed::default())),
+        ("sriov-dp", state_rbac::<sriov_dp::SriovDevicePlugin>(&sample, &Observed::default())),
         (
             "nic-feature-discovery",
             state_rbac::<nic_feature_discovery::NicFeatureDiscovery>(&sample, &Observed::default()),

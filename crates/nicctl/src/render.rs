@@ -75,12 +75,14 @@ fn render_policy(
     let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, observed };
     let mut objects = Vec::new();
     objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
+    objects.extend(state::<sriov_dp::SriovDevicePlugin>(&ctx, &args.file)?);
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file)?);
     objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file)?);
     objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file)?);
     let compiled_in = [
         ofed::OfedDriver::NAME,
+        sriov_dp::SriovDevicePlugin::NAME,
         rdma_dp::RdmaDevicePlugin::NAME,
         ib_kubernetes::IbKubernetes::NAME,
         nic_feature_discovery::NicFeatureDiscovery::NAME,

@@ -11,8 +11,16 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTROLLERS: [&str; 7] =
-    ["aggregator", "ofed", "rdma-dp", "nic-feature-discovery", "doca-telemetry", "ib-kubernetes", "network-nads"];
+const CONTROLLERS: [&str; 8] = [
+    "aggregator",
+    "ofed",
+    "rdma-dp",
+    "sriov-dp",
+    "nic-feature-discovery",
+    "doca-telemetry",
+    "ib-kubernetes",
+    "network-nads",
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -47,11 +47,19 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     let release = unique_name("all");
     install(&env.cleanup, &release, &env.namespace, &["--set", "rdma-dp.replicas=2"]);
     let found = deployments(&client, &env.namespace).await;
-    let wanted: Vec<(String, String)> =
-        ["aggregator", "doca-telemetry", "ib-kubernetes", "network-nads", "nic-feature-discovery", "ofed", "rdma-dp"]
-            .iter()
-            .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
-            .collect();
+    let wanted: Vec<(String, String)> = [
+        "aggregator",
+        "doca-telemetry",
+        "ib-kubernetes",
+        "network-nads",
+        "nic-feature-discovery",
+        "ofed",
+        "rdma-dp",
+        "sriov-dp",
+    ]
+    .iter()
+    .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
+    .collect();
     assert_eq!(found, wanted);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &env.namespace);
     for (_, account) in &found {
@@ -82,6 +90,8 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
             "doca-telemetry.enabled=false",
             "--set",
             "ib-kubernetes.enabled=false",
+            "--set",
+            "sriov-dp.enabled=false",
         ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
@@ -257,6 +267,28 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     wait_for_entry(&client, "state-ib-kubernetes", "ignore").await;
     assert_never_forbidden(&ib);
 
+    // sriov-dp: its DaemonSet and ConfigMap, then the section removed.
+    let section = json!({"spec": {"sriovDevicePlugin": {"image": "sriov-network-device-plugin", "repository": "ghcr.io/k8snetworkplumbingwg",
+        "version": "v3.7.0", "config": "{\"resourceList\": [{\"resourceName\": \"hostdev\", \"selectors\": {\"vendors\": [\"15b3\"]}}]}"}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&section))
+        .await
+        .unwrap();
+    let sriov_config = as_account("sriov-dp");
+    let sriov_env = elect(&sriov_config);
+    let sriov = ControllerProcess::start("sriov-dp-controller", &ns, &env_of(&sriov_env));
+    eventually("the SR-IOV plugin's DaemonSet", WAIT, || async {
+        let ds = daemon_sets.get_opt("sriov-device-plugin").await.map_err(|e| e.to_string())?;
+        ds.map(|_| ()).ok_or_else(|| "absent".to_string())
+    })
+    .await;
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"sriovDevicePlugin": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, "state-SRIOV-device-plugin", "ignore").await;
+    assert_never_forbidden(&sriov);
+
     // network-nads: a network's NAD, then its deletion.
     let nads_config = as_account("network-nads");
     let nads_env = elect(&nads_config);
@@ -303,7 +335,9 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,
         "the aggregator may read DaemonSets"
     );
-    for path in [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config, dts_config, ib_config] {
+    for path in
+        [rdma_config, aggregator_config, nads_config, ofed_config, nfd_config, dts_config, ib_config, sriov_config]
+    {
         let _ = std::fs::remove_file(path);
     }
 }

@@ -1,0 +1,89 @@
+//! State `state-SRIOV-device-plugin`: the SR-IOV network device plugin, rendered from the
+//! policy's `spec.sriovDevicePlugin`.
+//!
+//! Objects: ConfigMap `sriovdp-config` (the plugin's JSON config, key `config.json`, checked by
+//! [`config`]), ServiceAccount `sriov-device-plugin`, DaemonSet `sriov-device-plugin` on NIC
+//! nodes (gated on the driver when the policy deploys OFED) and, on OpenShift, a Role and
+//! RoleBinding for the privileged SCC. Config changes roll the pods (config hash).
+
+pub mod config;
+
+use api::policy::DevicePluginSpec;
+use api::state::names;
+use api::{FieldError, ImageSpec, NicClusterPolicy};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::DynamicObject;
+use serde_json::json;
+use state_core::objects::{self, Kind};
+use state_core::template::{Manifest, render_manifests};
+use state_core::{RenderContext, RenderError, State};
+
+/// Name of the ConfigMap holding the plugin's configuration.
+pub const CONFIG_MAP: &str = "sriovdp-config";
+
+const MANIFESTS: &[Manifest] = state_core::manifests!(
+    "0010-service-account.yaml",
+    "0020-role.yaml",
+    "0030-role-binding.yaml",
+    "0050-daemonset.yaml",
+);
+
+/// The SR-IOV network device plugin state.
+pub struct SriovDevicePlugin;
+
+impl State for SriovDevicePlugin {
+    const NAME: &'static str = names::SRIOV_DP;
+    const COMPONENT: &'static str = "sriov-dp";
+    const NEEDS_DRIVER: bool = true;
+    type Spec = DevicePluginSpec;
+
+    fn spec(policy: &NicClusterPolicy) -> Option<&DevicePluginSpec> {
+        policy.spec.sriov_device_plugin.as_ref()
+    }
+
+    fn image(spec: &DevicePluginSpec) -> &ImageSpec {
+        &spec.image
+    }
+
+    fn field_path() -> &'static str {
+        "spec.sriovDevicePlugin"
+    }
+
+    fn kinds() -> Vec<Kind> {
+        vec![
+            Kind::namespaced::<ServiceAccount>(),
+            Kind::namespaced::<Role>(),
+            Kind::namespaced::<RoleBinding>(),
+            Kind::namespaced::<ConfigMap>(),
+            Kind::namespaced::<DaemonSet>(),
+        ]
+    }
+
+    fn render(spec: &DevicePluginSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
+        let field = format!("{}.config", Self::field_path());
+        let config = objects::non_empty(spec.config.as_ref()).ok_or_else(|| {
+            FieldError::new(
+                &field,
+                "required: the plugin cannot start without a configuration (a JSON object with resourceList)",
+            )
+        })?;
+        objects::check_fits_config_map(&field, config)?;
+        if let Some(problems) = FieldError::join(config::validate(&field, config)) {
+            return Err(problems.into());
+        }
+        let values = json!({
+            "namespace": ctx.namespace,
+            "openshift": ctx.openshift,
+            "ofed": ctx.ofed_enabled(),
+            "image": spec.image.reference(),
+            "use_cdi": spec.use_cdi.unwrap_or(false),
+            "config_hash": objects::hash(config),
+        });
+        let mut rendered = render_manifests(MANIFESTS, &values)?;
+        let at = rendered.len().saturating_sub(1);
+        rendered.insert(at, objects::config_map(CONFIG_MAP, ctx.namespace, "config.json", config));
+        Ok(rendered)
+    }
+}
