@@ -12,6 +12,65 @@ pub const GUID_PATTERN: &str = r"^([0-9A-Fa-f]{2}:){7}[0-9A-Fa-f]{2}$";
 
 static GUID: LazyLock<Regex> = LazyLock::new(|| Regex::new(GUID_PATTERN).expect("valid GUID pattern"));
 
+/// The value of a resource quantity (`100m`, `1.5Gi`, `2`, `1e3`), or `None` when it is not one.
+pub fn quantity_value(quantity: &str) -> Option<f64> {
+    let q = quantity.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    number.parse::<f64>().ok().filter(|n| n.is_finite()).map(|n| n * factor)
+}
+
+/// The problems of a section's `containerResources` (the original webhook's rule): only `cpu`
+/// and `memory`, no zero quantity, and no limit below its request. `section` is the section's
+/// field path, e.g. `spec.rdmaSharedDevicePlugin`.
+pub fn container_resources(section: &str, entries: &[crate::ContainerResources]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("{section}.containerResources[{i}]");
+        for (kind, map) in [("requests", &entry.requests), ("limits", &entry.limits)] {
+            for (resource, quantity) in map.iter().flatten() {
+                let path = format!("{at}.{kind}.{resource}");
+                if !matches!(resource.as_str(), "cpu" | "memory") {
+                    errors.push(FieldError::new(path, "only cpu and memory can be set"));
+                } else if quantity_value(&quantity.0) == Some(0.0) {
+                    errors.push(FieldError::new(path, format!("{kind} for {resource} is zero")));
+                }
+            }
+        }
+        for (resource, request) in entry.requests.iter().flatten() {
+            let limit = entry.limits.as_ref().and_then(|l| l.get(resource));
+            if let (Some(request_value), Some(limit_value)) =
+                (quantity_value(&request.0), limit.and_then(|l| quantity_value(&l.0)))
+                && limit_value < request_value
+            {
+                let limit = limit.map(|l| l.0.as_str()).unwrap_or_default();
+                errors.push(FieldError::new(
+                    format!("{at}.requests.{resource}"),
+                    format!("the request ({}) is greater than the limit ({limit})", request.0),
+                ));
+            }
+        }
+    }
+    errors
+}
+
 /// Every problem of the policy that the CRD schema does not already report.
 pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -120,6 +179,34 @@ mod tests {
         assert_eq!(
             paths(&ib("02:FF:00:00:00:00:00:00", "02:00:00:00:00:00:00:00")),
             ["spec.ibKubernetes.pKeyGUIDPoolRangeEnd"]
+        );
+    }
+
+    #[test]
+    fn quantities_are_read_with_their_suffixes() {
+        assert_eq!(quantity_value("100m"), Some(0.1));
+        assert_eq!(quantity_value("1Gi"), Some(1073741824.0));
+        assert_eq!(quantity_value("1.5"), Some(1.5));
+        assert_eq!(quantity_value("1e3"), Some(1000.0));
+        assert_eq!(quantity_value("2k"), Some(2000.0));
+        assert_eq!(quantity_value("lots"), None);
+    }
+
+    #[test]
+    fn container_resources_allow_cpu_and_memory_above_zero_and_limits_above_requests() {
+        let entries: Vec<crate::ContainerResources> = serde_json::from_value(serde_json::json!([
+            {"name": "a", "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}},
+            {"name": "b", "requests": {"cpu": "0", "memory": "2Gi", "hugepages-2Mi": "1Gi"}, "limits": {"memory": "1Gi"}},
+        ]))
+        .unwrap();
+        let found: Vec<String> = container_resources("spec.x", &entries).into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            found,
+            [
+                "spec.x.containerResources[1].requests.cpu: requests for cpu is zero",
+                "spec.x.containerResources[1].requests.hugepages-2Mi: only cpu and memory can be set",
+                "spec.x.containerResources[1].requests.memory: the request (2Gi) is greater than the limit (1Gi)",
+            ]
         );
     }
 }

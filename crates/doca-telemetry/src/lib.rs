@@ -48,6 +48,7 @@ impl State for DocaTelemetry {
     const COMPONENT: &'static str = "doca-telemetry";
     const NEEDS_DRIVER: bool = true;
     type Spec = DocaTelemetryServiceSpec;
+    const READS_CONFIG_MAPS: bool = true;
 
     fn spec(policy: &NicClusterPolicy) -> Option<&DocaTelemetryServiceSpec> {
         policy.spec.doca_telemetry_service.as_ref()

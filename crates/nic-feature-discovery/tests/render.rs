@@ -66,3 +66,20 @@ fn resources_for_an_unknown_container_are_an_error_naming_the_entry() {
     let err = render_state::<NicFeatureDiscovery>(&ctx).unwrap_err().to_string();
     assert!(err.starts_with("spec.nicFeatureDiscovery.containerResources[0].name: no container \"nfd\""), "{err}");
 }
+
+#[test]
+fn zero_or_inverted_quantities_are_an_error_naming_the_entry() {
+    let mut policy = full();
+    policy.spec.nic_feature_discovery.as_mut().unwrap().image.container_resources = Some(vec![
+        serde_json::from_value(
+            json!({"name": "nic-feature-discovery", "requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}),
+        )
+        .unwrap(),
+    ]);
+    let ctx = RenderContext::new(testing::NAMESPACE, false, &policy);
+    let err = render_state::<NicFeatureDiscovery>(&ctx).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "spec.nicFeatureDiscovery.containerResources[0].requests.memory: the request (1Gi) is greater than the limit (512Mi)"
+    );
+}

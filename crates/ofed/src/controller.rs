@@ -317,6 +317,7 @@ pub async fn run_controller(
         node_changes.boxed(),
         pod_changes.boxed(),
         tag_changes.boxed(),
+        state_core::run::config_map_changes(&ctx.core.client, &namespace).boxed(),
     ]);
     let results =
         controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);

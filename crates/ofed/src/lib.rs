@@ -106,6 +106,7 @@ impl State for OfedDriver {
         MOFED_WAIT_LABEL,
     ];
     type Spec = OfedDriverSpec;
+    const READS_CONFIG_MAPS: bool = true;
 
     fn spec(policy: &NicClusterPolicy) -> Option<&OfedDriverSpec> {
         policy.spec.ofed_driver.as_ref()

@@ -161,8 +161,8 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
     if !S::NODE_LABELS.is_empty() {
         rbac.cluster.allow("", "nodes", &READ_VERBS);
     }
-    if S::spec(sample).is_some_and(|spec| !S::referenced_config_maps(spec).is_empty()) {
-        rbac.operands.allow("", "configmaps", &["get"]);
+    if S::READS_CONFIG_MAPS {
+        rbac.operands.allow("", "configmaps", &READ_VERBS);
     }
     rbac.cluster.allow(api::GROUP, "nicclusterpolicies", &READ_VERBS).allow(
         api::GROUP,

@@ -31,8 +31,9 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
     Ok(Some(objects))
 }
 
-/// Every `containerResources` entry must name a container the state renders: a typo would
-/// otherwise be silently ignored.
+/// Every `containerResources` entry must name a container the state renders (a typo would
+/// otherwise be silently ignored) and set only cpu and memory, above zero, limits not below
+/// requests.
 fn check_container_resources(
     section: &str,
     image: &api::ImageSpec,
@@ -56,5 +57,9 @@ fn check_container_resources(
             .into());
         }
     }
-    Ok(())
+    let entries = image.container_resources.as_deref().unwrap_or_default();
+    match FieldError::join(api::validate::container_resources(section, entries)) {
+        Some(problems) => Err(problems.into()),
+        None => Ok(()),
+    }
 }

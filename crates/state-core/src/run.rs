@@ -17,7 +17,7 @@ use clap::{Parser, ValueEnum};
 use futures::{Stream, StreamExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -303,13 +303,28 @@ pub async fn run_controller<S: State>(
             nodes.synced().await;
         }
     };
-    let changes = futures::stream::select(changes.map(|_| ()), futures::stream::iter(node_changes).flatten());
+    let config_map_changes = S::READS_CONFIG_MAPS.then(|| config_map_changes(&ctx.client, &ctx.namespace));
+    let changes = futures::stream::select_all([
+        changes.map(|_| ()).boxed(),
+        futures::stream::iter(node_changes).flatten().boxed(),
+        futures::stream::iter(config_map_changes).flatten().boxed(),
+    ]);
     let results = controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(
         reconcile::reconcile::<S>,
         reconcile::error_policy::<S>,
         Arc::new(ctx),
     );
     run_marking_ready(drive(results), synced, &ready).await;
+}
+
+/// A stream that yields when a ConfigMap of `namespace` is created, changed or deleted
+/// (metadata only): states that read ConfigMaps a user names re-render when those appear.
+pub fn config_map_changes(client: &Client, namespace: &str) -> impl Stream<Item = ()> + Send + 'static {
+    let api: Api<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>> =
+        Api::namespaced(client.clone(), namespace);
+    watcher(api, watcher::Config::default()).default_backoff().filter_map(|event| async move {
+        matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(())
+    })
 }
 
 /// Runs `work` until it ends, setting `ready` as soon as `synced` resolves (the controller's

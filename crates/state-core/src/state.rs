@@ -31,7 +31,10 @@ pub trait State: Send + Sync + 'static {
     /// The Node labels rendering reads. Non-empty: the controller watches the NIC nodes
     /// (keeping only these labels and `status.nodeInfo`) and re-renders when they change.
     const NODE_LABELS: &'static [&'static str] = &[];
-    /// ConfigMaps of the operands' namespace the section names; they are read before rendering.
+    /// ConfigMaps of the operands' namespace the section names; they are read before rendering,
+    /// and a change of any ConfigMap of that namespace re-renders (when this is true).
+    const READS_CONFIG_MAPS: bool = false;
+    /// The ConfigMaps the section names (with [`READS_CONFIG_MAPS`](Self::READS_CONFIG_MAPS)).
     fn referenced_config_maps(_spec: &Self::Spec) -> Vec<String> {
         Vec::new()
     }
