@@ -12,6 +12,85 @@ pub const GUID_PATTERN: &str = r"^([0-9A-Fa-f]{2}:){7}[0-9A-Fa-f]{2}$";
 
 static GUID: LazyLock<Regex> = LazyLock::new(|| Regex::new(GUID_PATTERN).expect("valid GUID pattern"));
 
+/// A domain name, as device plugins require of a `resourcePrefix`.
+pub static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z]{2,})+$").expect("valid pattern")
+});
+
+/// An entry of a device plugin's config with its field path, e.g.
+/// (`spec.rdmaSharedDevicePlugin.config.configList[0]`, the entry's object).
+pub type ConfigEntry = (String, serde_json::Map<String, serde_json::Value>);
+
+/// The entries of a device plugin's JSON config `text` (the value of the policy field `field`):
+/// a JSON object whose `list` key is an array of objects. Returns each object entry with its
+/// field path, and the problems found on the way.
+pub fn config_entries(field: &str, text: &str, list: &str) -> (Vec<ConfigEntry>, Vec<FieldError>) {
+    use serde_json::Value;
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return (Vec::new(), vec![FieldError::new(field, format!("invalid JSON: {e}"))]),
+    };
+    let Some(config) = value.as_object() else {
+        return (Vec::new(), vec![FieldError::new(field, format!("must be a JSON object with {list}"))]);
+    };
+    let list_path = format!("{field}.{list}");
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    match config.get(list) {
+        None => errors.push(FieldError::new(&list_path, "required")),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{list_path}[{i}]");
+                match item.as_object() {
+                    Some(entry) => entries.push((path, entry.clone())),
+                    None => errors.push(FieldError::new(path, "must be an object")),
+                }
+            }
+        }
+        Some(_) => errors.push(FieldError::new(&list_path, "must be an array")),
+    }
+    (entries, errors)
+}
+
+/// Checks a device plugin entry's `resourceName` (required, matching `pattern`, described by
+/// `rule`) and optional `resourcePrefix` (a domain name) at `path`.
+pub fn check_resource_naming(
+    path: &str,
+    entry: &serde_json::Map<String, serde_json::Value>,
+    pattern: &Regex,
+    rule: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    use serde_json::Value;
+    let at = |key: &str| format!("{path}.{key}");
+    match entry.get("resourceName") {
+        None => errors.push(FieldError::new(at("resourceName"), "required")),
+        Some(Value::String(name)) if pattern.is_match(name) => {}
+        Some(Value::String(name)) => errors.push(FieldError::new(at("resourceName"), format!("{name:?} {rule}"))),
+        Some(_) => errors.push(FieldError::new(at("resourceName"), "must be a string")),
+    }
+    match entry.get("resourcePrefix") {
+        None => {}
+        Some(Value::String(prefix)) if RESOURCE_PREFIX.is_match(prefix) => {}
+        Some(Value::String(prefix)) => errors
+            .push(FieldError::new(at("resourcePrefix"), format!("{prefix:?} must be a domain name, e.g. nvidia.com"))),
+        Some(_) => errors.push(FieldError::new(at("resourcePrefix"), "must be a string")),
+    }
+}
+
+/// Checks that `value` (at `path`) is a list of non-empty strings.
+pub fn check_string_list(path: &str, value: &serde_json::Value, errors: &mut Vec<FieldError>) {
+    let Some(items) = value.as_array() else {
+        errors.push(FieldError::new(path, "must be a list of strings"));
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        if item.as_str().is_none_or(str::is_empty) {
+            errors.push(FieldError::new(format!("{path}[{i}]"), "must be a non-empty string"));
+        }
+    }
+}
+
 /// The value of a resource quantity (`100m`, `1.5Gi`, `2`, `1e3`), or `None` when it is not one.
 pub fn quantity_value(quantity: &str) -> Option<f64> {
     let q = quantity.trim();

@@ -2,7 +2,7 @@
 //! (`rdma_shared_device_plugin` schema and name patterns), so a config the plugin cannot use is
 //! an error naming the exact field, never rolled out to every node.
 
-use api::FieldError;
+use api::{FieldError, validate};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
@@ -12,9 +12,6 @@ pub const SELECTOR_KEYS: [&str; 5] = ["vendors", "deviceIDs", "drivers", "ifName
 
 static RESOURCE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid pattern"));
-static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z]{2,})+$").expect("valid pattern")
-});
 
 /// Every problem of the config `text`, the value of the policy field `field` (empty when it is
 /// usable): JSON; an object with a `configList` array; each entry with a `resourceName` (letters,
@@ -22,63 +19,28 @@ static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
 /// an optional FQDN `resourcePrefix`, and `selectors` (only the known keys, at least one) or
 /// `devices`, each a list of non-empty strings.
 pub fn validate(field: &str, text: &str) -> Vec<FieldError> {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
-        Err(e) => return vec![FieldError::new(field, format!("invalid JSON: {e}"))],
-    };
-    let mut errors = Vec::new();
-    let Some(config) = value.as_object() else {
-        errors.push(FieldError::new(field, "must be a JSON object with configList"));
-        return errors;
-    };
-    let list_path = format!("{field}.configList");
-    match config.get("configList") {
-        None => errors.push(FieldError::new(&list_path, "required")),
-        Some(Value::Array(entries)) => {
-            for (i, entry) in entries.iter().enumerate() {
-                let path = format!("{list_path}[{i}]");
-                match entry.as_object() {
-                    Some(entry) => check_entry(&path, entry, &mut errors),
-                    None => errors.push(FieldError::new(path, "must be an object")),
-                }
-            }
-        }
-        Some(_) => errors.push(FieldError::new(&list_path, "must be an array")),
+    let (entries, mut errors) = validate::config_entries(field, text, "configList");
+    for (path, entry) in entries {
+        check_entry(&path, &entry, &mut errors);
     }
     errors
 }
 
 fn check_entry(path: &str, entry: &Map<String, Value>, errors: &mut Vec<FieldError>) {
     let at = |key: &str| format!("{path}.{key}");
-    match entry.get("resourceName") {
-        None => errors.push(FieldError::new(at("resourceName"), "required")),
-        Some(Value::String(name)) if RESOURCE_NAME.is_match(name) => {}
-        Some(Value::String(name)) => errors.push(FieldError::new(
-            at("resourceName"),
-            format!(
-                "{name:?} must consist of letters, digits, '-', '_' or '.' and start and end with a letter or digit"
-            ),
-        )),
-        Some(_) => errors.push(FieldError::new(at("resourceName"), "must be a string")),
-    }
+    let rule = "must consist of letters, digits, '-', '_' or '.' and start and end with a letter or digit";
+    validate::check_resource_naming(path, entry, &RESOURCE_NAME, rule, errors);
     match entry.get("rdmaHcaMax") {
         None => errors.push(FieldError::new(at("rdmaHcaMax"), "required")),
         Some(n) if n.is_i64() || n.is_u64() => {}
         Some(_) => errors.push(FieldError::new(at("rdmaHcaMax"), "must be an integer")),
-    }
-    match entry.get("resourcePrefix") {
-        None => {}
-        Some(Value::String(prefix)) if RESOURCE_PREFIX.is_match(prefix) => {}
-        Some(Value::String(prefix)) => errors
-            .push(FieldError::new(at("resourcePrefix"), format!("{prefix:?} must be a domain name, e.g. nvidia.com"))),
-        Some(_) => errors.push(FieldError::new(at("resourcePrefix"), "must be a string")),
     }
     let (selectors, devices) = (entry.get("selectors"), entry.get("devices"));
     if selectors.is_none() && devices.is_none() {
         errors.push(FieldError::new(path, "needs selectors or devices"));
     }
     if let Some(devices) = devices {
-        check_string_list(&at("devices"), devices, errors);
+        validate::check_string_list(&at("devices"), devices, errors);
     }
     match selectors {
         None => {}
@@ -92,7 +54,7 @@ fn check_entry(path: &str, entry: &Map<String, Value>, errors: &mut Vec<FieldErr
             for (key, list) in selectors {
                 let key_path = format!("{path}.selectors.{key}");
                 if SELECTOR_KEYS.contains(&key.as_str()) {
-                    check_string_list(&key_path, list, errors);
+                    validate::check_string_list(&key_path, list, errors);
                 } else {
                     errors.push(FieldError::new(
                         key_path,
@@ -102,18 +64,6 @@ fn check_entry(path: &str, entry: &Map<String, Value>, errors: &mut Vec<FieldErr
             }
         }
         Some(_) => errors.push(FieldError::new(at("selectors"), "must be an object")),
-    }
-}
-
-fn check_string_list(path: &str, value: &Value, errors: &mut Vec<FieldError>) {
-    let Some(items) = value.as_array() else {
-        errors.push(FieldError::new(path, "must be a list of strings"));
-        return;
-    };
-    for (i, item) in items.iter().enumerate() {
-        if item.as_str().is_none_or(str::is_empty) {
-            errors.push(FieldError::new(format!("{path}[{i}]"), "must be a non-empty string"));
-        }
     }
 }
 
@@ -153,8 +103,8 @@ mod tests {
             problems(config),
             [
                 format!("{FIELD}.configList[0].resourceName: required"),
-                format!("{FIELD}.configList[0].rdmaHcaMax: must be an integer"),
                 format!("{FIELD}.configList[0].resourcePrefix: \"-bad-\" must be a domain name, e.g. nvidia.com"),
+                format!("{FIELD}.configList[0].rdmaHcaMax: must be an integer"),
                 format!("{FIELD}.configList[0].selectors.ifNames[0]: must be a non-empty string"),
                 format!(
                     "{FIELD}.configList[0].selectors.vendor: unknown selector; expected one of vendors, deviceIDs, drivers, ifNames, linkTypes"

@@ -9,7 +9,7 @@ pub mod config;
 
 use api::policy::DevicePluginSpec;
 use api::state::names;
-use api::{FieldError, ImageSpec, NicClusterPolicy};
+use api::{ImageSpec, NicClusterPolicy};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -62,16 +62,8 @@ impl State for RdmaDevicePlugin {
 
     fn render(spec: &DevicePluginSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
         let field = format!("{}.config", Self::field_path());
-        let config = objects::non_empty(spec.config.as_ref()).ok_or_else(|| {
-            FieldError::new(
-                &field,
-                "required: the plugin cannot start without a configuration (a JSON object with configList)",
-            )
-        })?;
-        objects::check_fits_config_map(&field, config)?;
-        if let Some(problems) = FieldError::join(config::validate(&field, config)) {
-            return Err(problems.into());
-        }
+        let config =
+            objects::checked_config(&field, spec.config.as_ref(), "a JSON object with configList", config::validate)?;
         let values = json!({
             "namespace": ctx.namespace,
             "openshift": ctx.openshift,

@@ -3,7 +3,7 @@
 //! the plugin cannot use is an error naming the exact field. A resource without `resourceName`
 //! is an error (the original's webhook panicked on it).
 
-use api::FieldError;
+use api::{FieldError, validate};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
@@ -32,58 +32,21 @@ const BOOLEAN_KEYS: &[&str] = &["isRdma", "needVhostNet"];
 
 static RESOURCE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([A-Za-z0-9][A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid pattern"));
-static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z]{2,})+$").expect("valid pattern")
-});
 
 /// Every problem of the config `text`, the value of the policy field `field` (empty when it is
 /// usable).
 pub fn validate(field: &str, text: &str) -> Vec<FieldError> {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
-        Err(e) => return vec![FieldError::new(field, format!("invalid JSON: {e}"))],
-    };
-    let mut errors = Vec::new();
-    let Some(config) = value.as_object() else {
-        return vec![FieldError::new(field, "must be a JSON object with resourceList")];
-    };
-    let list_path = format!("{field}.resourceList");
-    match config.get("resourceList") {
-        None => errors.push(FieldError::new(&list_path, "required")),
-        Some(Value::Array(resources)) => {
-            for (i, resource) in resources.iter().enumerate() {
-                let path = format!("{list_path}[{i}]");
-                match resource.as_object() {
-                    Some(resource) => check_resource(&path, resource, &mut errors),
-                    None => errors.push(FieldError::new(path, "must be an object")),
-                }
-            }
-        }
-        Some(_) => errors.push(FieldError::new(&list_path, "must be an array")),
+    let (entries, mut errors) = validate::config_entries(field, text, "resourceList");
+    for (path, resource) in entries {
+        check_resource(&path, &resource, &mut errors);
     }
     errors
 }
 
 fn check_resource(path: &str, resource: &Map<String, Value>, errors: &mut Vec<FieldError>) {
     let at = |key: &str| format!("{path}.{key}");
-    match resource.get("resourceName") {
-        None => errors.push(FieldError::new(at("resourceName"), "required")),
-        Some(Value::String(name)) if RESOURCE_NAME.is_match(name) => {}
-        Some(Value::String(name)) => errors.push(FieldError::new(
-            at("resourceName"),
-            format!(
-                "{name:?} must consist of letters, digits, '_' or '.' (no '-') and start and end with a letter or digit"
-            ),
-        )),
-        Some(_) => errors.push(FieldError::new(at("resourceName"), "must be a string")),
-    }
-    match resource.get("resourcePrefix") {
-        None => {}
-        Some(Value::String(prefix)) if RESOURCE_PREFIX.is_match(prefix) => {}
-        Some(Value::String(prefix)) => errors
-            .push(FieldError::new(at("resourcePrefix"), format!("{prefix:?} must be a domain name, e.g. nvidia.com"))),
-        Some(_) => errors.push(FieldError::new(at("resourcePrefix"), "must be a string")),
-    }
+    let rule = "must consist of letters, digits, '_' or '.' (no '-') and start and end with a letter or digit";
+    validate::check_resource_naming(path, resource, &RESOURCE_NAME, rule, errors);
     if resource.get("excludeTopology").is_some_and(|v| !v.is_boolean()) {
         errors.push(FieldError::new(at("excludeTopology"), "must be true or false"));
     }
@@ -132,16 +95,7 @@ fn check_selectors(path: &str, selectors: &Map<String, Value>, keys: &[&str], er
                 errors.push(FieldError::new(key_path, "must be a string"));
             }
         } else {
-            match value.as_array() {
-                Some(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if item.as_str().is_none_or(str::is_empty) {
-                            errors.push(FieldError::new(format!("{key_path}[{i}]"), "must be a non-empty string"));
-                        }
-                    }
-                }
-                None => errors.push(FieldError::new(key_path, "must be a list of strings")),
-            }
+            validate::check_string_list(&key_path, value, errors);
         }
     }
 }

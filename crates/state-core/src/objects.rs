@@ -116,6 +116,25 @@ pub fn check_fits_config_map(field: &str, text: &str) -> Result<(), FieldError> 
     Err(FieldError::new(field, format!("the config is {megabytes:.1} MB; a ConfigMap holds at most 1 MiB")))
 }
 
+/// A device plugin's JSON config: set and not blank, small enough for a ConfigMap, and free of
+/// the problems `check` finds (all of them named in the one error); `missing` says what the
+/// config must hold when it is not set.
+pub fn checked_config<'a>(
+    field: &str,
+    config: Option<&'a String>,
+    missing: &str,
+    check: fn(&str, &str) -> Vec<FieldError>,
+) -> Result<&'a str, FieldError> {
+    let config = non_empty(config).ok_or_else(|| {
+        FieldError::new(field, format!("required: the plugin cannot start without a configuration ({missing})"))
+    })?;
+    check_fits_config_map(field, config)?;
+    match FieldError::join(check(field, config)) {
+        Some(problems) => Err(problems),
+        None => Ok(config),
+    }
+}
+
 /// A ConfigMap holding `value` under `key`, built in Rust so the value is never re-quoted.
 pub fn config_map(name: &str, namespace: &str, key: &str, value: &str) -> DynamicObject {
     to_dynamic(&ConfigMap {
