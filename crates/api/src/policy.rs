@@ -1,9 +1,11 @@
 //! `NicClusterPolicy`: the cluster-wide desired state of the NIC stack.
 
+use crate::FieldError;
 use crate::image::ImageSpec;
 use crate::state::SyncState;
 use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -126,6 +128,10 @@ pub struct OfedDriverSpec {
     "rule": "!has(self.safeLoad) || !self.safeLoad || (has(self.autoUpgrade) && self.autoUpgrade)",
     "message": "safeLoad requires autoUpgrade to be true",
     "fieldPath": ".safeLoad",
+}, {
+    "rule": "!has(self.maxUnavailable) || (type(self.maxUnavailable) == int ? self.maxUnavailable >= 1 : self.maxUnavailable.matches('^([1-9][0-9]?|100)%$'))",
+    "message": "maxUnavailable must be a number of nodes (at least 1) or a percentage from 1% to 100%, e.g. 2 or \"25%\"",
+    "fieldPath": ".maxUnavailable",
 }]))]
 pub struct DriverUpgradePolicySpec {
     /// Master switch: when false, nothing else here has an effect.
@@ -146,6 +152,37 @@ pub struct DriverUpgradePolicySpec {
     /// How nodes are drained; absent means no drain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainSpec>,
+    /// Nodes that may be unavailable (cordoned or not Ready) at once, upgrading or not: a
+    /// number or a percentage of the nodes running the driver (rounded up); absent means no
+    /// limit beyond `maxParallelUpgrades`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+impl DriverUpgradePolicySpec {
+    /// How many of `total` nodes may be unavailable at once: `maxUnavailable` as a number, or
+    /// as a percentage of `total` rounded up; `total` when unset. An error names the field.
+    pub fn max_unavailable_of(&self, total: usize) -> Result<usize, FieldError> {
+        let field = "spec.ofedDriver.upgradePolicy.maxUnavailable";
+        let invalid = |shown: String| {
+            FieldError::new(
+                field,
+                format!("{shown} is neither a number of nodes (at least 1) nor a percentage from 1% to 100%"),
+            )
+        };
+        match &self.max_unavailable {
+            None => Ok(total),
+            Some(IntOrString::Int(n)) if *n >= 1 => Ok(usize::try_from(*n).unwrap_or(usize::MAX)),
+            Some(IntOrString::Int(n)) => Err(invalid(n.to_string())),
+            Some(IntOrString::String(text)) => {
+                let percent = text.strip_suffix('%').and_then(|p| p.parse::<usize>().ok());
+                match percent {
+                    Some(p) if (1..=100).contains(&p) => Ok((total * p).div_ceil(100)),
+                    _ => Err(invalid(format!("{text:?}"))),
+                }
+            }
+        }
+    }
 }
 
 /// Pods whose completion an upgrade waits for.

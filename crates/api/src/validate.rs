@@ -168,6 +168,11 @@ pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
             "safeLoad requires autoUpgrade to be true",
         ));
     }
+    if let Some(Err(error)) =
+        policy.spec.ofed_driver.as_ref().and_then(|o| o.upgrade_policy.as_ref()).map(|u| u.max_unavailable_of(1))
+    {
+        errors.push(error);
+    }
     if let Some(ib) = &policy.spec.ib_kubernetes {
         let start = ib.p_key_guid_pool_range_start.as_deref();
         let end = ib.p_key_guid_pool_range_end.as_deref();
@@ -220,6 +225,28 @@ mod tests {
     #[test]
     fn another_name_is_reported_on_metadata_name() {
         assert_eq!(paths(&named("mine", Default::default())), ["metadata.name"]);
+    }
+
+    #[test]
+    fn max_unavailable_is_a_positive_number_or_a_percentage_rounded_up() {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let limit = |value: IntOrString, total| {
+            DriverUpgradePolicySpec { max_unavailable: Some(value), ..Default::default() }
+                .max_unavailable_of(total)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(DriverUpgradePolicySpec::default().max_unavailable_of(7), Ok(7));
+        assert_eq!(limit(IntOrString::Int(2), 10), Ok(2));
+        assert_eq!(limit(IntOrString::String("25%".into()), 10), Ok(3));
+        assert_eq!(limit(IntOrString::String("100%".into()), 3), Ok(3));
+        assert_eq!(limit(IntOrString::String("1%".into()), 3), Ok(1));
+        for bad in [IntOrString::Int(0), IntOrString::Int(-1), IntOrString::String("0%".into())] {
+            let error = limit(bad, 3).unwrap_err();
+            assert!(error.starts_with("spec.ofedDriver.upgradePolicy.maxUnavailable: "), "{error}");
+        }
+        for bad in ["101%", "half", "2"] {
+            assert!(limit(IntOrString::String(bad.into()), 3).is_err(), "{bad}");
+        }
     }
 
     #[test]

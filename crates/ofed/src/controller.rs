@@ -1,17 +1,20 @@
 //! The OFED controller: state-core's reconcile of the driver objects, with the image tags
 //! listed in the background, a readiness message per pool, and the mofed.wait node label.
 //!
-//! Watches: the policy, the state's objects, the NIC nodes (slim), the driver pods (slim), and
-//! answers from registries.
+//! After each sync it runs an [`upgrade`](crate::upgrade) pass.
+//!
+//! Watches: the policy, the state's objects, the NIC nodes (twice, slim: labels for pools,
+//! upgrade keys for upgrades), the driver pods (slim), and answers from registries.
 
 use crate::images::repository;
 use crate::mofed_wait;
 use crate::pools::{Pool, pools, some_of};
 use crate::registry::{Registry, TagCache};
+use crate::upgrade::{self, pass::PassReport, pass::Upgrades};
 use crate::{DRIVER_LABEL, OfedDriver};
 use api::{NicClusterPolicy, SyncState};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
@@ -40,6 +43,8 @@ pub struct OfedContext {
     pub tags: TagCache,
     /// Container runtimes of the nodes read so far (see [`add_rhel_runtimes`]).
     pub runtimes: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Driver upgrades.
+    pub upgrades: Arc<Upgrades>,
 }
 
 /// The node watch is metadata only (it keeps thousands of nodes in little memory), so it has
@@ -98,7 +103,34 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<OfedContext>) -> 
         }
         Ok(observed) => sync(&policy, &ctx, observed).await,
     };
-    reconcile::finish::<OfedDriver>(&policy, core, outcome, started).await
+    let report = upgrade(&policy, &ctx).await;
+    let outcome = with_upgrade(outcome, report.message);
+    let action = reconcile::finish::<OfedDriver>(&policy, core, outcome, started).await?;
+    Ok(if report.recheck { Action::requeue(upgrade::pass::RECHECK) } else { action })
+}
+
+/// One upgrade pass over the driver DaemonSets and pods the caches hold.
+async fn upgrade(policy: &NicClusterPolicy, ctx: &OfedContext) -> PassReport {
+    let daemon_sets: Vec<Arc<DynamicObject>> = ctx
+        .core
+        .owned
+        .all()
+        .into_iter()
+        .filter(|(kind, _)| kind.resource.kind == "DaemonSet")
+        .map(|(_, object)| object)
+        .collect();
+    ctx.upgrades.pass(OfedDriver::spec(policy), &daemon_sets, &ctx.pods.state()).await
+}
+
+/// The outcome with the upgrade's progress added to its message.
+fn with_upgrade(mut outcome: Outcome, progress: Option<String>) -> Outcome {
+    if let Some(progress) = progress {
+        outcome.message = Some(match outcome.message.take() {
+            Some(message) => format!("{message}; {progress}"),
+            None => progress,
+        });
+    }
+    outcome
 }
 
 /// The driver-toolkit images (ImageStream `openshift/driver-toolkit`) and the cluster-wide
@@ -250,21 +282,6 @@ pub fn error_policy(_policy: Arc<NicClusterPolicy>, error: &Error, ctx: Arc<Ofed
     reconcile::on_error::<OfedDriver>(error, &ctx.core)
 }
 
-/// Keeps of a driver pod what the label needs: its node and readiness.
-fn slim_pod(pod: &mut Pod) {
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
-    pod.spec = Some(PodSpec { node_name, ..Default::default() });
-    pod.status = Some(PodStatus { conditions: ready, ..Default::default() });
-}
-
 /// The OFED controller until SIGTERM.
 pub async fn run(process: Process) {
     let client = process.client.clone();
@@ -288,7 +305,7 @@ pub async fn run_controller(
     let pods = pod_writer.as_reader();
     let pod_changes = reflector::reflector(
         pod_writer,
-        watcher(pods_api, watcher::Config::default().labels(DRIVER_LABEL)).modify(slim_pod),
+        watcher(pods_api, watcher::Config::default().labels(DRIVER_LABEL)).modify(upgrade::observe::slim_driver_pod),
     )
     .default_backoff()
     .filter_map(|event| async move {
@@ -297,9 +314,17 @@ pub async fn run_controller(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let (tags, tag_changes) = TagCache::new(Registry::new(), Some(secrets));
     let refresher = tokio::spawn(tags.clone().refresh_forever());
+    let (upgrade_nodes, upgrade_node_changes) = upgrade::pass::watch_nodes(&client);
+    let upgrades = Upgrades::new(client.clone(), namespace.clone(), upgrade_nodes, &metrics);
     let core =
         Context::new(client.clone(), namespace.clone(), openshift, owned.clone(), metrics).with_nodes(nodes.clone());
-    let ctx = Arc::new(OfedContext { core, pods: pods.clone(), tags, runtimes: Default::default() });
+    let ctx = Arc::new(OfedContext {
+        core,
+        pods: pods.clone(),
+        tags,
+        runtimes: Default::default(),
+        upgrades: upgrades.clone(),
+    });
     tracing::info!(state = OfedDriver::NAME, %namespace, openshift, "starting controller");
     let policies: Api<NicClusterPolicy> = Api::all(client);
     let controller =
@@ -311,10 +336,12 @@ pub async fn run_controller(
         owned.synced().await;
         nodes.synced().await;
         let _ = pods.wait_until_ready().await;
+        upgrades.synced().await;
     };
     let changes = futures::stream::select_all([
         owned_changes.map(|_| ()).boxed(),
         node_changes.boxed(),
+        upgrade_node_changes.boxed(),
         pod_changes.boxed(),
         tag_changes.boxed(),
         state_core::run::config_map_changes(&ctx.core.client, &namespace).boxed(),

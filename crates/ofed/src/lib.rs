@@ -12,6 +12,7 @@ pub mod images;
 pub mod mofed_wait;
 pub mod pools;
 pub mod registry;
+pub mod upgrade;
 
 use api::policy::{OfedDriverSpec, PodProbeSpec};
 use api::state::names;
@@ -137,6 +138,9 @@ impl State for OfedDriver {
     }
 
     fn render(spec: &OfedDriverSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
+        if let Some(policy) = &spec.upgrade_policy {
+            policy.max_unavailable_of(1)?;
+        }
         let (pools, _) = pools(&ctx.observed.nodes);
         if pools.is_empty() {
             return Err(RenderError::Waiting(no_pool_reason(ctx)));
@@ -402,5 +406,13 @@ pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
         &["get"],
     );
     rbac.operands.allow("", "pods", &READ_VERBS).allow("", "secrets", &["get"]);
+    // Upgrades: replace outdated driver pods, read their DaemonSets' template revisions; list
+    // and evict workload pods of any namespace (waitForCompletion, drain); Events on nodes.
+    rbac.operands.allow("", "pods", &["delete"]).allow("apps", "controllerrevisions", &["list"]);
+    rbac.cluster.allow("", "pods", &["list"]).allow("", "pods/eviction", &["create"]).allow(
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+    );
     rbac
 }

@@ -108,6 +108,13 @@ impl Metrics {
         }
     }
 
+    /// Registers a metric of one controller's own (the OFED upgrade's, say) with the others.
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "a metric could not be registered");
+        }
+    }
+
     /// Sets `network_operator_state{state=name}` to `current`.
     pub fn set_state(&self, name: &str, current: SyncState) {
         for value in SyncState::ALL {
