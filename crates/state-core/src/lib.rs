@@ -20,6 +20,7 @@ pub mod rbac;
 pub mod readiness;
 pub mod reconcile;
 pub mod render;
+pub mod requests;
 pub mod run;
 pub mod state;
 pub mod subset;

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub status_writes: IntCounterVec,
     /// `network_operator_policy_state{value}`: 1 for the policy's global state (aggregator).
     pub policy_state: IntGaugeVec,
+    /// `network_operator_api_requests_total{verb,kind}`: requests sent to the API server
+    /// (counted by [`Metrics::request_layer`] on the client).
+    pub api_requests: IntCounterVec,
     /// `network_operator_leader`: 1 while this process acts (holds the lease, or runs without
     /// leader election), 0 while it stands by.
     pub leader: IntGauge,
@@ -72,6 +75,11 @@ impl Metrics {
             &["value"],
         )
         .expect("valid metric");
+        let api_requests = IntCounterVec::new(
+            Opts::new("network_operator_api_requests_total", "Requests sent to the API server, by verb and resource"),
+            &["verb", "kind"],
+        )
+        .expect("valid metric");
         let leader = IntGauge::new("network_operator_leader", "Whether this replica acts (1) or stands by (0)")
             .expect("valid metric");
         let resident_memory =
@@ -88,6 +96,7 @@ impl Metrics {
             Box::new(objects_applied.clone()),
             Box::new(status_writes.clone()),
             Box::new(policy_state.clone()),
+            Box::new(api_requests.clone()),
             Box::new(leader.clone()),
             Box::new(resident_memory.clone()),
             Box::new(start_time.clone()),
@@ -102,10 +111,16 @@ impl Metrics {
             objects_applied,
             status_writes,
             policy_state,
+            api_requests,
             leader,
             resident_memory,
             start_time,
         }
+    }
+
+    /// The client layer counting requests into `network_operator_api_requests_total`.
+    pub fn request_layer(&self) -> crate::requests::CountRequests {
+        crate::requests::CountRequests::new(self.api_requests.clone())
     }
 
     /// Registers a metric of one controller's own (the OFED upgrade's, say) with the others.
@@ -131,13 +146,14 @@ impl Metrics {
 
     /// The name of every metric this process exports (histograms without their suffixes).
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 9] = [
+        let collectors: [&dyn Collector; 10] = [
             &self.reconcile_total,
             &self.reconcile_duration,
             &self.state,
             &self.objects_applied,
             &self.status_writes,
             &self.policy_state,
+            &self.api_requests,
             &self.leader,
             &self.resident_memory,
             &self.start_time,
@@ -171,7 +187,7 @@ mod tests {
     #[test]
     fn every_metric_is_named_and_memory_is_read_at_each_scrape() {
         let metrics = Metrics::new();
-        assert_eq!(metrics.names().len(), 9);
+        assert_eq!(metrics.names().len(), 10);
         assert!(metrics.names().contains(&"network_operator_reconcile_duration_seconds".to_string()));
         let text = metrics.encode();
         let rss = text.lines().find(|l| l.starts_with("process_resident_memory_bytes ")).expect("exported");

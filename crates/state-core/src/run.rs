@@ -219,9 +219,13 @@ where
     let flags = Flags::parse();
     init_tracing(flags.log_format);
     let leader_elect = if flags.leader_elect { Some(lease_settings(&flags, component)?) } else { None };
-    let client =
-        Client::try_default().await.context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     let metrics = Metrics::new();
+    let config =
+        kube::Config::infer().await.context("reading the Kubernetes client config (kubeconfig or in-cluster)")?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&metrics.request_layer())
+        .build();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = bind(flags.metrics_addr).await?;
     let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), shutdown_signal()));
