@@ -220,8 +220,12 @@ where
     init_tracing(flags.log_format);
     let leader_elect = if flags.leader_elect { Some(lease_settings(&flags, component)?) } else { None };
     let metrics = Metrics::new();
-    let config =
+    let mut config =
         kube::Config::infer().await.context("reading the Kubernetes client config (kubeconfig or in-cluster)")?;
+    // No hidden retries: a 429 is also how the Eviction API says "a PodDisruptionBudget forbids
+    // it", and the client's default would retry that for many minutes inside one call. Every
+    // caller has its own retry (requeue, watcher backoff, drain loop).
+    config.default_retry = false;
     let client = kube::client::ClientBuilder::try_from(config)
         .context("building the Kubernetes client")?
         .with_layer(&metrics.request_layer())

@@ -50,6 +50,18 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
     ofed["upgradePolicy"] = json!({"safeLoad": true});
     let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("safeLoad alone is refused");
     assert!(err.contains("safeLoad requires autoUpgrade"), "{err}");
+
+    for bad in [json!(0), json!("0%"), json!("lots"), json!("150%")] {
+        let mut ofed = image();
+        ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": bad});
+        let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("refused");
+        assert!(err.contains("maxUnavailable must be a number of nodes (at least 1) or a percentage"), "{bad}: {err}");
+    }
+    for good in [json!(2), json!("25%"), json!("100%")] {
+        let mut ofed = image();
+        ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": good});
+        create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
 }
 
 #[tokio::test]

@@ -105,7 +105,8 @@ pub struct Snapshot {
 pub struct Note {
     /// A Warning (else Normal).
     pub warning: bool,
-    /// The Event's reason.
+    /// The Event's reason (Events of one node and reason are counted as a series, so each
+    /// state has its own).
     pub reason: &'static str,
     /// The Event's message.
     pub message: String,
@@ -145,7 +146,7 @@ impl Update {
             update.annotations.insert(key, None);
         }
         let message = format!("OFED driver upgrade: {} → {}: {}", shown(node.state), to.as_str(), why.into());
-        update.note = Some(Note { warning: false, reason: "DriverUpgrade", message });
+        update.note = Some(Note { warning: false, reason: to.reason(), message });
         update
     }
 
@@ -154,7 +155,6 @@ impl Update {
         update.annotations.insert(FAILURE_ANNOTATION, Some(reason.to_string()));
         if let Some(note) = &mut update.note {
             note.warning = true;
-            note.reason = "DriverUpgradeFailed";
         }
         update
     }
@@ -236,6 +236,11 @@ pub fn slots(settings: &Settings, nodes: &[Managed]) -> usize {
 pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
     let mut plan = Plan::default();
     let mut slots = slots(settings, &snapshot.nodes);
+    // A drain's clock starts as its node enters drain-required (one write, not two).
+    let to_drain = |update: Update| match &settings.drain {
+        Some(_) => update.annotate(DRAIN_START_ANNOTATION, Some(snapshot.now.to_string())),
+        None => update,
+    };
     for Managed { node, pod } in &snapshot.nodes {
         let mut update = Update::of(node);
         match node.state {
@@ -280,11 +285,12 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
             }
             NodeState::WaitForJobsRequired => match &settings.wait_for {
                 None => {
-                    update = Update::moving(node, NodeState::DrainRequired, "no waitForCompletion pods to wait for")
+                    let why = "no waitForCompletion pods to wait for";
+                    update = to_drain(Update::moving(node, NodeState::DrainRequired, why));
                 }
                 Some(wait) if !snapshot.jobs_running.contains(&node.name) => {
                     let why = format!("no pod matching {:?} runs on the node", wait.selector);
-                    update = Update::moving(node, NodeState::DrainRequired, why);
+                    update = to_drain(Update::moving(node, NodeState::DrainRequired, why));
                 }
                 Some(wait) => {
                     plan.recheck = true;
@@ -296,14 +302,14 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
                                 "waited {}s for pods matching {:?}; going on",
                                 wait.timeout_seconds, wait.selector
                             );
-                            update = Update::moving(node, NodeState::DrainRequired, why);
+                            update = to_drain(Update::moving(node, NodeState::DrainRequired, why));
                         }
                         Some(_) => {}
                     }
                 }
             },
             NodeState::PodDeletionRequired => {
-                update = Update::moving(node, NodeState::DrainRequired, "pod deletion is not used");
+                update = to_drain(Update::moving(node, NodeState::DrainRequired, "pod deletion is not used"));
             }
             NodeState::DrainRequired => match &settings.drain {
                 None => update = Update::moving(node, NodeState::PodRestartRequired, "drain is not enabled"),
@@ -371,7 +377,8 @@ pub fn drain_failed(node: &NodeView, reason: &str) -> Update {
     Update::failing(node, &format!("drain failed: {reason}"))
 }
 
-/// Marks the start of the node's drain, so its timeout survives a restart.
+/// Marks the start of the node's drain, so its timeout survives a restart (for a node that
+/// entered drain-required without the mark: under the original operator).
 pub fn drain_started(node: &NodeView, now: i64) -> Update {
     Update::of(node).annotate(DRAIN_START_ANNOTATION, Some(now.to_string()))
 }
@@ -396,7 +403,7 @@ pub fn turn_off(nodes: &[NodeView]) -> Vec<Update> {
             update.unschedulable = Some(false);
             update.note = Some(Note {
                 warning: false,
-                reason: "DriverUpgrade",
+                reason: "UpgradesTurnedOff",
                 message: format!("OFED driver upgrades turned off while {}: uncordoned", node.state.as_str()),
             });
         }
@@ -407,6 +414,23 @@ pub fn turn_off(nodes: &[NodeView]) -> Vec<Update> {
         }
     }
     updates
+}
+
+/// The nodes as they are once `actions` are carried out (the states they move to, and why
+/// they failed), for a progress that is current when reported.
+pub fn after(nodes: &[Managed], actions: &[Action]) -> Vec<Managed> {
+    let mut out = nodes.to_vec();
+    for action in actions {
+        let Action::Update(update) = action else { continue };
+        let Some(managed) = out.iter_mut().find(|m| m.node.name == update.node) else { continue };
+        if let Some(to) = update.to {
+            managed.node.state = to;
+        }
+        if let Some(failure) = update.annotations.get(FAILURE_ANNOTATION) {
+            managed.node.failure = failure.clone();
+        }
+    }
+    out
 }
 
 /// Where the upgrade stands: nodes per state and the failed ones with their reasons.

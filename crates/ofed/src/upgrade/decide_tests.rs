@@ -62,6 +62,7 @@ fn an_unknown_node_with_a_current_driver_is_done() {
     assert_eq!(moves(&plan), [("n1".to_string(), Some(NodeState::UpgradeDone))]);
     let note = only_update(&plan).note.clone().unwrap();
     assert!(!note.warning && note.message.contains("(none) → upgrade-done"), "{note:?}");
+    assert_eq!(note.reason, "UpgradeDone");
 }
 
 #[test]
@@ -213,6 +214,15 @@ fn without_drain_the_node_goes_straight_to_the_driver_restart() {
 }
 
 #[test]
+fn with_drain_the_drain_clock_starts_as_the_node_enters_drain_required() {
+    let draining = Settings { drain: Some(DrainSettings::default()), ..settings() };
+    let plan = plan_of(&draining, &snapshot(vec![node("n1", NodeState::WaitForJobsRequired)]));
+    let update = only_update(&plan);
+    assert_eq!(update.to, Some(NodeState::DrainRequired));
+    assert_eq!(update.annotations.get(DRAIN_START_ANNOTATION), Some(&Some("1000".to_string())));
+}
+
+#[test]
 fn with_drain_one_drain_starts_per_node_and_not_twice() {
     let draining = Settings { drain: Some(DrainSettings::default()), ..settings() };
     let nodes = vec![node("n1", NodeState::DrainRequired), node("n2", NodeState::DrainRequired)];
@@ -233,6 +243,7 @@ fn a_finished_drain_moves_on_and_a_failed_one_fails_with_a_warning() {
     assert!(reason.starts_with("drain failed: timed out after 5s"), "{reason}");
     let note = failed.note.unwrap();
     assert!(note.warning && note.message.contains("work/web"), "{note:?}");
+    assert_eq!(note.reason, "UpgradeFailed");
     assert_eq!(drain_started(&view, 9).annotations.get(DRAIN_START_ANNOTATION), Some(&Some("9".to_string())));
 }
 
@@ -436,5 +447,15 @@ fn progress_is_shown_only_while_a_node_is_not_done() {
         Some(
             "upgrading: 2/7 done, 1 waiting, 1 in progress, 1 draining, 1 skipped, 1 failed (g: drain failed: timed out)"
         )
+    );
+}
+
+#[test]
+fn progress_is_reported_as_it_is_once_the_pass_is_done() {
+    let nodes = [node("a", NodeState::UncordonRequired), outdated(node("b", NodeState::UpgradeDone))];
+    let plan = plan_of(&settings(), &snapshot(nodes.to_vec()));
+    assert_eq!(
+        Progress::of(&after(&nodes, &plan.actions)).message().as_deref(),
+        Some("upgrading: 1/2 done, 1 waiting")
     );
 }

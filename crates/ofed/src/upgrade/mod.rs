@@ -105,6 +105,23 @@ impl NodeState {
         }
     }
 
+    /// The reason of the Event recording a move to this state.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NodeState::Unknown => "UpgradeStateRemoved",
+            NodeState::UpgradeRequired => "UpgradeRequired",
+            NodeState::CordonRequired => "CordonRequired",
+            NodeState::WaitForJobsRequired => "WaitForJobsRequired",
+            NodeState::PodDeletionRequired => "PodDeletionRequired",
+            NodeState::DrainRequired => "DrainRequired",
+            NodeState::PodRestartRequired => "PodRestartRequired",
+            NodeState::ValidationRequired => "ValidationRequired",
+            NodeState::UncordonRequired => "UncordonRequired",
+            NodeState::UpgradeDone => "UpgradeDone",
+            NodeState::UpgradeFailed => "UpgradeFailed",
+        }
+    }
+
     /// The state of a label value; unknown values are [`NodeState::Unknown`].
     pub fn parse(value: Option<&str>) -> Self {
         Self::ALL.into_iter().find(|s| Some(s.as_str()) == value && !s.as_str().is_empty()).unwrap_or(Self::Unknown)

@@ -153,7 +153,7 @@ impl Upgrades {
         let draining = self.draining.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         let snapshot = Snapshot { nodes: managed, jobs_running, draining, now: drain::unix_now() };
         let plan = decide(&settings, &snapshot);
-        let progress = Progress::of(&snapshot.nodes);
+        let progress = Progress::of(&decide::after(&snapshot.nodes, &plan.actions));
         self.metrics.show(&progress);
         let mut errors = Vec::new();
         for action in plan.actions {
@@ -312,7 +312,7 @@ impl Upgrades {
         tracing::info!(%node, %pod, "deleted the outdated driver pod");
         let event = Event {
             type_: EventType::Normal,
-            reason: "DriverUpgrade".into(),
+            reason: "DriverRestart".into(),
             note: Some(format!("OFED driver upgrade: deleted driver pod {pod} so the new driver starts")),
             action: "Upgrade".into(),
             secondary: None,

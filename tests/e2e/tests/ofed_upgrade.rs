@@ -1,0 +1,349 @@
+//! Driver upgrades by the real `ofed-controller` against a real API server, the test playing
+//! scheduler and kubelet: a version bump rolls through the nodes one at a time, workloads are
+//! evicted through the Eviction API, a PodDisruptionBudget that allows nothing fails its node
+//! (with a Warning Event naming the pod) without stalling the others, the node recovers once its
+//! driver is replaced by hand; a skipped node is left alone, and turning upgrades off uncordons
+//! the node caught mid-upgrade.
+
+use api::{NicClusterPolicy, POLICY_NAME};
+use e2e::binary::ControllerProcess;
+use e2e::kubelet::{create_node, run_pods};
+use e2e::{TestEnv, WAIT, applied_state, create_namespace, eventually, fresh_policy, seed_policy, unique_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use ofed::pools::{ARCH_LABEL, KERNEL_LABEL, OS_LABEL, OS_VERSION_LABEL};
+use ofed::upgrade::{SKIP_LABEL, STATE_LABEL};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const STATE: &str = "state-OFED";
+const KERNEL: &str = "5.15.0-78-generic";
+const NEW_VERSION: &str = "24.01-0.3.3.1";
+
+/// An Ubuntu NIC node with the NFD labels of one pool, plus `extra`.
+async fn nic_node(env: &TestEnv, name: &str, extra: &[(&str, &str)]) {
+    let mut labels = vec![
+        ("feature.node.kubernetes.io/pci-15b3.present", "true"),
+        (OS_LABEL, "ubuntu"),
+        (OS_VERSION_LABEL, "22.04"),
+        (KERNEL_LABEL, KERNEL),
+        (ARCH_LABEL, "amd64"),
+    ];
+    labels.extend_from_slice(extra);
+    create_node(env, name, &labels).await;
+}
+
+/// The seed policy with a local registry and `upgrade_policy`.
+async fn policy_with(upgrade_policy: serde_json::Value) -> NicClusterPolicy {
+    let tags = vec!["23.04-0.5.3.3.1-ubuntu22.04-amd64".to_string()];
+    let registry = e2e::registry::serve("mellanox/mofed", tags).await;
+    let mut policy = seed_policy();
+    let ofed = policy.spec.ofed_driver.as_mut().expect("the seed has ofedDriver");
+    ofed.image.repository = format!("{registry}/mellanox");
+    ofed.upgrade_policy = Some(serde_json::from_value(upgrade_policy).expect("a valid upgradePolicy"));
+    policy
+}
+
+/// Node name → (upgrade state, cordoned).
+async fn node_states(client: &Client, names: &[String]) -> BTreeMap<String, (String, bool)> {
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.expect("nodes listable");
+    nodes
+        .items
+        .into_iter()
+        .filter(|n| names.contains(&n.name_any()))
+        .map(|n| {
+            let state = n.labels().get(STATE_LABEL).cloned().unwrap_or_default();
+            let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            (n.name_any(), (state, cordoned))
+        })
+        .collect()
+}
+
+/// Plays the kubelet for the driver pods: confirms deletions, runs new pods.
+async fn play_driver_kubelet(client: &Client, namespace: &str) {
+    e2e::kubelet::confirm_deletions(client, namespace).await;
+    run_pods(client, namespace, ofed::DRIVER_LABEL, None).await;
+}
+
+/// The driver pod bound to `node` and not being deleted.
+async fn driver_pod_on(client: &Client, namespace: &str, node: &str) -> Option<Pod> {
+    let pods = e2e::kubelet::pods(client, namespace, ofed::DRIVER_LABEL).await;
+    pods.into_iter().find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+}
+
+fn image_of(pod: &Pod) -> String {
+    pod.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default()
+}
+
+/// Sum of the controller's API writes (create, update, patch, delete), by resource.
+fn writes(metrics: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("network_operator_api_requests_total{")) {
+        let verb = line.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
+        let kind = line.split("kind=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        if matches!(verb, "create" | "update" | "patch" | "delete") {
+            *out.entry(kind.to_string()).or_default() += value;
+        }
+    }
+    out
+}
+
+fn difference(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// Bumps the driver version.
+async fn bump_version(client: &Client) {
+    let patch = json!({"spec": {"ofedDriver": {"version": NEW_VERSION}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("the version bump is accepted");
+}
+
+/// Starts the controller, runs the driver pods and waits until every node is `upgrade-done`.
+async fn start_settled(env: &TestEnv, nodes: &[String]) -> ControllerProcess {
+    let controller = ControllerProcess::start("ofed-controller", &env.namespace, &[]);
+    controller.wait_ready().await;
+    eventually("every node to be upgrade-done with its first driver", WAIT, || async {
+        play_driver_kubelet(&env.client, &env.namespace).await;
+        let states = node_states(&env.client, nodes).await;
+        let done = states.len() == nodes.len() && states.values().all(|(s, c)| s == "upgrade-done" && !c);
+        if done { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    controller
+}
+
+/// A one-replica Deployment `name` running on `node`, with a PodDisruptionBudget allowing
+/// `max_unavailable` of its pods to go.
+async fn workload(client: &Client, namespace: &str, name: &str, node: &str, max_unavailable: i32) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "work", "image": "registry.k8s.io/pause:3.10"}]}}}
+    }))
+    .expect("valid Deployment");
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("the Deployment is accepted");
+    let budget: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": {"app": name}}}
+    }))
+    .expect("valid PDB");
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    budgets.create(&PostParams::default(), &budget).await.expect("the PDB is accepted");
+    eventually(&format!("{name}'s pod to run on {node} and its budget to count it"), WAIT, || async {
+        run_pods(client, namespace, &format!("app={name}"), Some(node)).await;
+        let status = budgets.get(name).await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+        let counted = status.current_healthy == 1 && status.disruptions_allowed == max_unavailable.min(1);
+        if counted { Ok(()) } else { Err(format!("{status:?}")) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_only_its_node() {
+    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
+    let client = env.client.clone();
+    let base = unique_name("upg");
+    let nodes: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{base}-{s}")).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    for node in &nodes {
+        nic_node(&env, node, &[]).await;
+    }
+    let policy = policy_with(json!({"autoUpgrade": true, "maxParallelUpgrades": 1,
+                                    "drain": {"enable": true, "timeoutSeconds": 5}}))
+    .await;
+    fresh_policy(&env, &policy).await;
+    let mut controller = start_settled(&env, &nodes).await;
+
+    let work = unique_name("netop-e2e-work");
+    create_namespace(&client, &work).await;
+    env.cleanup.namespace(&work);
+    for (node, max_unavailable) in [(a, 1), (b, 0), (c, 1)] {
+        let name = format!("work-{}", node.rsplit('-').next().unwrap_or_default());
+        workload(&client, &work, &name, node, max_unavailable).await;
+    }
+    let old_image = image_of(&driver_pod_on(&client, &env.namespace, a).await.expect("a driver pod on a"));
+    let before = writes(&controller.metrics().await);
+
+    // Bump the version and play the kubelet until a and c are upgraded and b has failed.
+    bump_version(&client).await;
+    let started = Instant::now();
+    let mut evicted = BTreeSet::new();
+    let mut most_upgrading = 0;
+    let work_pods: Api<Pod> = Api::namespaced(client.clone(), &work);
+    let finished = loop {
+        assert!(started.elapsed() < Duration::from_secs(180), "the upgrade did not finish in 3 minutes");
+        let states = node_states(&client, &nodes).await;
+        let upgrading = states
+            .values()
+            .filter(|(s, _)| !matches!(s.as_str(), "" | "upgrade-required" | "upgrade-done" | "upgrade-failed"))
+            .count();
+        let cordoned_not_failed = states.values().filter(|(s, c)| *c && s != "upgrade-failed").count();
+        assert!(upgrading <= 1, "maxParallelUpgrades is 1: {states:?}");
+        assert!(cordoned_not_failed <= 1, "only one node is cordoned at a time, failed ones aside: {states:?}");
+        most_upgrading = most_upgrading.max(upgrading);
+        // The kubelet of the workload pods: evicted pods stop.
+        for pod in work_pods.list(&ListParams::default()).await.expect("pods listable").items {
+            if pod.metadata.deletion_timestamp.is_none() {
+                continue;
+            }
+            let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            let by_eviction = conditions
+                .iter()
+                .any(|c| c.type_ == "DisruptionTarget" && c.reason.as_deref() == Some("EvictionByEvictionAPI"));
+            assert!(by_eviction, "pod {} was deleted, not evicted: {conditions:?}", pod.name_any());
+            evicted.insert(pod.labels().get("app").cloned().unwrap_or_default());
+            let _ = work_pods
+                .delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+                .await;
+        }
+        play_driver_kubelet(&client, &env.namespace).await;
+        let state = |n: &String| states.get(n).cloned().unwrap_or_default();
+        if state(a) == ("upgrade-done".into(), false)
+            && state(c) == ("upgrade-done".into(), false)
+            && state(b) == ("upgrade-failed".into(), true)
+        {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let spent = difference(&writes(&controller.metrics().await), &before);
+    eprintln!("upgrade of 3 nodes (2 upgraded, 1 failed on a 5 s drain timeout): {finished:?}; API writes: {spent:?}");
+    assert_eq!(most_upgrading, 1);
+    assert_eq!(evicted, BTreeSet::from(["work-a".to_string(), "work-c".to_string()]), "b's budget allows nothing");
+
+    // a and c run the new driver; b keeps its old one, and says why it failed.
+    for node in [a, c] {
+        let pod = driver_pod_on(&client, &env.namespace, node).await.expect("a driver pod");
+        assert!(image_of(&pod).contains(NEW_VERSION), "{node}: {}", image_of(&pod));
+    }
+    let b_pod = driver_pod_on(&client, &env.namespace, b).await.expect("b's driver pod");
+    assert_eq!(image_of(&b_pod), old_image);
+    let events = Api::<Event>::namespaced(client.clone(), "default").list(&ListParams::default()).await.unwrap();
+    let failure = events
+        .items
+        .iter()
+        .find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(b.as_str())
+                && e.type_.as_deref() == Some("Warning")
+        })
+        .expect("a Warning Event on b");
+    let note = failure.note.clone().unwrap_or_default();
+    assert_eq!(failure.reason.as_deref(), Some("UpgradeFailed"));
+    assert!(note.contains("timed out after 5s") && note.contains(&format!("{work}/work-b-")), "{note}");
+    let transitions = events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(a.as_str()))
+        .count();
+    assert!(transitions >= 8, "every transition of a is an Event: {transitions}");
+    let message = eventually("the state to show b's failure", WAIT, || async {
+        let (_, message) = applied_state(&client, STATE).await?;
+        let message = message.unwrap_or_default();
+        if message.contains(&format!("upgrading: 2/3 done, 1 failed ({b}: drain failed: timed out")) {
+            Ok(message)
+        } else {
+            Err(message)
+        }
+    })
+    .await;
+    eprintln!("state-OFED: {message}");
+    let metrics = controller.metrics().await;
+    assert!(metrics.contains("network_operator_ofed_upgrade_failures_total 1"), "{metrics}");
+    assert!(metrics.contains("network_operator_ofed_upgrade_nodes{state=\"upgrade-failed\"} 1"), "{metrics}");
+
+    // The documented manual recovery: replace b's driver pod; b is uncordoned and done.
+    Api::<Pod>::namespaced(client.clone(), &env.namespace)
+        .delete(&b_pod.name_any(), &DeleteParams::default())
+        .await
+        .expect("b's driver pod deleted");
+    eventually("b to recover once its new driver is Ready", WAIT, || async {
+        play_driver_kubelet(&client, &env.namespace).await;
+        let states = node_states(&client, &nodes).await;
+        let done = states.values().all(|(s, c)| s == "upgrade-done" && !c);
+        if done { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    let (status, _) = controller.terminate(Duration::from_secs(5)).await;
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_skipped_node_keeps_its_driver_and_turning_upgrades_off_uncordons_the_node_mid_upgrade() {
+    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
+    let client = env.client.clone();
+    let base = unique_name("upg");
+    let nodes: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{base}-{s}")).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    nic_node(&env, a, &[]).await;
+    nic_node(&env, b, &[(SKIP_LABEL, "true")]).await;
+    nic_node(&env, c, &[]).await;
+    let policy = policy_with(json!({"autoUpgrade": true, "maxParallelUpgrades": 0,
+                                    "waitForCompletion": {"podSelector": "app=training"}}))
+    .await;
+    fresh_policy(&env, &policy).await;
+    let mut controller = start_settled(&env, &nodes).await;
+    // A training job runs on c: its upgrade waits for it (no timeout).
+    let work = unique_name("netop-e2e-work");
+    create_namespace(&client, &work).await;
+    env.cleanup.namespace(&work);
+    let job: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "training", "labels": {"app": "training"}},
+        "spec": {"nodeName": c, "containers": [{"name": "train", "image": "registry.k8s.io/pause:3.10"}]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), &work).create(&PostParams::default(), &job).await.unwrap();
+    let old_b = image_of(&driver_pod_on(&client, &env.namespace, b).await.expect("b's driver pod"));
+
+    bump_version(&client).await;
+    eventually("a upgraded, b skipped, c waiting for its job", WAIT, || async {
+        play_driver_kubelet(&client, &env.namespace).await;
+        let states = node_states(&client, &nodes).await;
+        let state = |n: &String| states.get(n).cloned().unwrap_or_default();
+        let wanted = state(a) == ("upgrade-done".into(), false)
+            && state(b) == ("upgrade-required".into(), false)
+            && state(c) == ("wait-for-jobs-required".into(), true);
+        if wanted { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    let a_pod = driver_pod_on(&client, &env.namespace, a).await.expect("a's driver pod");
+    assert!(image_of(&a_pod).contains(NEW_VERSION));
+    assert_eq!(image_of(&driver_pod_on(&client, &env.namespace, b).await.expect("b's driver pod")), old_b);
+    eventually("the state to show the skipped node", WAIT, || async {
+        let (_, message) = applied_state(&client, STATE).await?;
+        let message = message.unwrap_or_default();
+        if message.contains("upgrading: 1/3 done, 1 in progress, 1 skipped") { Ok(()) } else { Err(message) }
+    })
+    .await;
+
+    // Upgrades off: the keys go, c (cordoned by the upgrade) is uncordoned.
+    let off = json!({"spec": {"ofedDriver": {"upgradePolicy": {"autoUpgrade": false}}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    eventually("every node without upgrade state and uncordoned", WAIT, || async {
+        let states = node_states(&client, &nodes).await;
+        let clean = states.values().all(|(s, c)| s.is_empty() && !c);
+        if clean { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    let (status, _) = controller.terminate(Duration::from_secs(5)).await;
+    assert!(status.success());
+}
