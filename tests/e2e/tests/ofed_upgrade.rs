@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 const STATE: &str = "state-OFED";
 const KERNEL: &str = "5.15.0-78-generic";
 const NEW_VERSION: &str = "24.01-0.3.3.1";
+const NEWER_VERSION: &str = "24.04-0.6.6.0";
 
 /// An Ubuntu NIC node with the NFD labels of one pool, plus `extra`.
 async fn nic_node(env: &TestEnv, name: &str, extra: &[(&str, &str)]) {
@@ -102,9 +103,9 @@ fn difference(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> 
         .collect()
 }
 
-/// Bumps the driver version.
-async fn bump_version(client: &Client) {
-    let patch = json!({"spec": {"ofedDriver": {"version": NEW_VERSION}}});
+/// Sets the driver version.
+async fn bump_version(client: &Client, version: &str) {
+    let patch = json!({"spec": {"ofedDriver": {"version": version}}});
     Api::<NicClusterPolicy>::all(client.clone())
         .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -125,9 +126,8 @@ async fn start_settled(env: &TestEnv, nodes: &[String]) -> ControllerProcess {
     controller
 }
 
-/// A one-replica Deployment `name` running on `node`, with a PodDisruptionBudget allowing
-/// `max_unavailable` of its pods to go.
-async fn workload(client: &Client, namespace: &str, name: &str, node: &str, max_unavailable: i32) {
+/// A one-replica Deployment `name` running on `node`, with a PodDisruptionBudget.
+async fn workload(client: &Client, namespace: &str, name: &str, node: &str) {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
@@ -141,11 +141,22 @@ async fn workload(client: &Client, namespace: &str, name: &str, node: &str, max_
         .expect("the Deployment is accepted");
     let budget: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": name},
-        "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": {"app": name}}}
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": name}}}
     }))
     .expect("valid PDB");
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &budget)
+        .await
+        .expect("the PDB is accepted");
+    run_workload(client, namespace, name, node, 1).await;
+}
+
+/// Runs `name`'s pod on `node` and sets its budget to allow `max_unavailable` pods to go;
+/// waits until the budget counts the pod.
+async fn run_workload(client: &Client, namespace: &str, name: &str, node: &str, max_unavailable: i32) {
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-    budgets.create(&PostParams::default(), &budget).await.expect("the PDB is accepted");
+    let patch = json!({"spec": {"maxUnavailable": max_unavailable}});
+    budgets.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("the PDB is patched");
     eventually(&format!("{name}'s pod to run on {node} and its budget to count it"), WAIT, || async {
         run_pods(client, namespace, &format!("app={name}"), Some(node)).await;
         let status = budgets.get(name).await.map_err(|e| e.to_string())?.status.unwrap_or_default();
@@ -155,41 +166,37 @@ async fn workload(client: &Client, namespace: &str, name: &str, node: &str, max_
     .await;
 }
 
-#[tokio::test]
-async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_only_its_node() {
-    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
-    let client = env.client.clone();
-    let base = unique_name("upg");
-    let nodes: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{base}-{s}")).collect();
-    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    for node in &nodes {
-        nic_node(&env, node, &[]).await;
-    }
-    let policy = policy_with(json!({"autoUpgrade": true, "maxParallelUpgrades": 1,
-                                    "drain": {"enable": true, "timeoutSeconds": 5}}))
-    .await;
-    fresh_policy(&env, &policy).await;
-    let mut controller = start_settled(&env, &nodes).await;
+/// A node's (upgrade state, cordoned), by name.
+type NodeStateOf<'a> = dyn Fn(&String) -> (String, bool) + 'a;
 
-    let work = unique_name("netop-e2e-work");
-    create_namespace(&client, &work).await;
-    env.cleanup.namespace(&work);
-    for (node, max_unavailable) in [(a, 1), (b, 0), (c, 1)] {
-        let name = format!("work-{}", node.rsplit('-').next().unwrap_or_default());
-        workload(&client, &work, &name, node, max_unavailable).await;
-    }
-    let old_image = image_of(&driver_pod_on(&client, &env.namespace, a).await.expect("a driver pod on a"));
-    let before = writes(&controller.metrics().await);
+/// What one rolling upgrade showed.
+struct Roll {
+    /// From the version bump to the end state.
+    took: Duration,
+    /// Workloads whose pod was evicted.
+    evicted: BTreeSet<String>,
+    /// The most nodes upgrading at once.
+    most_upgrading: usize,
+}
 
-    // Bump the version and play the kubelet until a and c are upgraded and b has failed.
-    bump_version(&client).await;
+/// Plays the kubelet (driver pods and evicted workload pods) until, once a node has left
+/// `upgrade-done`, `done` holds for the nodes' (state, cordoned), checking at every step that at most one node is upgrading and at most one
+/// is cordoned (failed ones aside), and that every workload pod that goes was evicted.
+async fn roll(
+    client: &Client,
+    namespace: &str,
+    work: &str,
+    nodes: &[String],
+    done: impl Fn(&NodeStateOf) -> bool,
+) -> Roll {
     let started = Instant::now();
     let mut evicted = BTreeSet::new();
     let mut most_upgrading = 0;
-    let work_pods: Api<Pod> = Api::namespaced(client.clone(), &work);
-    let finished = loop {
+    let mut begun = false;
+    let work_pods: Api<Pod> = Api::namespaced(client.clone(), work);
+    loop {
         assert!(started.elapsed() < Duration::from_secs(180), "the upgrade did not finish in 3 minutes");
-        let states = node_states(&client, &nodes).await;
+        let states = node_states(client, nodes).await;
         let upgrading = states
             .values()
             .filter(|(s, _)| !matches!(s.as_str(), "" | "upgrade-required" | "upgrade-done" | "upgrade-failed"))
@@ -213,25 +220,76 @@ async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_
                 .delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
                 .await;
         }
-        play_driver_kubelet(&client, &env.namespace).await;
+        play_driver_kubelet(client, namespace).await;
+        begun |= states.values().any(|(s, _)| s != "upgrade-done");
         let state = |n: &String| states.get(n).cloned().unwrap_or_default();
-        if state(a) == ("upgrade-done".into(), false)
-            && state(c) == ("upgrade-done".into(), false)
-            && state(b) == ("upgrade-failed".into(), true)
-        {
-            break started.elapsed();
+        if begun && done(&state) {
+            return Roll { took: started.elapsed(), evicted, most_upgrading };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_only_its_node() {
+    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
+    let client = env.client.clone();
+    let base = unique_name("upg");
+    let nodes: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{base}-{s}")).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    for node in &nodes {
+        nic_node(&env, node, &[]).await;
+    }
+    let policy = policy_with(json!({"autoUpgrade": true, "maxParallelUpgrades": 1,
+                                    "drain": {"enable": true, "timeoutSeconds": 5}}))
+    .await;
+    fresh_policy(&env, &policy).await;
+    let mut controller = start_settled(&env, &nodes).await;
+
+    let work = unique_name("netop-e2e-work");
+    create_namespace(&client, &work).await;
+    env.cleanup.namespace(&work);
+    for node in &nodes {
+        workload(&client, &work, &format!("work-{}", node.rsplit('-').next().unwrap_or_default()), node).await;
+    }
+
+    // A clean rolling upgrade: one node at a time, each drained through the Eviction API.
+    let before = writes(&controller.metrics().await);
+    bump_version(&client, NEW_VERSION).await;
+    let first = roll(&client, &env.namespace, &work, &nodes, |state: &NodeStateOf| {
+        nodes.iter().all(|n| state(n) == ("upgrade-done".into(), false))
+    })
+    .await;
     let spent = difference(&writes(&controller.metrics().await), &before);
-    eprintln!("upgrade of 3 nodes (2 upgraded, 1 failed on a 5 s drain timeout): {finished:?}; API writes: {spent:?}");
-    assert_eq!(most_upgrading, 1);
-    assert_eq!(evicted, BTreeSet::from(["work-a".to_string(), "work-c".to_string()]), "b's budget allows nothing");
+    let per_node: BTreeMap<&String, f64> = spent.iter().map(|(k, v)| (k, v / 3.0)).collect();
+    eprintln!("rolling upgrade of 3 nodes: {:?}; API writes per node: {per_node:?}", first.took);
+    assert_eq!(first.most_upgrading, 1);
+    let all: BTreeSet<String> = ["work-a", "work-b", "work-c"].map(String::from).into();
+    assert_eq!(first.evicted, all);
+
+    // The workloads run again; b's budget now allows nothing. The next version upgrades a
+    // and c, and fails b on its drain timeout.
+    for (node, max_unavailable) in [(a, 1), (b, 0), (c, 1)] {
+        let name = format!("work-{}", node.rsplit('-').next().unwrap_or_default());
+        run_workload(&client, &work, &name, node, max_unavailable).await;
+    }
+    let old_image = image_of(&driver_pod_on(&client, &env.namespace, b).await.expect("a driver pod on b"));
+    bump_version(&client, NEWER_VERSION).await;
+    let second = roll(&client, &env.namespace, &work, &nodes, |state: &NodeStateOf| {
+        state(a) == ("upgrade-done".into(), false)
+            && state(c) == ("upgrade-done".into(), false)
+            && state(b) == ("upgrade-failed".into(), true)
+    })
+    .await;
+    eprintln!("rolling upgrade of 3 nodes, b failing on a 5 s drain timeout: {:?}", second.took);
+    assert_eq!(second.most_upgrading, 1);
+    let a_and_c: BTreeSet<String> = ["work-a", "work-c"].map(String::from).into();
+    assert_eq!(second.evicted, a_and_c, "b's budget allows nothing");
 
     // a and c run the new driver; b keeps its old one, and says why it failed.
     for node in [a, c] {
         let pod = driver_pod_on(&client, &env.namespace, node).await.expect("a driver pod");
-        assert!(image_of(&pod).contains(NEW_VERSION), "{node}: {}", image_of(&pod));
+        assert!(image_of(&pod).contains(NEWER_VERSION), "{node}: {}", image_of(&pod));
     }
     let b_pod = driver_pod_on(&client, &env.namespace, b).await.expect("b's driver pod");
     assert_eq!(image_of(&b_pod), old_image);
@@ -311,7 +369,7 @@ async fn a_skipped_node_keeps_its_driver_and_turning_upgrades_off_uncordons_the_
     Api::<Pod>::namespaced(client.clone(), &work).create(&PostParams::default(), &job).await.unwrap();
     let old_b = image_of(&driver_pod_on(&client, &env.namespace, b).await.expect("b's driver pod"));
 
-    bump_version(&client).await;
+    bump_version(&client, NEW_VERSION).await;
     eventually("a upgraded, b skipped, c waiting for its job", WAIT, || async {
         play_driver_kubelet(&client, &env.namespace).await;
         let states = node_states(&client, &nodes).await;

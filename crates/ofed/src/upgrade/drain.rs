@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use std::time::Duration;
 
 /// How often blocked evictions are retried, and evicted pods looked for.
-pub const RETRY: Duration = Duration::from_secs(2);
+pub const RETRY: Duration = Duration::from_secs(1);
 
 /// Annotation of mirror pods (static pods of the kubelet), which cannot be evicted.
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
