@@ -19,7 +19,8 @@ fn plugins(policy: &mut NicClusterPolicy) -> &mut ImageSpec {
 }
 
 fn bin_dir(objects: &[kube::core::DynamicObject]) -> serde_json::Value {
-    find(objects, "DaemonSet", "cni-plugins-ds").data["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"].clone()
+    find(objects, "DaemonSet", "cni-plugins-ds").data["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"]
+        .clone()
 }
 
 #[test]
@@ -50,7 +51,10 @@ fn openshift_installs_into_var_lib_cni_bin() {
 #[test]
 fn a_configured_cni_bin_dir_overrides_the_default() {
     let observed = Observed { cni_bin_dir: Some("/usr/libexec/cni".into()), ..Default::default() };
-    assert_eq!(bin_dir(&testing::render_observed::<CniPlugins>(&policy_from_file(SEED), true, &observed)), "/usr/libexec/cni");
+    assert_eq!(
+        bin_dir(&testing::render_observed::<CniPlugins>(&policy_from_file(SEED), true, &observed)),
+        "/usr/libexec/cni"
+    );
 }
 
 #[test]

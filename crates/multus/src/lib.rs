@@ -93,7 +93,8 @@ impl State for Multus {
         let mut rendered = render_manifests(MANIFESTS, &values)?;
         if let Some(config) = config {
             let mut config_map = objects::config_map(CONFIG_MAP, ctx.namespace, CONFIG_KEY, config);
-            config_map.metadata.labels = Some([("tier", "node"), ("app", "multus")].map(|(k, v)| (k.into(), v.into())).into());
+            config_map.metadata.labels =
+                Some([("tier", "node"), ("app", "multus")].map(|(k, v)| (k.into(), v.into())).into());
             // The ConfigMap goes right before the DaemonSet that mounts it.
             let at = rendered.len().saturating_sub(1);
             rendered.insert(at, config_map);

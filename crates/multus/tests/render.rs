@@ -35,9 +35,10 @@ fn an_empty_config_as_in_the_upstream_examples_means_auto_and_no_config_map() {
 
 #[test]
 fn the_full_and_ipoib_examples_render_the_same_auto_multus() {
-    for file in
-        ["example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-full.yaml", "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-ipoib.yaml"]
-    {
+    for file in [
+        "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-full.yaml",
+        "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-ipoib.yaml",
+    ] {
         let objects = testing::render::<Multus>(&policy_from_file(file), false);
         assert_round_trips(&objects);
         assert_eq!(pod(&objects)["spec"]["containers"][0]["args"][1], "--multus-conf-file=auto", "{file}");
@@ -71,11 +72,13 @@ fn an_explicit_config_is_stored_byte_for_byte_and_mounted() {
 #[test]
 fn a_config_change_changes_the_pod_template_so_pods_roll() {
     let hash = |policy: &NicClusterPolicy| {
-        pod(&testing::render::<Multus>(policy, false))["metadata"]["annotations"]["nvidia.network-operator.config-hash"].clone()
+        pod(&testing::render::<Multus>(policy, false))["metadata"]["annotations"]["nvidia.network-operator.config-hash"]
+            .clone()
     };
     let original = policy_from_file(EVERY_SECTION);
     let mut changed = original.clone();
-    multus(&mut changed).config = Some(r#"{"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus"}"#.into());
+    multus(&mut changed).config =
+        Some(r#"{"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus"}"#.into());
     assert!(hash(&original).is_string());
     assert_ne!(hash(&original), hash(&changed));
 }

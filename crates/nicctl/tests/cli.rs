@@ -113,7 +113,9 @@ fn render_prints_the_four_secondary_network_states_with_the_cni_bin_dir_of_the_c
         let output = nicctl(&[&["render", "-f", path][..], &args].concat());
         assert!(output.status.success(), "{}", stderr(&output));
         let text = String::from_utf8(output.stdout).unwrap();
-        for object in ["name: kube-multus-ds", "name: cni-plugins-ds", "name: kube-ipoib-cni-ds", "name: whereabouts-cni"] {
+        for object in
+            ["name: kube-multus-ds", "name: cni-plugins-ds", "name: kube-ipoib-cni-ds", "name: whereabouts-cni"]
+        {
             assert!(text.contains(object), "{args:?}: no {object}");
         }
         assert_eq!(text.matches(&format!("path: {bin_dir}\n")).count(), 4, "{args:?}: {bin_dir} in each CNI DaemonSet");

@@ -36,7 +36,10 @@ pub enum Outcome {
 /// reference to a NicClusterPolicy.
 fn is_operators(object: &kube::core::DynamicObject, state: &str) -> bool {
     object.labels().get(STATE_LABEL).is_some_and(|s| s == state)
-        || object.owner_references().iter().any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
+        || object
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
 }
 
 /// Deletes `leftover` of state `state` in `namespace` if it exists and is the operator's. The

@@ -31,7 +31,8 @@ pub mod testing;
 pub use render::render_state;
 pub use run::run;
 pub use state::{
-    ImageTags, KUBERNETES_CNI_BIN_DIR, OPENSHIFT_CNI_BIN_DIR, Observed, OpenShiftFacts, RenderContext, RenderError, State,
+    ImageTags, KUBERNETES_CNI_BIN_DIR, OPENSHIFT_CNI_BIN_DIR, Observed, OpenShiftFacts, RenderContext, RenderError,
+    State,
 };
 
 /// Label every rendered object carries: the name of the state that owns it.

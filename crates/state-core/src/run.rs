@@ -271,7 +271,8 @@ where
 pub async fn run<S: State>() -> anyhow::Result<()> {
     run_process(S::COMPONENT, |process| async move {
         let openshift = is_openshift(&process.client, process.flags.cluster_type).await;
-        let settings = Settings { namespace: process.flags.namespace, openshift, cni_bin_dir: process.flags.cni_bin_dir };
+        let settings =
+            Settings { namespace: process.flags.namespace, openshift, cni_bin_dir: process.flags.cni_bin_dir };
         run_controller_with::<S>(process.client, settings, process.metrics, process.ready).await;
     })
     .await
@@ -302,7 +303,12 @@ pub async fn run_controller<S: State>(
 
 /// [`run_controller`] with every setting: first deletes the state's [`State::leftovers`] once
 /// (in the background), then reconciles until SIGTERM.
-pub async fn run_controller_with<S: State>(client: Client, settings: Settings, metrics: Metrics, ready: Arc<AtomicBool>) {
+pub async fn run_controller_with<S: State>(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) {
     let Settings { namespace, openshift, cni_bin_dir } = settings;
     let leftovers = S::leftovers();
     if !leftovers.is_empty() {

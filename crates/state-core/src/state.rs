@@ -174,9 +174,11 @@ mod tests {
         let policy = NicClusterPolicy::new(api::POLICY_NAME, Default::default());
         assert_eq!(RenderContext::new("ns", false, &policy).cni_bin_dir(), "/opt/cni/bin");
         assert_eq!(RenderContext::new("ns", true, &policy).cni_bin_dir(), "/var/lib/cni/bin");
-        for (configured, openshift, wanted) in
-            [("/usr/libexec/cni", false, "/usr/libexec/cni"), ("/usr/libexec/cni", true, "/usr/libexec/cni"), ("", true, "/var/lib/cni/bin")]
-        {
+        for (configured, openshift, wanted) in [
+            ("/usr/libexec/cni", false, "/usr/libexec/cni"),
+            ("/usr/libexec/cni", true, "/usr/libexec/cni"),
+            ("", true, "/var/lib/cni/bin"),
+        ] {
             let observed = Observed { cni_bin_dir: Some(configured.into()), ..Default::default() };
             let ctx = RenderContext { namespace: "ns", openshift, policy: &policy, observed: &observed };
             assert_eq!(ctx.cni_bin_dir(), wanted, "{configured:?} on openshift={openshift}");

@@ -50,7 +50,11 @@ pub fn render<S: State>(policy: &NicClusterPolicy, openshift: bool) -> Vec<Dynam
 
 /// Every object of state `S` for `policy` with `observed` from the cluster (e.g. a configured
 /// CNI binary directory); panics if the section is absent or does not render.
-pub fn render_observed<S: State>(policy: &NicClusterPolicy, openshift: bool, observed: &Observed) -> Vec<DynamicObject> {
+pub fn render_observed<S: State>(
+    policy: &NicClusterPolicy,
+    openshift: bool,
+    observed: &Observed,
+) -> Vec<DynamicObject> {
     let ctx = RenderContext { namespace: NAMESPACE, openshift, policy, observed };
     match render_state::<S>(&ctx) {
         Ok(Some(objects)) => objects,
@@ -78,7 +82,11 @@ pub fn find<'a>(objects: &'a [DynamicObject], kind: &str, name: &str) -> &'a Dyn
 
 /// Adds the cross-cutting inputs of the golden cases to `policy`: a toleration and a required
 /// node-affinity term; and to `image`: a pull secret and resources for `container`.
-pub fn add_cross_cutting(policy: &mut NicClusterPolicy, image: impl FnOnce(&mut NicClusterPolicy) -> &mut api::ImageSpec, container: &str) {
+pub fn add_cross_cutting(
+    policy: &mut NicClusterPolicy,
+    image: impl FnOnce(&mut NicClusterPolicy) -> &mut api::ImageSpec,
+    container: &str,
+) {
     policy.spec.tolerations = Some(vec![k8s_openapi::api::core::v1::Toleration {
         key: Some("dedicated".into()),
         operator: Some("Equal".into()),

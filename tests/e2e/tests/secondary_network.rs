@@ -30,8 +30,13 @@ struct Case {
     pods: &'static str,
 }
 
-const MULTUS: Case =
-    Case { binary: "multus-controller", state: "state-multus-cni", key: "multus", daemon_set: "kube-multus-ds", pods: "name=multus" };
+const MULTUS: Case = Case {
+    binary: "multus-controller",
+    state: "state-multus-cni",
+    key: "multus",
+    daemon_set: "kube-multus-ds",
+    pods: "name=multus",
+};
 const CNI_PLUGINS: Case = Case {
     binary: "cni-plugins-controller",
     state: "state-container-networking-plugins",
@@ -67,7 +72,11 @@ fn policy() -> NicClusterPolicy {
 
 async fn set_secondary(client: &Client, key: &str, value: Value) {
     Api::<NicClusterPolicy>::all(client.clone())
-        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"secondaryNetwork": {key: value}}})))
+        .patch(
+            POLICY_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"secondaryNetwork": {key: value}}})),
+        )
         .await
         .unwrap_or_else(|e| panic!("setting spec.secondaryNetwork.{key}: {e}"));
 }
@@ -176,9 +185,11 @@ async fn ipoib_is_ready_and_cleaned_up() {
 async fn install_whereabouts_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-    for file in ["ippools.whereabouts.cni.cncf.io.yaml", "overlappingrangeipreservations.whereabouts.cni.cncf.io.yaml"] {
+    for file in ["ippools.whereabouts.cni.cncf.io.yaml", "overlappingrangeipreservations.whereabouts.cni.cncf.io.yaml"]
+    {
         let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
             .await
@@ -186,7 +197,11 @@ async fn install_whereabouts_crds(client: &Client) {
         eventually(&format!("CRD {name} to be Established"), WAIT, || async {
             let live = crds.get(&name).await.map_err(|e| e.to_string())?;
             let conditions = live.status.and_then(|s| s.conditions).unwrap_or_default();
-            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()).ok_or("not yet".to_string())
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+                .ok_or("not yet".to_string())
         })
         .await;
     }
@@ -206,7 +221,11 @@ async fn whereabouts_never_deletes_ip_allocations_and_deletes_the_old_cron_job_o
             range: "192.168.2.224/28".into(),
             allocations: [(
                 "1".to_string(),
-                api::whereabouts::IPAllocation { id: "c0ffee".into(), podref: Some("default/pod-a".into()), ifname: Some("net1".into()) },
+                api::whereabouts::IPAllocation {
+                    id: "c0ffee".into(),
+                    podref: Some("default/pod-a".into()),
+                    ifname: Some("net1".into()),
+                },
             )]
             .into(),
         },
@@ -238,8 +257,12 @@ async fn whereabouts_never_deletes_ip_allocations_and_deletes_the_old_cron_job_o
     assert_eq!(kept.spec.allocations["1"].id, "c0ffee");
 
     // The section back, then the policy deleted: the garbage collector takes the operands only.
-    set_secondary(&client, "ipamPlugin", json!({"image": "whereabouts", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v0.7.0"}))
-        .await;
+    set_secondary(
+        &client,
+        "ipamPlugin",
+        json!({"image": "whereabouts", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v0.7.0"}),
+    )
+    .await;
     eventually("the DaemonSet again", WAIT, || async {
         daemon_set(&client, &env.namespace, "whereabouts").await.map(|_| ()).ok_or("absent".to_string())
     })
