@@ -250,6 +250,10 @@ spec:
               value: {{ .Values.logFormat | quote }}
             - name: CLUSTER_TYPE
               value: {{ $global.clusterType | default "auto" | quote }}
+            {{- with $global.cniBinDir }}
+            - name: CNI_BIN_DIR
+              value: {{ . | quote }}
+            {{- end }}
             - name: RUST_LOG
               value: {{ .Values.logLevel | quote }}
             {{- with .Values.extraEnv }}

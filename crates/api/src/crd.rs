@@ -6,6 +6,7 @@
 use crate::nad::NetworkAttachmentDefinition;
 use crate::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
 use crate::policy::NicClusterPolicy;
+use crate::whereabouts::{IPPool, OverlappingRangeIPReservation};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool, ValidationRule,
 };
@@ -33,6 +34,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         finish(HostDeviceNetwork::crd()),
         finish(IPoIBNetwork::crd()),
         finish(NetworkAttachmentDefinition::crd()),
+        finish(IPPool::crd()),
+        finish(OverlappingRangeIPReservation::crd()),
     ]
 }
 
@@ -129,9 +132,19 @@ pub fn nic_cluster_policy() -> CustomResourceDefinition {
     crd
 }
 
-/// The CRD serving `kind`, if this project defines it.
+/// The CRD serving `kind`, if this project ships it (the first one: NicClusterPolicy, the
+/// networks, the NAD, then the Whereabouts kinds; see [`for_type`] where the group matters).
 pub fn for_kind(kind: &str) -> Option<CustomResourceDefinition> {
     all().into_iter().find(|crd| crd.spec.names.kind == kind)
+}
+
+/// The CRD serving `kind` of `api_version` (`group/version`), if this project ships it: e.g.
+/// the Whereabouts `IPPool`, and not nv-ipam's kind of the same name.
+pub fn for_type(api_version: &str, kind: &str) -> Option<CustomResourceDefinition> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    all().into_iter().find(|crd| {
+        crd.spec.names.kind == kind && crd.spec.group == group && crd.spec.versions.iter().any(|v| v.name == version)
+    })
 }
 
 /// The OpenAPI v3 schema of the CRD's (single) version, as JSON.

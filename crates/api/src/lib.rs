@@ -1,7 +1,7 @@
 //! The `mellanox.com/v1alpha1` API of the network operator, as the original product defines it:
 //! [`NicClusterPolicy`](policy::NicClusterPolicy), the three secondary-network kinds and the
 //! `k8s.cni.cncf.io/v1` [`NetworkAttachmentDefinition`](nad::NetworkAttachmentDefinition) they
-//! render to.
+//! render to, and the [`whereabouts`] CRDs the chart ships for the Whereabouts IPAM.
 //!
 //! This crate does no I/O. Besides the types it holds what every other crate needs to agree on:
 //! the generated CRDs ([`crd`]), a validator that checks a document against those CRD schemas the
@@ -54,6 +54,7 @@ pub mod policy;
 pub mod schema;
 pub mod state;
 pub mod validate;
+pub mod whereabouts;
 
 pub use image::{ContainerResources, ImageSpec};
 pub use nad::NetworkAttachmentDefinition;

@@ -134,7 +134,8 @@ fn guid_format_is_enforced_by_the_schema_pattern() {
 
 fn violations(object: &Value) -> Vec<String> {
     let kind = object["kind"].as_str().unwrap_or_default();
-    let definition = crd::for_kind(kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let definition = crd::for_type(api_version, kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
     api::schema::validate(&crd::schema_json(&definition), object).into_iter().map(|v| v.to_string()).collect()
 }
 
@@ -207,4 +208,41 @@ fn original_optional_fields_stay_optional() {
     let found = violations(&policy(json!({"ofedDriver": ofed})));
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("configMapKeyRef.key"), "{found:?}");
+}
+
+#[test]
+fn the_whereabouts_crds_are_namespaced_and_named_as_whereabouts_names_them() {
+    let names: Vec<(String, String, String)> = crd::all()
+        .into_iter()
+        .filter(|c| c.spec.group == api::whereabouts::GROUP)
+        .map(|c| (c.metadata.name.clone().unwrap_or_default(), c.spec.names.kind.clone(), c.spec.scope.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ippools.whereabouts.cni.cncf.io".to_string(), "IPPool".to_string(), "Namespaced".to_string()),
+            (
+                "overlappingrangeipreservations.whereabouts.cni.cncf.io".to_string(),
+                "OverlappingRangeIPReservation".to_string(),
+                "Namespaced".to_string()
+            ),
+        ]
+    );
+    let pool = crd::schema_json(&crd::for_type("whereabouts.cni.cncf.io/v1alpha1", "IPPool").unwrap());
+    let spec = &pool["properties"]["spec"];
+    assert_eq!(spec["required"], json!(["allocations", "range"]));
+    assert_eq!(spec["properties"]["allocations"]["additionalProperties"]["required"], json!(["id"]));
+    let reservation =
+        crd::schema_json(&crd::for_type("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation").unwrap());
+    assert_eq!(reservation["properties"]["spec"]["required"], json!(["containerid"]));
+}
+
+#[test]
+fn an_ippool_as_whereabouts_writes_it_is_valid_and_survives_a_typed_round_trip() {
+    let pool = json!({"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
+        "metadata": {"name": "192.168.2.224-28", "namespace": "nvidia-network-operator"},
+        "spec": {"range": "192.168.2.224/28", "allocations": {"1": {"id": "c0ffee", "podref": "default/pod-a", "ifname": "net1"}}}});
+    assert_eq!(violations(&pool), Vec::<String>::new());
+    assert!(api::parse::round_trip_losses::<api::whereabouts::IPPool>(&pool).is_empty());
+    assert!(crd::for_type("nv-ipam.nvidia.com/v1alpha1", "IPPool").is_none(), "nv-ipam's IPPool is another kind");
 }

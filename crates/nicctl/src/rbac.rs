@@ -26,6 +26,10 @@ pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
         ),
         ("doca-telemetry", state_rbac::<doca_telemetry::DocaTelemetry>(&sample, &Observed::default())),
         ("ib-kubernetes", state_rbac::<ib_kubernetes::IbKubernetes>(&sample, &Observed::default())),
+        ("multus", state_rbac::<multus::Multus>(&sample, &Observed::default())),
+        ("cni-plugins", state_rbac::<cni_plugins::CniPlugins>(&sample, &Observed::default())),
+        ("ipoib", state_rbac::<ipoib::IpoibCni>(&sample, &Observed::default())),
+        ("whereabouts", state_rbac::<whereabouts::Whereabouts>(&sample, &Observed::default())),
         ("network-nads", network_nads::rbac()),
     ])
 }

@@ -28,15 +28,19 @@ pub struct RenderArgs {
     /// Render for an OpenShift cluster.
     #[arg(long)]
     openshift: bool,
+    /// The nodes' CNI binary directory (default: /opt/cni/bin, /var/lib/cni/bin with --openshift).
+    #[arg(long, env = "CNI_BIN_DIR")]
+    cni_bin_dir: Option<String>,
 }
 
 /// Runs `nicctl render`.
 pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     let documents = read_documents(&args.file)?;
-    let observed = match &args.nodes {
+    let mut observed = match &args.nodes {
         Some(path) => read_cluster(path)?,
         None => Observed::default(),
     };
+    observed.cni_bin_dir = args.cni_bin_dir.clone();
     let mut objects: Vec<DynamicObject> = Vec::new();
     for document in &documents {
         match document {
@@ -74,6 +78,10 @@ fn render_policy(
 ) -> Result<Vec<DynamicObject>, Failure> {
     let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, observed };
     let mut objects = Vec::new();
+    objects.extend(state::<multus::Multus>(&ctx, &args.file)?);
+    objects.extend(state::<cni_plugins::CniPlugins>(&ctx, &args.file)?);
+    objects.extend(state::<ipoib::IpoibCni>(&ctx, &args.file)?);
+    objects.extend(state::<whereabouts::Whereabouts>(&ctx, &args.file)?);
     objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
     objects.extend(state::<sriov_dp::SriovDevicePlugin>(&ctx, &args.file)?);
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
@@ -81,6 +89,10 @@ fn render_policy(
     objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file)?);
     objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file)?);
     let compiled_in = [
+        multus::Multus::NAME,
+        cni_plugins::CniPlugins::NAME,
+        ipoib::IpoibCni::NAME,
+        whereabouts::Whereabouts::NAME,
         ofed::OfedDriver::NAME,
         sriov_dp::SriovDevicePlugin::NAME,
         rdma_dp::RdmaDevicePlugin::NAME,

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTROLLERS: [&str; 8] = [
+const CONTROLLERS: [&str; 12] = [
     "aggregator",
     "ofed",
     "rdma-dp",
@@ -19,6 +19,10 @@ const CONTROLLERS: [&str; 8] = [
     "nic-feature-discovery",
     "doca-telemetry",
     "ib-kubernetes",
+    "multus",
+    "cni-plugins",
+    "ipoib",
+    "whereabouts",
     "network-nads",
 ];
 

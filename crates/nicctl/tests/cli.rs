@@ -103,6 +103,37 @@ fn render_prints_the_rdma_device_plugin_for_the_seed_policy() {
 }
 
 #[test]
+fn render_prints_the_four_secondary_network_states_with_the_cni_bin_dir_of_the_cluster() {
+    let path = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-full.yaml";
+    for (args, bin_dir) in [
+        (vec![], "/opt/cni/bin"),
+        (vec!["--openshift"], "/var/lib/cni/bin"),
+        (vec!["--openshift", "--cni-bin-dir", "/usr/libexec/cni"], "/usr/libexec/cni"),
+    ] {
+        let output = nicctl(&[&["render", "-f", path][..], &args].concat());
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = String::from_utf8(output.stdout).unwrap();
+        for object in
+            ["name: kube-multus-ds", "name: cni-plugins-ds", "name: kube-ipoib-cni-ds", "name: whereabouts-cni"]
+        {
+            assert!(text.contains(object), "{args:?}: no {object}");
+        }
+        assert_eq!(text.matches(&format!("path: {bin_dir}\n")).count(), 4, "{args:?}: {bin_dir} in each CNI DaemonSet");
+        assert!(!text.contains("kind: CustomResourceDefinition"), "no state renders a CRD");
+        assert!(!text.contains("multus-cni-config"), "config: '' means auto");
+    }
+}
+
+#[test]
+fn an_invalid_multus_config_exits_2_naming_the_field() {
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap().replace("config: ''", "config: '{not json'");
+    let path = write_temp("bad-multus.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("spec.secondaryNetwork.multus.config: invalid JSON"), "{}", stderr(&output));
+}
+
+#[test]
 fn an_invalid_plugin_config_exits_2_naming_the_field() {
     let text =
         std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap().replace("\"configList\": [", "\"configList\": [[");

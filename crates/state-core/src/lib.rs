@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod edits;
 pub mod lease;
+pub mod leftovers;
 pub mod metrics;
 pub mod nodes;
 pub mod objects;
@@ -25,12 +26,15 @@ pub mod run;
 pub mod state;
 pub mod subset;
 pub mod template;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use render::render_state;
 pub use run::run;
-pub use state::{ImageTags, Observed, OpenShiftFacts, RenderContext, RenderError, State};
+pub use state::{
+    ImageTags, KUBERNETES_CNI_BIN_DIR, OPENSHIFT_CNI_BIN_DIR, Observed, OpenShiftFacts, RenderContext, RenderError,
+    State,
+};
 
 /// Label every rendered object carries: the name of the state that owns it.
 pub const STATE_LABEL: &str = "nvidia.network-operator.state";

@@ -138,7 +138,7 @@ impl ControllerRbac {
 /// cluster-wide for cluster-scoped kinds), what the Roles it renders grant (rendered from
 /// `sample`, a policy with every section, and `cluster`, e.g. a few NIC nodes, on Kubernetes and
 /// on OpenShift), the policy and its status, its Lease; and the NIC nodes when it renders from
-/// them, and the ConfigMaps its section may name.
+/// them, the ConfigMaps its section may name, and its leftovers (read and delete, by name).
 pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
     for kind in S::kinds() {
@@ -160,6 +160,15 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
     }
     if !S::NODE_LABELS.is_empty() {
         rbac.cluster.allow("", "nodes", &READ_VERBS);
+    }
+    for leftover in S::leftovers() {
+        let scope = if leftover.kind.namespaced { &mut rbac.operands } else { &mut rbac.cluster };
+        scope.allow_named(
+            &leftover.kind.resource.group,
+            &leftover.kind.resource.plural,
+            &[leftover.name.to_string()],
+            &["get", "delete"],
+        );
     }
     if S::READS_CONFIG_MAPS {
         rbac.operands.allow("", "configmaps", &READ_VERBS);

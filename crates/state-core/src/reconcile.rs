@@ -47,13 +47,31 @@ pub struct Context {
     pub metrics: Metrics,
     /// The NIC nodes, for states that render from them ([`State::NODE_LABELS`]).
     pub nodes: Option<NodeCache>,
+    /// The nodes' CNI binary directory, when the controller was given one (`--cni-bin-dir`).
+    pub cni_bin_dir: Option<String>,
     not_ready_streak: AtomicU32,
 }
 
 impl Context {
     /// A context for one controller.
     pub fn new(client: Client, namespace: String, openshift: bool, owned: OwnedObjects, metrics: Metrics) -> Self {
-        Self { client, namespace, openshift, owned, metrics, nodes: None, not_ready_streak: AtomicU32::new(0) }
+        Self {
+            client,
+            namespace,
+            openshift,
+            owned,
+            metrics,
+            nodes: None,
+            cni_bin_dir: None,
+            not_ready_streak: AtomicU32::new(0),
+        }
+    }
+
+    /// The same context, rendering with the CNI binary directory `dir` (`None`: the cluster
+    /// type's default).
+    pub fn with_cni_bin_dir(mut self, dir: Option<String>) -> Self {
+        self.cni_bin_dir = dir;
+        self
     }
 
     /// The same context, rendering from the nodes of `nodes`.
@@ -181,8 +199,11 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
     if tokio::time::timeout(CACHE_WAIT, caches).await.is_err() {
         tracing::warn!(state = S::NAME, "caches not filled yet; going ahead");
     }
-    let mut observed =
-        Observed { nodes: ctx.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default(), ..Default::default() };
+    let mut observed = Observed {
+        nodes: ctx.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default(),
+        cni_bin_dir: ctx.cni_bin_dir.clone(),
+        ..Default::default()
+    };
     let names = S::spec(policy).map(S::referenced_config_maps).unwrap_or_default();
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     for name in names {

@@ -80,6 +80,10 @@ pub struct Flags {
     /// Cluster type: detected, or forced.
     #[arg(long, env = "CLUSTER_TYPE", value_enum, default_value = "auto")]
     pub cluster_type: ClusterType,
+    /// The nodes' CNI binary directory the CNI DaemonSets install into (Multus, CNI plugins,
+    /// IPoIB, Whereabouts); empty means /var/lib/cni/bin on OpenShift, /opt/cni/bin elsewhere.
+    #[arg(long, env = "CNI_BIN_DIR")]
+    pub cni_bin_dir: Option<String>,
 }
 
 /// Initialises logging (`RUST_LOG` filters, default `info`).
@@ -275,9 +279,22 @@ where
 pub async fn run<S: State>() -> anyhow::Result<()> {
     run_process(S::COMPONENT, |process| async move {
         let openshift = is_openshift(&process.client, process.flags.cluster_type).await;
-        run_controller::<S>(process.client, process.flags.namespace, openshift, process.metrics, process.ready).await;
+        let settings =
+            Settings { namespace: process.flags.namespace, openshift, cni_bin_dir: process.flags.cni_bin_dir };
+        run_controller_with::<S>(process.client, settings, process.metrics, process.ready).await;
     })
     .await
+}
+
+/// What a state controller renders for, besides the policy.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Namespace of the operands.
+    pub namespace: String,
+    /// The cluster is OpenShift.
+    pub openshift: bool,
+    /// The nodes' CNI binary directory, when given (`None`: the cluster type's default).
+    pub cni_bin_dir: Option<String>,
 }
 
 /// The kube-runtime controller of state `S`: watches the policy (`nic-cluster-policy` only)
@@ -289,9 +306,27 @@ pub async fn run_controller<S: State>(
     metrics: Metrics,
     ready: Arc<AtomicBool>,
 ) {
+    run_controller_with::<S>(client, Settings { namespace, openshift, cni_bin_dir: None }, metrics, ready).await
+}
+
+/// [`run_controller`] with every setting: first deletes the state's [`State::leftovers`] once
+/// (in the background), then reconciles until SIGTERM.
+pub async fn run_controller_with<S: State>(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) {
+    let Settings { namespace, openshift, cni_bin_dir } = settings;
+    let leftovers = S::leftovers();
+    if !leftovers.is_empty() {
+        let (client, namespace) = (client.clone(), namespace.clone());
+        tokio::spawn(async move { crate::leftovers::delete_all(&client, &namespace, S::NAME, &leftovers).await });
+    }
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, Some(&namespace));
-    let mut ctx = Context::new(client.clone(), namespace, openshift, owned.clone(), metrics);
+    let mut ctx =
+        Context::new(client.clone(), namespace, openshift, owned.clone(), metrics).with_cni_bin_dir(cni_bin_dir);
     let mut node_changes = None;
     if !S::NODE_LABELS.is_empty() {
         let (nodes, changes) = NodeCache::watch(&client, S::NODE_LABELS);

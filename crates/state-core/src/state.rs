@@ -1,5 +1,6 @@
 //! The contract a state implements: a name, its section of the policy, a pure render function.
 
+use crate::leftovers::Leftover;
 use crate::nodes::NodeFacts;
 use crate::objects::Kind;
 use api::{FieldError, ImageSpec, NicClusterPolicy};
@@ -38,6 +39,11 @@ pub trait State: Send + Sync + 'static {
     fn referenced_config_maps(_spec: &Self::Spec) -> Vec<String> {
         Vec::new()
     }
+    /// Objects older releases created that this state no longer renders; the controller
+    /// deletes each once at start-up, when it is the operator's ([`crate::leftovers`]).
+    fn leftovers() -> Vec<Leftover> {
+        Vec::new()
+    }
     /// The objects of this state, before the cross-cutting edits. Pure: no I/O.
     fn render(spec: &Self::Spec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError>;
 }
@@ -66,7 +72,15 @@ pub struct Observed {
     pub image_tags: BTreeMap<String, ImageTags>,
     /// Facts only OpenShift clusters have.
     pub openshift: OpenShiftFacts,
+    /// The nodes' CNI binary directory when the controller was given one (`--cni-bin-dir`,
+    /// `CNI_BIN_DIR`); `None` means the cluster type's default ([`RenderContext::cni_bin_dir`]).
+    pub cni_bin_dir: Option<String>,
 }
+
+/// Where plain Kubernetes nodes keep CNI binaries.
+pub const KUBERNETES_CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// Where OpenShift nodes keep CNI binaries.
+pub const OPENSHIFT_CNI_BIN_DIR: &str = "/var/lib/cni/bin";
 
 /// What an OpenShift cluster says about itself, where a render needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,6 +111,7 @@ pub static NOTHING_OBSERVED: Observed = Observed {
     config_maps: BTreeMap::new(),
     image_tags: BTreeMap::new(),
     openshift: OpenShiftFacts { driver_toolkit: BTreeMap::new(), proxy: Vec::new(), trusted_ca: false },
+    cni_bin_dir: None,
 };
 
 impl<'a> RenderContext<'a> {
@@ -110,6 +125,16 @@ impl RenderContext<'_> {
     /// The policy deploys the OFED driver, so driver-dependent pods must wait for it.
     pub fn ofed_enabled(&self) -> bool {
         self.policy.spec.ofed_driver.is_some()
+    }
+
+    /// The host directory the CNI DaemonSets install their binaries into: the one the
+    /// controller was given (non-empty), else `/var/lib/cni/bin` on OpenShift, else `/opt/cni/bin`.
+    pub fn cni_bin_dir(&self) -> &str {
+        match self.observed.cni_bin_dir.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+            Some(dir) => dir,
+            None if self.openshift => OPENSHIFT_CNI_BIN_DIR,
+            None => KUBERNETES_CNI_BIN_DIR,
+        }
     }
 }
 
@@ -138,4 +163,25 @@ pub enum RenderError {
         /// `apiVersion/kind` of the object.
         kind: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cni_bin_dir_is_the_configured_one_else_the_cluster_types_default() {
+        let policy = NicClusterPolicy::new(api::POLICY_NAME, Default::default());
+        assert_eq!(RenderContext::new("ns", false, &policy).cni_bin_dir(), "/opt/cni/bin");
+        assert_eq!(RenderContext::new("ns", true, &policy).cni_bin_dir(), "/var/lib/cni/bin");
+        for (configured, openshift, wanted) in [
+            ("/usr/libexec/cni", false, "/usr/libexec/cni"),
+            ("/usr/libexec/cni", true, "/usr/libexec/cni"),
+            ("", true, "/var/lib/cni/bin"),
+        ] {
+            let observed = Observed { cni_bin_dir: Some(configured.into()), ..Default::default() };
+            let ctx = RenderContext { namespace: "ns", openshift, policy: &policy, observed: &observed };
+            assert_eq!(ctx.cni_bin_dir(), wanted, "{configured:?} on openshift={openshift}");
+        }
+    }
 }

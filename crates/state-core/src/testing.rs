@@ -2,7 +2,7 @@
 //! typed round trips of every object, YAML for golden snapshots, and a mock API server.
 
 use crate::render::render_state;
-use crate::state::{RenderContext, State};
+use crate::state::{Observed, RenderContext, State};
 use api::NicClusterPolicy;
 use api::parse::{self, Document};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -46,6 +46,68 @@ pub fn render<S: State>(policy: &NicClusterPolicy, openshift: bool) -> Vec<Dynam
         Ok(None) => panic!("{}: section absent", S::NAME),
         Err(e) => panic!("{}: {e}", S::NAME),
     }
+}
+
+/// Every object of state `S` for `policy` with `observed` from the cluster (e.g. a configured
+/// CNI binary directory); panics if the section is absent or does not render.
+pub fn render_observed<S: State>(
+    policy: &NicClusterPolicy,
+    openshift: bool,
+    observed: &Observed,
+) -> Vec<DynamicObject> {
+    let ctx = RenderContext { namespace: NAMESPACE, openshift, policy, observed };
+    match render_state::<S>(&ctx) {
+        Ok(Some(objects)) => objects,
+        Ok(None) => panic!("{}: section absent", S::NAME),
+        Err(e) => panic!("{}: {e}", S::NAME),
+    }
+}
+
+/// The error rendering state `S` for `policy` gives (as its message); panics if it renders.
+pub fn render_error<S: State>(policy: &NicClusterPolicy) -> String {
+    let ctx = RenderContext::new(NAMESPACE, false, policy);
+    match render_state::<S>(&ctx) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{}: rendered, but an error was expected", S::NAME),
+    }
+}
+
+/// The object of `kind` named `name` among `objects`; panics if there is none.
+pub fn find<'a>(objects: &'a [DynamicObject], kind: &str, name: &str) -> &'a DynamicObject {
+    objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == kind) && o.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} among the rendered objects"))
+}
+
+/// Adds the cross-cutting inputs of the golden cases to `policy`: a toleration and a required
+/// node-affinity term; and to `image`: a pull secret and resources for `container`.
+pub fn add_cross_cutting(
+    policy: &mut NicClusterPolicy,
+    image: impl FnOnce(&mut NicClusterPolicy) -> &mut api::ImageSpec,
+    container: &str,
+) {
+    policy.spec.tolerations = Some(vec![k8s_openapi::api::core::v1::Toleration {
+        key: Some("dedicated".into()),
+        operator: Some("Equal".into()),
+        value: Some("hpc".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]);
+    policy.spec.node_affinity = Some(
+        serde_json::from_value(serde_json::json!({
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role.kubernetes.io/worker", "operator": "Exists"}]}
+            ]}
+        }))
+        .expect("valid node affinity"),
+    );
+    let image = image(policy);
+    image.image_pull_secrets = Some(vec!["registry-secret".into()]);
+    image.container_resources = Some(vec![
+        serde_json::from_value(serde_json::json!({"name": container, "requests": {"cpu": "200m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}))
+            .expect("valid container resources"),
+    ]);
 }
 
 /// Objects as one multi-document YAML stream (for golden snapshots).

@@ -49,13 +49,17 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     let found = deployments(&client, &env.namespace).await;
     let wanted: Vec<(String, String)> = [
         "aggregator",
+        "cni-plugins",
         "doca-telemetry",
         "ib-kubernetes",
+        "ipoib",
+        "multus",
         "network-nads",
         "nic-feature-discovery",
         "ofed",
         "rdma-dp",
         "sriov-dp",
+        "whereabouts",
     ]
     .iter()
     .map(|c| (format!("{release}-{c}"), format!("{release}-{c}")))
@@ -92,6 +96,14 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
             "ib-kubernetes.enabled=false",
             "--set",
             "sriov-dp.enabled=false",
+            "--set",
+            "multus.enabled=false",
+            "--set",
+            "cni-plugins.enabled=false",
+            "--set",
+            "ipoib.enabled=false",
+            "--set",
+            "whereabouts.enabled=false",
         ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
@@ -117,10 +129,12 @@ impl Workload {
     }
 }
 
-/// Sets the policy's section `key` to `value` (`null` removes it).
+/// Sets the policy's section `key` (a dotted path under `spec`, e.g. `secondaryNetwork.multus`)
+/// to `value` (`null` removes it).
 async fn set_section(client: &Client, key: &str, value: serde_json::Value) {
+    let section = key.rsplit('.').fold(value, |inner, part| json!({part: inner}));
     Api::<NicClusterPolicy>::all(client.clone())
-        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {key: value}})))
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": section})))
         .await
         .unwrap_or_else(|e| panic!("setting spec.{key}: {e}"));
 }
@@ -267,6 +281,37 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
             json!({"image": "sriov-network-device-plugin", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v3.7.0",
                 "config": "{\"resourceList\": [{\"resourceName\": \"hostdev\", \"selectors\": {\"vendors\": [\"15b3\"]}}]}"}),
         ),
+        // Multus and Whereabouts render ClusterRoles: the API server lets their ServiceAccounts
+        // create them only because the chart grants them every right those ClusterRoles grant.
+        (
+            "multus",
+            "secondaryNetwork.multus",
+            "state-multus-cni",
+            Workload::DaemonSet("kube-multus-ds"),
+            json!({"image": "multus-cni", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v3.9.3",
+                "config": "{\"cniVersion\": \"0.3.1\", \"name\": \"multus-cni-network\", \"type\": \"multus\"}"}),
+        ),
+        (
+            "cni-plugins",
+            "secondaryNetwork.cniPlugins",
+            "state-container-networking-plugins",
+            Workload::DaemonSet("cni-plugins-ds"),
+            json!({"image": "plugins", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v1.5.0"}),
+        ),
+        (
+            "ipoib",
+            "secondaryNetwork.ipoib",
+            "state-ipoib-cni",
+            Workload::DaemonSet("kube-ipoib-cni-ds"),
+            json!({"image": "ipoib-cni", "repository": "ghcr.io/mellanox", "version": "v1.2.0"}),
+        ),
+        (
+            "whereabouts",
+            "secondaryNetwork.ipamPlugin",
+            "state-whereabouts-cni",
+            Workload::DaemonSet("whereabouts"),
+            json!({"image": "whereabouts", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v0.7.0"}),
+        ),
     ];
     for (chart, key, state, workload, section) in sections {
         let config = as_account(chart);
@@ -276,6 +321,15 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
             if workload.exists(&client, &ns).await { Ok(()) } else { Err("absent".to_string()) }
         })
         .await;
+        let cluster_role = match chart {
+            "multus" => Some("multus"),
+            "whereabouts" => Some("whereabouts-cni"),
+            _ => None,
+        };
+        if let Some(name) = cluster_role {
+            let live = Api::<ClusterRole>::all(client.clone()).get_opt(name).await.unwrap();
+            assert!(live.is_some(), "{chart}: its ServiceAccount did not create ClusterRole {name}");
+        }
         set_section(&client, key, serde_json::Value::Null).await;
         wait_for_entry(&client, state, "ignore").await;
         assert!(!workload.exists(&client, &ns).await, "{chart}: the workload was not pruned");
@@ -324,6 +378,19 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         "network-nads may read DaemonSets"
     );
     assert!(forbidden(Api::<Secret>::all(nads_client)).await, "network-nads may read Secrets");
+    // The API server refuses escalation: the multus ServiceAccount creates the ClusterRole it
+    // renders (above), but not one granting a right the chart did not give it.
+    let multus_config = as_account("multus");
+    let multus_client = client_for(&multus_config.display().to_string()).await;
+    let greedy: ClusterRole = serde_json::from_value(json!({"metadata": {"name": unique_name("netop-greedy")},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}))
+    .unwrap();
+    let refused = Api::<ClusterRole>::all(multus_client)
+        .create(&PostParams { dry_run: true, ..Default::default() }, &greedy)
+        .await
+        .expect_err("a ClusterRole granting more than the ServiceAccount holds is refused");
+    assert!(refused.to_string().contains("not currently held"), "{refused}");
+    let _ = std::fs::remove_file(multus_config);
     let aggregator_client = client_for(&aggregator_config.display().to_string()).await;
     assert!(
         forbidden(Api::<DaemonSet>::namespaced(aggregator_client, &ns)).await,

@@ -15,7 +15,8 @@ fn dry_run() -> PostParams {
 /// Dry-run creates `object` (a document of one of our kinds) and returns the server's error.
 async fn create(client: &Client, object: &Value) -> Result<(), String> {
     let kind = object["kind"].as_str().unwrap_or_default();
-    let definition = api::crd::for_kind(kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let definition = api::crd::for_type(api_version, kind).unwrap_or_else(|| panic!("no CRD for {api_version} {kind}"));
     let version = &definition.spec.versions[0].name;
     let gvk = GroupVersionKind::gvk(&definition.spec.group, version, kind);
     let resource = ApiResource::from_gvk_with_plural(&gvk, &definition.spec.names.plural);
@@ -75,7 +76,9 @@ async fn every_example_cr_of_the_original_is_accepted() {
         let text = std::fs::read_to_string(&path).unwrap();
         let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         for document in documents.into_iter().filter(|d| !d.is_null()) {
-            if api::crd::for_kind(document["kind"].as_str().unwrap_or_default()).is_none() {
+            let (api_version, kind) =
+                (document["apiVersion"].as_str().unwrap_or_default(), document["kind"].as_str().unwrap_or_default());
+            if api::crd::for_type(api_version, kind).is_none() {
                 continue; // another project's kind (the nv-ipam IPPool)
             }
             create(&env.client, &document).await.unwrap_or_else(|e| panic!("{}: refused: {e}", path.display()));
