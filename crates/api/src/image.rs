@@ -5,6 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// CEL rule of `repository`: a normalised image repository (as Docker's reference grammar: an
+/// optional registry host with an optional port, then lowercase path components).
+pub const REPOSITORY_RULE: &str = "self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\\\\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)*$')";
+
 /// Where a component's container image comes from, plus per-container resources.
 ///
 /// Embedded inline (flattened) into every component section of the policy.
@@ -15,7 +19,10 @@ pub struct ImageSpec {
     #[schemars(regex(pattern = r"[a-zA-Z0-9\-]+"))]
     pub image: String,
     /// Image repository, e.g. `ghcr.io/mellanox`.
-    #[schemars(regex(pattern = r"[a-zA-Z0-9\.\-\/]+"))]
+    #[schemars(regex(pattern = r"[a-zA-Z0-9\.\-\/]+"), length(max = 255), extend("x-kubernetes-validations" = [{
+        "rule": REPOSITORY_RULE,
+        "message": "repository must be an image repository in lowercase: an optional registry host (with an optional port) and a path, e.g. nvcr.io/nvidia/mellanox or 10.0.0.1:5000/mirror; no scheme, tag, digest or trailing slash",
+    }]))]
     pub repository: String,
     /// Image tag, or a `sha256:` digest.
     #[schemars(regex(pattern = r"[a-zA-Z0-9\.-]+"))]

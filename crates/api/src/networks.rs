@@ -22,7 +22,14 @@ pub enum NetworkState {
 /// CEL rule on `networkNamespace`: empty, or a namespace name (a DNS-1123 label), so a network
 /// whose namespace can never exist is refused when it is applied.
 pub const NAMESPACE_RULE: &str = "self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
-/// The message of [`NAMESPACE_RULE`].
+/// CEL rule of a name that must be a DNS-1123 subdomain (a ConfigMap's, say).
+pub const DNS_SUBDOMAIN_RULE: &str =
+    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+/// CEL rule of a HostDeviceNetwork's `resourceName`: the device plugin's resource name pattern,
+/// optionally after a prefix (`nvidia.com/`), which the state keeps.
+pub const RESOURCE_NAME_RULE: &str =
+    "self.matches('^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$')";
+/// Message of [`NAMESPACE_RULE`].
 pub const NAMESPACE_MESSAGE: &str = "networkNamespace must be a namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters";
 
 /// A macvlan secondary network.
@@ -109,6 +116,10 @@ pub struct HostDeviceNetworkSpec {
     pub network_namespace: Option<String>,
     /// Device-plugin resource pool; `nvidia.com/` is prefixed unless already present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), extend("x-kubernetes-validations" = [{
+        "rule": RESOURCE_NAME_RULE,
+        "message": "resourceName must be a device-plugin resource name: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, optionally after a prefix such as nvidia.com/",
+    }]))]
     pub resource_name: Option<String>,
     /// IPAM configuration (JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]

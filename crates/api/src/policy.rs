@@ -83,9 +83,18 @@ pub struct ConfigMapNameReference {
     pub name: Option<String>,
 }
 
+/// CEL rule of the OFED driver's `version`: a driver version (`24.07-0.6.1.0-0`, optionally
+/// `doca<release>-` first, as later releases name them) or a `sha256:` digest.
+pub const OFED_VERSION_RULE: &str = "self.version.matches('^(doca[0-9][0-9.]*-)?[0-9]+\\\\.[0-9]+-[0-9]+(\\\\.[0-9]+)*(-[0-9]+)?$') || self.version.matches('^sha256:[a-f0-9]{64}$')";
+
 /// The OFED driver container and how it is upgraded.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": OFED_VERSION_RULE,
+    "message": "version must be a driver version such as 24.07-0.6.1.0-0 (<year>.<month>-<release>[.<n>...][-<n>], optionally prefixed doca<release>-) or a sha256:<64 hex digits> digest",
+    "fieldPath": ".version",
+}]))]
 pub struct OfedDriverSpec {
     /// Image of the driver container.
     #[serde(flatten)]
@@ -337,6 +346,10 @@ pub struct DocaTelemetryServiceSpec {
 pub struct DocaTelemetryServiceConfig {
     /// Name of a ConfigMap in the operands' namespace used instead of the default one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), extend("x-kubernetes-validations" = [{
+        "rule": crate::networks::DNS_SUBDOMAIN_RULE,
+        "message": "fromConfigMap must name a ConfigMap: a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)",
+    }]))]
     pub from_config_map: Option<String>,
 }
 

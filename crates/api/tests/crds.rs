@@ -81,7 +81,24 @@ fn cel_failures(object: &Value) -> Vec<String> {
 }
 
 fn image() -> Value {
-    json!({"image": "x", "repository": "r", "version": "1"})
+    json!({"image": "x", "repository": "r", "version": "23.04-0.5.3.3.1"})
+}
+
+#[test]
+fn cel_rules_name_a_bad_repository_ofed_version_and_telemetry_config_map() {
+    let mut ofed = image();
+    ofed["repository"] = json!("https://nvcr.io/nvidia/");
+    ofed["version"] = json!("latest");
+    let mut doca = image();
+    doca["config"] = json!({"fromConfigMap": "My_Config"});
+    let failures = cel_failures(&policy(json!({"ofedDriver": ofed, "docaTelemetryService": doca})));
+    let mut fields: Vec<&str> = failures.iter().map(|f| f.split(':').next().unwrap_or_default()).collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["spec.docaTelemetryService.config.fromConfigMap", "spec.ofedDriver.repository", "spec.ofedDriver.version"],
+        "{failures:?}"
+    );
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn policy(spec: Value) -> Value {
 }
 
 fn image() -> Value {
-    json!({"image": "x", "repository": "nvcr.io/nvidia", "version": "1.0"})
+    json!({"image": "x", "repository": "nvcr.io/nvidia", "version": "23.04-0.5.3.3.1"})
 }
 
 #[tokio::test]
@@ -58,6 +58,23 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
         let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("refused");
         assert!(err.contains("maxUnavailable must be a number of nodes (at least 1) or a percentage"), "{bad}: {err}");
     }
+    let mut ofed = image();
+    ofed["repository"] = json!("https://nvcr.io/nvidia/");
+    let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("a URL is refused");
+    assert!(err.contains("spec.ofedDriver.repository") && err.contains("no scheme, tag, digest"), "{err}");
+    let mut ofed = image();
+    ofed["version"] = json!("latest");
+    let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("latest is refused");
+    assert!(err.contains("spec.ofedDriver.version") && err.contains("must be a driver version"), "{err}");
+    let mut doca = image();
+    doca["config"] = json!({"fromConfigMap": "My_Config"});
+    let err = create(&env.client, &policy(json!({"docaTelemetryService": doca}))).await.expect_err("refused");
+    assert!(err.contains("spec.docaTelemetryService.config.fromConfigMap") && err.contains("DNS-1123"), "{err}");
+    let network = json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "HostDeviceNetwork",
+                         "metadata": {"name": "bad-resource"}, "spec": {"resourceName": "my resource"}});
+    let err = create(&env.client, &network).await.expect_err("a blank in resourceName is refused");
+    assert!(err.contains("spec.resourceName") && err.contains("device-plugin resource name"), "{err}");
+
     for good in [json!(2), json!("25%"), json!("100%")] {
         let mut ofed = image();
         ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": good});
