@@ -1,0 +1,69 @@
+//! One `admission.k8s.io/v1` AdmissionReview in, its answer out: DELETE always passes; a
+//! NicClusterPolicy with findings ([`crate::rules::findings`]) is refused with every finding in
+//! one message and as causes (HTTP 422, reason `Invalid`, as the API server reports schema
+//! errors); anything unreadable is refused with a message saying why. Never panics.
+
+use api::{FieldError, NicClusterPolicy};
+use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, Status};
+
+/// The answer to `review` (a review without a request gets an "invalid request" answer).
+pub fn answer(review: AdmissionReview<DynamicObject>) -> AdmissionReview<DynamicObject> {
+    let request = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => {
+            return AdmissionResponse::invalid(format!("not an AdmissionReview with a request: {e}")).into_review();
+        }
+    };
+    let request: kube::core::admission::AdmissionRequest<DynamicObject> = request;
+    let response = AdmissionResponse::from(&request);
+    if matches!(request.operation, Operation::Delete | Operation::Connect) {
+        return response.into_review();
+    }
+    let Some(object) = request.object else {
+        return response.deny("the request carries no object").into_review();
+    };
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let policy: NicClusterPolicy = match serde_json::to_value(&object).and_then(serde_json::from_value) {
+        Ok(policy) => policy,
+        Err(e) => return response.deny(format!("not a readable NicClusterPolicy: {e}")).into_review(),
+    };
+    let findings = crate::rules::findings(&policy);
+    if findings.is_empty() {
+        tracing::info!(%name, operation = ?request.operation, "allowed");
+        return response.into_review();
+    }
+    tracing::info!(%name, findings = findings.len(), "denied");
+    denied(response, &name, &findings).into_review()
+}
+
+/// `response` refusing the policy `name` for `findings`.
+pub fn denied(mut response: AdmissionResponse, name: &str, findings: &[FieldError]) -> AdmissionResponse {
+    let listed: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    let message = format!("NicClusterPolicy.mellanox.com {name:?} is invalid: [{}]", listed.join(", "));
+    let causes = findings
+        .iter()
+        .map(|f| kube::core::response::StatusCause {
+            reason: "FieldValueInvalid".into(),
+            message: f.message.clone(),
+            field: f.path.clone(),
+        })
+        .collect();
+    response.allowed = false;
+    response.result = Status {
+        status: Some(kube::core::response::StatusSummary::Failure),
+        code: 422,
+        message,
+        reason: "Invalid".into(),
+        details: Some(kube::core::response::StatusDetails {
+            name: name.to_string(),
+            group: api::GROUP.into(),
+            kind: "NicClusterPolicy".into(),
+            uid: String::new(),
+            causes,
+            retry_after_seconds: 0,
+        }),
+        metadata: None,
+    };
+    response
+}

@@ -1,0 +1,80 @@
+//! Every rule a NicClusterPolicy must follow that the CRD schema cannot express, found by the
+//! same code the controllers run: `api::validate::policy` and each compiled-in state's render
+//! (device-plugin configs, `containerResources`, ...), on a sample cluster (one NIC node with
+//! the NFD labels, the ConfigMaps the policy names). A rule therefore exists once: the webhook
+//! refuses at apply time exactly what a controller would report as `error`.
+
+use api::{FieldError, NicClusterPolicy};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use state_core::{Observed, RenderContext, RenderError, State, render_state};
+use std::sync::Arc;
+
+/// Every finding of `policy`, each with its field path, without duplicates.
+pub fn findings(policy: &NicClusterPolicy) -> Vec<FieldError> {
+    let observed = sample_cluster(policy);
+    let ctx = RenderContext { namespace: "nvidia-network-operator", openshift: false, policy, observed: &observed };
+    let mut found = api::validate::policy(policy);
+    found.extend(invalid::<ofed::OfedDriver>(&ctx));
+    found.extend(invalid::<rdma_dp::RdmaDevicePlugin>(&ctx));
+    found.extend(invalid::<sriov_dp::SriovDevicePlugin>(&ctx));
+    found.extend(invalid::<ib_kubernetes::IbKubernetes>(&ctx));
+    found.extend(invalid::<nic_feature_discovery::NicFeatureDiscovery>(&ctx));
+    found.extend(invalid::<doca_telemetry::DocaTelemetry>(&ctx));
+    found.extend(invalid::<multus::Multus>(&ctx));
+    found.extend(invalid::<cni_plugins::CniPlugins>(&ctx));
+    found.extend(invalid::<ipoib::IpoibCni>(&ctx));
+    found.extend(invalid::<whereabouts::Whereabouts>(&ctx));
+    let mut unique = Vec::with_capacity(found.len());
+    for finding in found {
+        if !unique.contains(&finding) {
+            unique.push(finding);
+        }
+    }
+    unique
+}
+
+/// What rendering state `S` finds wrong with the input (other outcomes, such as waiting for
+/// the cluster, say nothing about the policy).
+fn invalid<S: State>(ctx: &RenderContext<'_>) -> Vec<FieldError> {
+    // The resource rules, one finding each (a render joins them into one, and stops at a
+    // section's first problem).
+    let mut found = match S::spec(ctx.policy) {
+        Some(spec) => api::validate::container_resources(
+            S::field_path(),
+            S::image(spec).container_resources.as_deref().unwrap_or_default(),
+        ),
+        None => Vec::new(),
+    };
+    if let Err(RenderError::Invalid(error)) = render_state::<S>(ctx)
+        && FieldError::join(found.clone()).as_ref() != Some(&error)
+    {
+        found.push(error);
+    }
+    found
+}
+
+/// A cluster where every state can render: one Ubuntu NIC node with the NFD labels, and the
+/// ConfigMaps the policy names (empty).
+fn sample_cluster(policy: &NicClusterPolicy) -> Observed {
+    let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "sample", "labels": {
+        "feature.node.kubernetes.io/pci-15b3.present": "true",
+        ofed::pools::OS_LABEL: "ubuntu", ofed::pools::OS_VERSION_LABEL: "22.04",
+        ofed::pools::KERNEL_LABEL: "5.15.0-78-generic", ofed::pools::ARCH_LABEL: "amd64"}}}))
+    .unwrap_or_default();
+    let mut observed = Observed { nodes: vec![Arc::new(state_core::nodes::facts(node, None))], ..Default::default() };
+    let mut names = Vec::new();
+    if let Some(spec) = ofed::OfedDriver::spec(policy) {
+        names.extend(ofed::OfedDriver::referenced_config_maps(spec));
+    }
+    if let Some(spec) = doca_telemetry::DocaTelemetry::spec(policy) {
+        names.extend(doca_telemetry::DocaTelemetry::referenced_config_maps(spec));
+    }
+    for name in names {
+        let config_map = ConfigMap {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        observed.config_maps.insert(name, config_map);
+    }
+    observed
+}
