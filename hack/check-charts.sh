@@ -137,6 +137,7 @@ check_crds
 
 lint "lib (library)" "$charts/lib"
 for c in "${controllers[@]}"; do lint "$c" "$umbrella/charts/$c"; done
+lint admission "$umbrella/charts/admission"
 lint "network-operator" "$umbrella"
 lint "network-operator (seed policy values)" "$umbrella" -f "$umbrella/ci/seed-policy-values.yaml"
 lint "network-operator (every section values)" "$umbrella" -f "$umbrella/ci/every-section-values.yaml"
@@ -168,6 +169,22 @@ for c in "${controllers[@]}"; do
         expect "only-$c" "Deployment $release-$c" grep -q "^  name: $release-$c\$" "$tmp/only-$c.yaml"
     fi
 done
+
+# The admission webhook (off by default): self-managed certificates with the RBAC for its one
+# Secret and its one ValidatingWebhookConfiguration; or cert-manager; or a given Secret.
+webhook_only=(--set admission.enabled=true)
+for c in "${controllers[@]}"; do webhook_only+=(--set "$c.enabled=false"); done
+if render admission "${webhook_only[@]}"; then
+    expect admission "webhook, Service, self-managed certificate RBAC" kinds_are "$tmp/admission.yaml" \
+        "ServiceAccount=1 Role=1 RoleBinding=1 ClusterRole=1 ClusterRoleBinding=1 Deployment=1 Service=1 ValidatingWebhookConfiguration=1"
+    expect admission "failurePolicy Fail, sideEffects None" grep -q 'failurePolicy: Fail' "$tmp/admission.yaml"
+fi
+if render admission-cert-manager "${webhook_only[@]}" --set admission.certificates.mode=certManager; then
+    expect admission-cert-manager "Issuer, Certificate, CA injection, no RBAC" kinds_are "$tmp/admission-cert-manager.yaml" \
+        "ServiceAccount=1 Issuer=1 Certificate=1 Deployment=1 Service=1 ValidatingWebhookConfiguration=1"
+    expect admission-cert-manager "cainjector annotation" grep -q 'cert-manager.io/inject-ca-from' "$tmp/admission-cert-manager.yaml"
+fi
+refuse admission-secret-without-ca caBundle "${webhook_only[@]}" --set admission.certificates.mode=secret --set admission.certificates.secretName=x
 
 if render cni-bin-dir --set global.cniBinDir=/usr/libexec/cni; then
     expect cni-bin-dir "CNI_BIN_DIR=/usr/libexec/cni for every controller" \

@@ -101,7 +101,11 @@ async fn bad_policies_are_refused_at_apply_time_with_every_field_and_self_manage
     })
     .await;
     assert_eq!(error.code, 422, "{error:?}");
-    assert!(error.message.contains("admission webhook \"vnicclusterpolicy.mellanox.com\" denied the request"), "{}", error.message);
+    assert!(
+        error.message.contains("admission webhook \"vnicclusterpolicy.mellanox.com\" denied the request"),
+        "{}",
+        error.message
+    );
     for path in ["spec.rdmaSharedDevicePlugin.config", "spec.ofedDriver.containerResources[0].requests.cpu"] {
         assert!(error.message.contains(path), "{path} in {}", error.message);
     }

@@ -160,7 +160,13 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     let client = env.client.clone();
     let ns = env.namespace.clone();
     let release = unique_name("rbac");
-    install(&env.cleanup, &release, &ns, &[]);
+    // The webhook too; its Service is not routed here, so the API server may not wait for it.
+    install(
+        &env.cleanup,
+        &release,
+        &ns,
+        &["--set", "admission.enabled=true", "--set", "admission.failurePolicy=Ignore"],
+    );
     let as_account = |controller: &str| impersonating(&ns, &format!("{release}-{controller}"));
     let elect = |config: &std::path::Path| {
         vec![
@@ -360,6 +366,40 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     networks.delete(&name, &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_never_forbidden(&nads);
+
+    // The admission webhook, self-managed: it stores its certificates in its Secret and
+    // publishes its CA in its ValidatingWebhookConfiguration, with only its chart's RBAC.
+    let webhook_config = as_account("admission");
+    let webhook_name = format!("{release}-admission");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).unwrap().port();
+    let webhook_env = vec![
+        ("KUBECONFIG".to_string(), webhook_config.display().to_string()),
+        ("WEBHOOK_LISTEN".to_string(), format!("127.0.0.1:{port}")),
+        ("WEBHOOK_SELF_MANAGED_SECRET".to_string(), format!("{webhook_name}-certs")),
+        ("WEBHOOK_CONFIG_NAME".to_string(), webhook_name.clone()),
+        ("WEBHOOK_SERVICE".to_string(), webhook_name.clone()),
+    ];
+    let webhook = ControllerProcess::start("admission-webhook", &ns, &env_of(&webhook_env));
+    eventually("the webhook's CA in its caBundle", WAIT, || async {
+        let config =
+            Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(client.clone())
+                .get(&webhook_name)
+                .await
+                .map_err(|e| e.to_string())?;
+        let bundle = config.webhooks.unwrap_or_default().first().and_then(|w| w.client_config.ca_bundle.clone());
+        let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&format!("{webhook_name}-certs"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ca = secret.and_then(|s| s.data).and_then(|d| d.get("ca.crt").cloned());
+        if bundle.is_some() && bundle == ca { Ok(()) } else { Err("not published yet".to_string()) }
+    })
+    .await;
+    assert_never_forbidden(&webhook);
+    let webhook_client = client_for(&webhook_config.display().to_string()).await;
+    let other = Api::<Secret>::namespaced(webhook_client, &ns).get(&format!("{webhook_name}-other")).await;
+    assert!(matches!(other, Err(kube::Error::Api(s)) if s.code == 403), "the webhook may read other Secrets");
+    let _ = std::fs::remove_file(webhook_config);
 
     // Each ServiceAccount is refused what it does not need.
     let rdma_client = client_for(&rdma_config.display().to_string()).await;
