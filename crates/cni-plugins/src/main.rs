@@ -1,6 +1,6 @@
 //! `cni-plugins-controller`: installs the reference CNI plugins on every node.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     state_core::run::<cni_plugins::CniPlugins>().await
 }

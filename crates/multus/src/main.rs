@@ -1,6 +1,6 @@
 //! `multus-controller`: deploys and keeps healthy Multus CNI.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     state_core::run::<multus::Multus>().await
 }

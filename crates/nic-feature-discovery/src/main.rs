@@ -1,6 +1,6 @@
 //! `nic-feature-discovery-controller`: deploys NIC feature discovery on every node.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     state_core::run::<nic_feature_discovery::NicFeatureDiscovery>().await
 }
