@@ -50,12 +50,15 @@ pub struct Context {
     /// The process's metrics.
     pub metrics: Metrics,
     retries: Mutex<HashMap<String, u32>>,
+    /// Per network (uid): the resourceVersion it had when we last wrote its status, and what we
+    /// wrote; while the cache still shows that version, the write has not come back yet.
+    written: Mutex<HashMap<String, (String, NetworkStatus)>>,
 }
 
 impl Context {
     /// A context over `nads`, the live NADs of one network kind.
     pub fn new(client: Client, nads: OwnedObjects, metrics: Metrics) -> Self {
-        Self { client, nads, metrics, retries: Mutex::new(HashMap::new()) }
+        Self { client, nads, metrics, retries: Mutex::new(HashMap::new()), written: Mutex::new(HashMap::new()) }
     }
 
     fn retry_after(&self, name: &str) -> Duration {
@@ -162,6 +165,21 @@ async fn report<N: Network>(network: &N, ctx: &Context, status: &NetworkStatus) 
     if current.as_ref() == Some(&desired) {
         return Ok(());
     }
+    // Our previous write of this very status may not be in the cache yet (the reconcile ran
+    // before its watch event): the cache still shows the version we wrote over.
+    let uid = network.uid().unwrap_or_default();
+    let version = network.resource_version().unwrap_or_default();
+    {
+        let mut written = ctx.written.lock().unwrap_or_else(|e| e.into_inner());
+        match written.get(&uid) {
+            Some((seen, status)) if *seen == version && *status == desired => return Ok(()),
+            // The cache has moved on: the memo has served.
+            Some(_) => {
+                written.remove(&uid);
+            }
+            None => {}
+        }
+    }
     let mut body = json!({ "state": desired.state });
     if let Some(reason) = &desired.reason {
         body["reason"] = json!(reason);
@@ -180,6 +198,11 @@ async fn report<N: Network>(network: &N, ctx: &Context, status: &NetworkStatus) 
         .await
         .map_err(|source| Error { kind: N::kind(&()).to_string(), name: network.name_any(), source })?;
     ctx.metrics.status_writes.with_label_values(&[N::STATE]).inc();
+    let mut written = ctx.written.lock().unwrap_or_else(|e| e.into_inner());
+    if written.len() > 10_000 {
+        written.clear(); // entries of deleted networks; a memo, not a record
+    }
+    written.insert(uid, (version, desired));
     Ok(())
 }
 

@@ -113,10 +113,7 @@ async fn bad_policies_are_refused_at_apply_time_with_every_field_and_self_manage
     // A good one passes; so does a delete.
     let good = labelled(seed_policy(), &run);
     policies.create(&dry_run, &good).await.expect("the seed policy is allowed");
-    let existing = policies.get_opt(POLICY_NAME).await.expect("readable");
-    assert!(existing.is_none(), "the e2e tests leave no policy behind");
-    env.cleanup.policy();
-    policies.create(&PostParams::default(), &good).await.expect("created");
+    e2e::fresh_policy(&env, &good).await;
     policies.delete(POLICY_NAME, &DeleteParams::default()).await.expect("a delete always passes");
 
     // The serving certificate lives 15 s and is renewed with 5 s left, under the same CA:
