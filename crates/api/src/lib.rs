@@ -46,6 +46,7 @@ macro_rules! optional_spec {
     };
 }
 
+pub mod cert_manager;
 pub mod crd;
 pub mod image;
 pub mod nad;
