@@ -251,7 +251,12 @@ fn an_ippool_as_whereabouts_writes_it_is_valid_and_survives_a_typed_round_trip()
 #[test]
 fn the_nv_ipam_crds_have_the_originals_fields_printer_columns_and_status() {
     let expected = [
-        ("ippools.nv-ipam.nvidia.com", "IPPool", ["Subnet", "Gateway", "Block Size"], json!(["perNodeBlockSize", "subnet"])),
+        (
+            "ippools.nv-ipam.nvidia.com",
+            "IPPool",
+            ["Subnet", "Gateway", "Block Size"],
+            json!(["perNodeBlockSize", "subnet"]),
+        ),
         (
             "cidrpools.nv-ipam.nvidia.com",
             "CIDRPool",
@@ -270,8 +275,14 @@ fn the_nv_ipam_crds_have_the_originals_fields_printer_columns_and_status() {
         assert_eq!(names, columns, "{name}");
         let schema = crd::schema_json(definition);
         assert_eq!(schema["properties"]["spec"]["required"], required, "{name}");
-        assert_eq!(schema["properties"]["spec"]["properties"]["exclusions"]["items"]["required"], json!(["endIP", "startIP"]));
-        assert_eq!(schema["properties"]["spec"]["properties"]["nodeSelector"]["required"], json!(["nodeSelectorTerms"]));
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["exclusions"]["items"]["required"],
+            json!(["endIP", "startIP"])
+        );
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["nodeSelector"]["required"],
+            json!(["nodeSelectorTerms"])
+        );
     }
     let ip_pool = crd::schema_json(&shipped[0]);
     assert_eq!(

@@ -107,7 +107,9 @@ fn the_webhook_on_kubernetes_without_cert_manager_waits_for_it_and_renders_nothi
     let ctx = RenderContext::new(testing::NAMESPACE, false, &policy);
     match render_state::<NvIpam>(&ctx) {
         Err(RenderError::Waiting(message)) => {
-            assert!(message.starts_with("spec.nvIpam.enableWebhook: the webhook's serving certificate needs cert-manager"));
+            assert!(
+                message.starts_with("spec.nvIpam.enableWebhook: the webhook's serving certificate needs cert-manager")
+            );
         }
         other => panic!("expected Waiting, got {other:?}"),
     }
@@ -126,7 +128,10 @@ fn the_webhook_on_openshift_uses_the_service_ca_and_the_node_agent_its_scc() {
         "nv-ipam-webhook-server-cert"
     );
     let configuration = find(&objects, "ValidatingWebhookConfiguration", "nv-ipam-validating-webhook-configuration");
-    assert_eq!(configuration.metadata.annotations.as_ref().unwrap()["service.beta.openshift.io/inject-cabundle"], "true");
+    assert_eq!(
+        configuration.metadata.annotations.as_ref().unwrap()["service.beta.openshift.io/inject-cabundle"],
+        "true"
+    );
     find(&objects, "Role", "nv-ipam-node");
     let binding = find(&objects, "RoleBinding", "nv-ipam-node");
     assert_eq!(binding.data["subjects"][0]["name"], "nv-ipam-node");
@@ -191,7 +196,9 @@ fn the_controllers_rbac_covers_cert_manager_the_webhook_and_what_its_cluster_rol
         assert!(operands.iter().any(|(g, r, _)| g == "cert-manager.io" && r == resource), "{resource}: {operands:?}");
     }
     let cluster = rules(&rbac.cluster);
-    assert!(cluster.iter().any(|(g, r, _)| g == "admissionregistration.k8s.io" && r == "validatingwebhookconfigurations"));
+    assert!(
+        cluster.iter().any(|(g, r, _)| g == "admissionregistration.k8s.io" && r == "validatingwebhookconfigurations")
+    );
     let status = cluster.iter().find(|(g, r, _)| g == "nv-ipam.nvidia.com" && r == "ippools/status").unwrap();
     assert_eq!(status.2, ["get", "update", "patch"], "granted by the nv-ipam-controller ClusterRole");
 }

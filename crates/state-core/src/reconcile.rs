@@ -199,7 +199,8 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
     if tokio::time::timeout(CACHE_WAIT, caches).await.is_err() {
         tracing::warn!(state = S::NAME, "caches not filled yet; going ahead");
     }
-    let served = discover(&ctx.client, &S::kinds()).await.map_err(|message| Outcome::new(SyncState::NotReady, message))?;
+    let served =
+        discover(&ctx.client, &S::kinds()).await.map_err(|message| Outcome::new(SyncState::NotReady, message))?;
     // The watches of the optional kinds that are served list before anything is compared or pruned.
     let optional_caches = ctx.owned.synced_where(|kind| kind.optional && served.contains(&kind.type_name()));
     if tokio::time::timeout(CACHE_WAIT, optional_caches).await.is_err() {
@@ -233,7 +234,8 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
 /// not installed). An unreachable API is an error message naming the group version.
 pub async fn discover(client: &Client, kinds: &[Kind]) -> Result<BTreeSet<String>, String> {
     let mut served = BTreeSet::new();
-    let versions: BTreeSet<&str> = kinds.iter().filter(|k| k.optional).map(|k| k.resource.api_version.as_str()).collect();
+    let versions: BTreeSet<&str> =
+        kinds.iter().filter(|k| k.optional).map(|k| k.resource.api_version.as_str()).collect();
     for api_version in versions {
         let resources = match client.list_api_group_resources(api_version).await {
             Ok(list) => list.resources,
