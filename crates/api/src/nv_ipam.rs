@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "nv-ipam.nvidia.com";
 
 /// A subnet the IPAM controller splits into blocks of `perNodeBlockSize` addresses, one per node.
+// Two printer columns of the same type look like a duplicated attribute to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(remote = "Self")]
 #[kube(
@@ -86,6 +88,8 @@ pub struct Allocation {
 }
 
 /// A CIDR block the IPAM controller splits into prefixes of `perNodeNetworkPrefix`, one per node.
+// Two printer columns of the same type look like a duplicated attribute to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(remote = "Self")]
 #[kube(

@@ -203,7 +203,7 @@ mod tests {
         let ctx = RenderContext::new("ns", false, &policy);
         assert!(ctx.serves(&Kind::namespaced::<Service>()));
         assert!(!ctx.serves(&optional), "nothing observed: an optional API counts as absent");
-        let observed = Observed::default().serving_all(&[optional.clone()]);
+        let observed = Observed::default().serving_all(std::slice::from_ref(&optional));
         assert_eq!(observed.served, BTreeSet::from(["v1/Service".to_string()]));
         assert!(RenderContext { observed: &observed, ..ctx }.serves(&optional));
     }
