@@ -27,7 +27,7 @@ export KUBECONFIG="$tmp/no-kubeconfig"
 
 charts=charts
 umbrella=$charts/network-operator
-controllers=(aggregator ofed rdma-dp nic-feature-discovery doca-telemetry ib-kubernetes sriov-dp multus cni-plugins ipoib whereabouts network-nads)
+controllers=(aggregator ofed rdma-dp nic-feature-discovery doca-telemetry ib-kubernetes sriov-dp multus cni-plugins ipoib whereabouts nv-ipam network-nads)
 release=network-operator
 namespace=nvidia-network-operator
 # APIs the optional objects wait for (ServiceMonitor, PrometheusRule, NodeFeatureRule).
@@ -146,14 +146,14 @@ per_controller="ServiceAccount=1 ClusterRole=1 ClusterRoleBinding=1 Deployment=1
 
 if render defaults; then
     expect defaults "3 controllers, their RBAC and Services, nothing optional" \
-        kinds_are "$tmp/defaults.yaml" "ServiceAccount=12 ClusterRole=12 ClusterRoleBinding=12 Role=22 RoleBinding=22 Deployment=12 Service=12"
+        kinds_are "$tmp/defaults.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13"
 fi
 
 if render all "${all_apis[@]}" \
     --set global.serviceMonitor.enabled=true --set prometheusRule.enabled=true \
     --set grafanaDashboard.enabled=true --set nfd.deployNodeFeatureRules=true; then
     expect all "plus ServiceMonitors, PrometheusRule, NodeFeatureRule, dashboard ConfigMap" \
-        kinds_are "$tmp/all.yaml" "ServiceAccount=12 ClusterRole=12 ClusterRoleBinding=12 Role=22 RoleBinding=22 Deployment=12 Service=12 ServiceMonitor=12 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=1"
+        kinds_are "$tmp/all.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13 ServiceMonitor=13 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=1"
     expect all "dashboard ConfigMap labelled grafana_dashboard" grep -q 'grafana_dashboard: "1"' "$tmp/all.yaml"
 fi
 
@@ -162,7 +162,7 @@ for c in "${controllers[@]}"; do
     for other in "${controllers[@]}"; do [ "$other" = "$c" ] || off+=(--set "$other.enabled=false"); done
     if render "only-$c" "${off[@]}"; then
         case "$c" in
-            rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes|sriov-dp|multus|cni-plugins|ipoib|whereabouts) roles="Role=2 RoleBinding=2" ;; # operands + leader election
+            rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes|sriov-dp|multus|cni-plugins|ipoib|whereabouts|nv-ipam) roles="Role=2 RoleBinding=2" ;; # operands + leader election
             *) roles="Role=1 RoleBinding=1" ;;       # leader election
         esac
         expect "only-$c" "only $release-$c" kinds_are "$tmp/only-$c.yaml" "$per_controller $roles"
@@ -188,7 +188,7 @@ refuse admission-secret-without-ca caBundle "${webhook_only[@]}" --set admission
 
 if render cni-bin-dir --set global.cniBinDir=/usr/libexec/cni; then
     expect cni-bin-dir "CNI_BIN_DIR=/usr/libexec/cni for every controller" \
-        test "$(grep -A1 'name: CNI_BIN_DIR$' "$tmp/cni-bin-dir.yaml" | grep -c 'value: "/usr/libexec/cni"')" = 12
+        test "$(grep -A1 'name: CNI_BIN_DIR$' "$tmp/cni-bin-dir.yaml" | grep -c 'value: "/usr/libexec/cni"')" = 13
 fi
 if render deploycr-seed -f "$umbrella/ci/seed-policy-values.yaml"; then
     expect deploycr-seed "NicClusterPolicy nic-cluster-policy" grep -q '^kind: NicClusterPolicy$' "$tmp/deploycr-seed.yaml"

@@ -24,6 +24,7 @@ pub fn findings(policy: &NicClusterPolicy) -> Vec<FieldError> {
     found.extend(invalid::<cni_plugins::CniPlugins>(&ctx));
     found.extend(invalid::<ipoib::IpoibCni>(&ctx));
     found.extend(invalid::<whereabouts::Whereabouts>(&ctx));
+    found.extend(invalid::<nv_ipam::NvIpam>(&ctx));
     let mut unique = Vec::with_capacity(found.len());
     for finding in found {
         if !unique.contains(&finding) {

@@ -5,6 +5,7 @@
 
 use crate::nad::NetworkAttachmentDefinition;
 use crate::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
+use crate::nv_ipam;
 use crate::policy::NicClusterPolicy;
 use crate::whereabouts::{IPPool, OverlappingRangeIPReservation};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -36,6 +37,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         finish(NetworkAttachmentDefinition::crd()),
         finish(IPPool::crd()),
         finish(OverlappingRangeIPReservation::crd()),
+        finish(nv_ipam::IPPool::crd()),
+        finish(nv_ipam::CIDRPool::crd()),
     ]
 }
 
@@ -133,7 +136,8 @@ pub fn nic_cluster_policy() -> CustomResourceDefinition {
 }
 
 /// The CRD serving `kind`, if this project ships it (the first one: NicClusterPolicy, the
-/// networks, the NAD, then the Whereabouts kinds; see [`for_type`] where the group matters).
+/// networks, the NAD, the Whereabouts kinds, then NVIDIA IPAM's; see [`for_type`] where the
+/// group matters, e.g. for `IPPool`).
 pub fn for_kind(kind: &str) -> Option<CustomResourceDefinition> {
     all().into_iter().find(|crd| crd.spec.names.kind == kind)
 }

@@ -1,7 +1,8 @@
 //! The `mellanox.com/v1alpha1` API of the network operator, as the original product defines it:
 //! [`NicClusterPolicy`](policy::NicClusterPolicy), the three secondary-network kinds and the
 //! `k8s.cni.cncf.io/v1` [`NetworkAttachmentDefinition`](nad::NetworkAttachmentDefinition) they
-//! render to, and the [`whereabouts`] CRDs the chart ships for the Whereabouts IPAM.
+//! render to, and the CRDs the chart ships for the IPAMs: [`whereabouts`] and NVIDIA IPAM's
+//! pools ([`nv_ipam`]).
 //!
 //! This crate does no I/O. Besides the types it holds what every other crate needs to agree on:
 //! the generated CRDs ([`crd`]), a validator that checks a document against those CRD schemas the
@@ -45,10 +46,12 @@ macro_rules! optional_spec {
     };
 }
 
+pub mod cert_manager;
 pub mod crd;
 pub mod image;
 pub mod nad;
 pub mod networks;
+pub mod nv_ipam;
 pub mod parse;
 pub mod policy;
 pub mod schema;

@@ -261,5 +261,69 @@ fn an_ippool_as_whereabouts_writes_it_is_valid_and_survives_a_typed_round_trip()
         "spec": {"range": "192.168.2.224/28", "allocations": {"1": {"id": "c0ffee", "podref": "default/pod-a", "ifname": "net1"}}}});
     assert_eq!(violations(&pool), Vec::<String>::new());
     assert!(api::parse::round_trip_losses::<api::whereabouts::IPPool>(&pool).is_empty());
-    assert!(crd::for_type("nv-ipam.nvidia.com/v1alpha1", "IPPool").is_none(), "nv-ipam's IPPool is another kind");
+    let nv_ipam = crd::for_type("nv-ipam.nvidia.com/v1alpha1", "IPPool").expect("nv-ipam's IPPool is shipped too");
+    assert_ne!(nv_ipam.metadata.name, crd::for_kind("IPPool").unwrap().metadata.name, "another kind of the same name");
+}
+
+#[test]
+fn the_nv_ipam_crds_have_the_originals_fields_printer_columns_and_status() {
+    let expected = [
+        (
+            "ippools.nv-ipam.nvidia.com",
+            "IPPool",
+            ["Subnet", "Gateway", "Block Size"],
+            json!(["perNodeBlockSize", "subnet"]),
+        ),
+        (
+            "cidrpools.nv-ipam.nvidia.com",
+            "CIDRPool",
+            ["CIDR", "Gateway index", "Per Node Network Prefix"],
+            json!(["cidr", "perNodeNetworkPrefix"]),
+        ),
+    ];
+    let shipped: Vec<_> = crd::all().into_iter().filter(|c| c.spec.group == api::nv_ipam::GROUP).collect();
+    assert_eq!(shipped.len(), 2);
+    for (definition, (name, kind, columns, required)) in shipped.iter().zip(expected) {
+        assert_eq!(definition.metadata.name.as_deref(), Some(name));
+        assert_eq!((definition.spec.names.kind.as_str(), definition.spec.scope.as_str()), (kind, "Namespaced"));
+        let version = &definition.spec.versions[0];
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name}: status subresource");
+        let names: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, columns, "{name}");
+        let schema = crd::schema_json(definition);
+        assert_eq!(schema["properties"]["spec"]["required"], required, "{name}");
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["exclusions"]["items"]["required"],
+            json!(["endIP", "startIP"])
+        );
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["nodeSelector"]["required"],
+            json!(["nodeSelectorTerms"])
+        );
+    }
+    let ip_pool = crd::schema_json(&shipped[0]);
+    assert_eq!(
+        ip_pool["properties"]["status"]["properties"]["allocations"]["items"]["required"],
+        json!(["endIP", "nodeName", "startIP"])
+    );
+    let cidr_pool = crd::schema_json(&shipped[1]);
+    let spec = &cidr_pool["properties"]["spec"]["properties"];
+    assert_eq!(spec["staticAllocations"]["items"]["required"], json!(["prefix"]));
+    assert_eq!(spec["gatewayIndex"]["type"], "integer");
+}
+
+#[test]
+fn a_cidr_pool_with_every_field_is_valid_and_survives_a_typed_round_trip() {
+    let pool = json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "CIDRPool",
+        "metadata": {"name": "pool-1", "namespace": "nvidia-network-operator"},
+        "spec": {"cidr": "10.200.0.0/16", "perNodeNetworkPrefix": 24, "gatewayIndex": 1,
+            "exclusions": [{"startIP": "10.200.0.10", "endIP": "10.200.0.20"}],
+            "staticAllocations": [{"nodeName": "node-33", "prefix": "10.200.33.0/24", "gateway": "10.200.33.10"}, {"prefix": "10.200.2.0/24"}],
+            "nodeSelector": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/role", "operator": "In", "values": ["worker"]}]}]}},
+        "status": {"allocations": [{"nodeName": "node-1", "prefix": "10.200.1.0/24", "gateway": "10.200.1.1"}]}});
+    assert_eq!(violations(&pool), Vec::<String>::new());
+    assert!(api::parse::round_trip_losses::<api::nv_ipam::CIDRPool>(&pool).is_empty());
+    let mut wrong = pool.clone();
+    wrong["spec"]["perNodeNetworkPrefix"] = json!("24");
+    assert_eq!(violations(&wrong).len(), 1, "perNodeNetworkPrefix is an integer");
 }

@@ -3,6 +3,7 @@
 
 use api::parse::{self, Document};
 use api::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork, NicClusterPolicy, crd};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -22,18 +23,25 @@ fn examples() -> Vec<(String, String)> {
     files
 }
 
-/// The examples of this project's kinds, as raw JSON values.
+/// The examples of the kinds whose CRDs this project ships (ours and NVIDIA IPAM's pools), as
+/// raw JSON values.
 fn operator_documents() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (name, text) in examples() {
         for value in parse::documents(&text).unwrap_or_else(|e| panic!("{name}: {e}")) {
             let group = value["apiVersion"].as_str().unwrap_or_default().split('/').next().unwrap_or_default();
-            if group == api::GROUP {
+            if group == api::GROUP || group == api::nv_ipam::GROUP {
                 out.push((name.clone(), value));
             }
         }
     }
     out
+}
+
+/// The CRD of an example document.
+fn definition(value: &Value) -> CustomResourceDefinition {
+    let (api_version, kind) = (value["apiVersion"].as_str().unwrap(), value["kind"].as_str().unwrap());
+    crd::for_type(api_version, kind).unwrap_or_else(|| panic!("no CRD for {api_version} {kind}"))
 }
 
 #[test]
@@ -48,6 +56,7 @@ fn the_original_products_examples_are_all_present() {
         "mellanox.com_v1alpha1_ipoibnetwork_cr.yaml",
         "nicclusterpolicy_every-section.yaml",
         "nicclusterpolicy_ofed-upgrade.yaml",
+        "nvidia.com_v1alpha1_nv_ipam_ippool_cr.yaml",
     ] {
         assert!(names.iter().any(|n| n == expected), "missing example/crs/{expected}");
     }
@@ -70,7 +79,7 @@ fn every_example_parses_into_the_typed_api() {
 #[test]
 fn every_example_matches_its_crd_schema() {
     for (name, value) in operator_documents() {
-        let definition = crd::for_kind(value["kind"].as_str().unwrap()).expect("a kind of ours");
+        let definition = definition(&value);
         let violations = api::schema::validate(&crd::schema_json(&definition), &value);
         assert!(violations.is_empty(), "{name}: {violations:?}");
     }
@@ -80,7 +89,7 @@ fn every_example_matches_its_crd_schema() {
 fn every_example_passes_the_crd_cel_rules() {
     let validator = kube::core::cel::Validator::new();
     for (name, value) in operator_documents() {
-        let definition = crd::for_kind(value["kind"].as_str().unwrap()).expect("a kind of ours");
+        let definition = definition(&value);
         if let Err(errors) = validator.validate(&crd::schema_json(&definition), &value, None) {
             panic!("{name}: {errors}");
         }
@@ -95,6 +104,7 @@ fn a_typed_round_trip_loses_no_field_of_any_example() {
             "MacvlanNetwork" => parse::round_trip_losses::<MacvlanNetwork>(&value),
             "HostDeviceNetwork" => parse::round_trip_losses::<HostDeviceNetwork>(&value),
             "IPoIBNetwork" => parse::round_trip_losses::<IPoIBNetwork>(&value),
+            "IPPool" => parse::round_trip_losses::<api::nv_ipam::IPPool>(&value),
             other => panic!("{name}: unexpected kind {other}"),
         };
         assert!(lost.is_empty(), "{name}: {lost:?}");

@@ -7,7 +7,8 @@
 //!   subchart's `files/rbac.yaml` under `DIR`).
 //!
 //! Bad input exits with code 2 and one line naming the file and the field path. The states
-//! compiled in: every state of the policy but nv-ipam; network CRs render to NetworkAttachmentDefinitions.
+//! compiled in: every state of the policy (as on a cluster with every optional API, e.g.
+//! cert-manager); network CRs render to NetworkAttachmentDefinitions.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

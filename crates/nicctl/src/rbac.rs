@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use api::parse::{self, Document};
-use state_core::Observed;
 use state_core::rbac::{ControllerRbac, state_rbac};
+use state_core::{Observed, State};
 use std::path::Path;
 
 /// A policy with every section: what the states render from it shows what their Roles grant.
@@ -30,6 +30,10 @@ pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
         ("cni-plugins", state_rbac::<cni_plugins::CniPlugins>(&sample, &Observed::default())),
         ("ipoib", state_rbac::<ipoib::IpoibCni>(&sample, &Observed::default())),
         ("whereabouts", state_rbac::<whereabouts::Whereabouts>(&sample, &Observed::default())),
+        (
+            "nv-ipam",
+            state_rbac::<nv_ipam::NvIpam>(&sample, &Observed::default().serving_all(&nv_ipam::NvIpam::kinds())),
+        ),
         ("network-nads", network_nads::rbac()),
     ])
 }

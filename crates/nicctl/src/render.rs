@@ -87,6 +87,7 @@ fn render_policy(
     objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
     objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file)?);
     objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file)?);
+    objects.extend(state::<nv_ipam::NvIpam>(&ctx, &args.file)?);
     objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file)?);
     let compiled_in = [
         multus::Multus::NAME,
@@ -97,6 +98,7 @@ fn render_policy(
         sriov_dp::SriovDevicePlugin::NAME,
         rdma_dp::RdmaDevicePlugin::NAME,
         ib_kubernetes::IbKubernetes::NAME,
+        nv_ipam::NvIpam::NAME,
         nic_feature_discovery::NicFeatureDiscovery::NAME,
         doca_telemetry::DocaTelemetry::NAME,
     ];
@@ -115,9 +117,11 @@ fn network_nad<N: Network>(network: &N, file: &Path) -> Result<DynamicObject, Fa
     network_nads::render::render(network).map_err(|e| input_error(file, e))
 }
 
-/// The objects of state `S`; bad input is an input error naming the field.
+/// The objects of state `S`, as a cluster serving every optional API of the state gets them
+/// (e.g. cert-manager's); bad input is an input error naming the field.
 fn state<S: State>(ctx: &RenderContext<'_>, file: &Path) -> Result<Vec<DynamicObject>, Failure> {
-    match render_state::<S>(ctx) {
+    let observed = ctx.observed.clone().serving_all(&S::kinds());
+    match render_state::<S>(&RenderContext { observed: &observed, ..*ctx }) {
         Ok(objects) => Ok(objects.unwrap_or_default()),
         Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
         Err(RenderError::Waiting(reason)) => {

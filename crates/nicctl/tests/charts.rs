@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTROLLERS: [&str; 12] = [
+const CONTROLLERS: [&str; 13] = [
     "aggregator",
     "ofed",
     "rdma-dp",
@@ -23,6 +23,7 @@ const CONTROLLERS: [&str; 12] = [
     "cni-plugins",
     "ipoib",
     "whereabouts",
+    "nv-ipam",
     "network-nads",
 ];
 

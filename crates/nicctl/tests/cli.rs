@@ -103,7 +103,7 @@ fn render_prints_the_rdma_device_plugin_for_the_seed_policy() {
 }
 
 #[test]
-fn render_prints_the_four_secondary_network_states_with_the_cni_bin_dir_of_the_cluster() {
+fn render_prints_the_four_secondary_network_states_and_nv_ipam_with_the_cni_bin_dir_of_the_cluster() {
     let path = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-full.yaml";
     for (args, bin_dir) in [
         (vec![], "/opt/cni/bin"),
@@ -113,12 +113,17 @@ fn render_prints_the_four_secondary_network_states_with_the_cni_bin_dir_of_the_c
         let output = nicctl(&[&["render", "-f", path][..], &args].concat());
         assert!(output.status.success(), "{}", stderr(&output));
         let text = String::from_utf8(output.stdout).unwrap();
-        for object in
-            ["name: kube-multus-ds", "name: cni-plugins-ds", "name: kube-ipoib-cni-ds", "name: whereabouts-cni"]
-        {
+        for object in [
+            "name: kube-multus-ds",
+            "name: cni-plugins-ds",
+            "name: kube-ipoib-cni-ds",
+            "name: whereabouts-cni",
+            "name: nv-ipam-node",
+        ] {
             assert!(text.contains(object), "{args:?}: no {object}");
         }
-        assert_eq!(text.matches(&format!("path: {bin_dir}\n")).count(), 4, "{args:?}: {bin_dir} in each CNI DaemonSet");
+        // The four CNI DaemonSets and nv-ipam's node agent.
+        assert_eq!(text.matches(&format!("path: {bin_dir}\n")).count(), 5, "{args:?}: {bin_dir} in each CNI DaemonSet");
         assert!(!text.contains("kind: CustomResourceDefinition"), "no state renders a CRD");
         assert!(!text.contains("multus-cni-config"), "config: '' means auto");
     }

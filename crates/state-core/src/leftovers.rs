@@ -2,11 +2,15 @@
 //! Whereabouts IP-reconciler CronJob): the controller deletes each once at start-up, as the
 //! original operator did, but only when it is the operator's (it carries the state label or an
 //! owner reference to a NicClusterPolicy), so a user's object of the same name is never touched.
+//!
+//! Some of them hold the user's data (e.g. the old NVIDIA IPAM ConfigMap its controller turns
+//! into pools): those are [released](release) instead, i.e. they lose the state label and the
+//! policy's owner reference, so no prune and no deletion of the policy ever removes them.
 
 use crate::STATE_LABEL;
 use crate::apply::{self, api_for};
 use crate::objects::Kind;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 
 /// One object an older release created: its kind and name (namespaced kinds live in the
@@ -24,6 +28,8 @@ pub struct Leftover {
 pub enum Outcome {
     /// It was there and is deleted now.
     Deleted,
+    /// It was there and is the user's now (no state label, no policy owner reference).
+    Released,
     /// It was not there.
     Absent,
     /// An object of that name exists but is not the operator's: left alone.
@@ -32,14 +38,57 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Whether `owner` is a NicClusterPolicy.
+fn is_policy(owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> bool {
+    owner.kind == "NicClusterPolicy" && owner.api_version.starts_with("mellanox.com/")
+}
+
 /// Whether `object` is one the operator created: the state label of `state`, or an owner
 /// reference to a NicClusterPolicy.
 fn is_operators(object: &kube::core::DynamicObject, state: &str) -> bool {
-    object.labels().get(STATE_LABEL).is_some_and(|s| s == state)
-        || object
-            .owner_references()
-            .iter()
-            .any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
+    object.labels().get(STATE_LABEL).is_some_and(|s| s == state) || object.owner_references().iter().any(is_policy)
+}
+
+/// Releases `leftover` of state `state` in `namespace` if it exists and is the operator's:
+/// one merge patch removes the state label and every NicClusterPolicy owner reference (other
+/// owners are kept), guarded by the resourceVersion that was read.
+pub async fn release(client: &Client, namespace: &str, state: &str, leftover: &Leftover) -> Outcome {
+    let api = api_for(client, &leftover.kind, Some(namespace));
+    let live = match api.get_opt(leftover.name).await {
+        Ok(Some(live)) => live,
+        Ok(None) => return Outcome::Absent,
+        Err(e) => return Outcome::Failed(apply::describe(&e)),
+    };
+    if !is_operators(&live, state) {
+        return Outcome::NotOurs;
+    }
+    let owners: Vec<_> = live.owner_references().iter().filter(|o| !is_policy(o)).cloned().collect();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": live.resource_version(),
+        "labels": {STATE_LABEL: null},
+        "ownerReferences": owners,
+    }});
+    match api.patch(leftover.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Outcome::Released,
+        Err(kube::Error::Api(status)) if status.code == 404 => Outcome::Absent,
+        Err(e) => Outcome::Failed(apply::describe(&e)),
+    }
+}
+
+/// Releases every object of `released` of state `state` once (see [`release`]), logging what
+/// happened.
+pub async fn release_all(client: &Client, namespace: &str, state: &str, released: &[Leftover]) {
+    for leftover in released {
+        let what = format!("{} {namespace}/{}", leftover.kind.resource.kind, leftover.name);
+        match release(client, namespace, state, leftover).await {
+            Outcome::Released => {
+                tracing::info!(state, object = %what, "released an older release's object: it is the user's now")
+            }
+            Outcome::Failed(why) => tracing::warn!(state, object = %what, error = %why, "could not release an object"),
+            // Absent, or released before (no label, no policy owner): nothing to do.
+            _ => {}
+        }
+    }
 }
 
 /// Deletes `leftover` of state `state` in `namespace` if it exists and is the operator's. The
@@ -71,7 +120,7 @@ pub async fn delete_all(client: &Client, namespace: &str, state: &str, leftovers
         let what = format!("{} {namespace}/{}", leftover.kind.resource.kind, leftover.name);
         match delete(client, namespace, state, leftover).await {
             Outcome::Deleted => tracing::info!(state, object = %what, "deleted the leftover of an older release"),
-            Outcome::Absent => {}
+            Outcome::Absent | Outcome::Released => {}
             Outcome::NotOurs => {
                 tracing::warn!(state, object = %what, "left alone: named like an older release's object, but not the operator's")
             }
@@ -124,6 +173,46 @@ mod tests {
         let (client, mut server) = mock_client();
         let task = tokio::spawn(async move { delete(&client, "ns", "state-x", &leftover()).await });
         server.expect("GET", PATH, 200, cron_job(json!({"app": "mine"}), json!([]))).await;
+        assert_eq!(task.await.unwrap(), Outcome::NotOurs);
+        server.expect_no_more().await;
+    }
+
+    const CM_PATH: &str = "/api/v1/namespaces/ns/configmaps/old-config";
+
+    fn old_config() -> Leftover {
+        Leftover { kind: Kind::namespaced::<k8s_openapi::api::core::v1::ConfigMap>(), name: "old-config" }
+    }
+
+    #[tokio::test]
+    async fn a_released_object_loses_the_state_label_and_the_policy_owner_only() {
+        let (client, mut server) = mock_client();
+        let task = tokio::spawn(async move { release(&client, "ns", "state-x", &old_config()).await });
+        let owners = json!([
+            {"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "name": "nic-cluster-policy", "uid": "p"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "o"},
+        ]);
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-config", "namespace": "ns",
+            "resourceVersion": "42", "labels": {STATE_LABEL: "state-x", "app": "mine"}, "ownerReferences": owners},
+            "data": {"config": "{}"}});
+        server.expect("GET", CM_PATH, 200, live.clone()).await;
+        let patched = server.expect("PATCH", CM_PATH, 200, live).await;
+        assert_eq!(
+            patched.body,
+            json!({"metadata": {"resourceVersion": "42", "labels": {STATE_LABEL: null},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "o"}]}}),
+            "nothing else changes, and only the version read is patched"
+        );
+        assert_eq!(task.await.unwrap(), Outcome::Released);
+        server.expect_no_more().await;
+    }
+
+    #[tokio::test]
+    async fn an_object_released_before_or_a_users_is_not_written() {
+        let (client, mut server) = mock_client();
+        let task = tokio::spawn(async move { release(&client, "ns", "state-x", &old_config()).await });
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-config", "namespace": "ns",
+            "resourceVersion": "43", "labels": {"app": "mine"}}});
+        server.expect("GET", CM_PATH, 200, live).await;
         assert_eq!(task.await.unwrap(), Outcome::NotOurs);
         server.expect_no_more().await;
     }

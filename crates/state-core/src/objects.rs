@@ -15,17 +15,33 @@ pub struct Kind {
     pub resource: ApiResource,
     /// Objects of this kind live in a namespace.
     pub namespaced: bool,
+    /// The kind's API may not be installed (e.g. cert-manager's): whether the API server
+    /// serves it is observed before each render ([`crate::Observed::served`]), and the
+    /// controller does not wait for its watch to start.
+    pub optional: bool,
 }
 
 impl Kind {
-    /// The kind of `K`, a namespaced k8s-openapi type.
+    /// The kind of `K`, a namespaced type (k8s-openapi, or a custom resource).
     pub fn namespaced<K: kube::Resource<DynamicType = ()>>() -> Self {
-        Self { resource: ApiResource::erase::<K>(&()), namespaced: true }
+        Self { resource: ApiResource::erase::<K>(&()), namespaced: true, optional: false }
     }
 
-    /// The kind of `K`, a cluster-scoped k8s-openapi type.
+    /// The kind of `K`, a cluster-scoped type.
     pub fn cluster<K: kube::Resource<DynamicType = ()>>() -> Self {
-        Self { resource: ApiResource::erase::<K>(&()), namespaced: false }
+        Self { resource: ApiResource::erase::<K>(&()), namespaced: false, optional: false }
+    }
+
+    /// The same kind, from an API the cluster may not have installed (see [`Kind::optional`]).
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    /// `apiVersion/kind`, e.g. `cert-manager.io/v1/Issuer`: how [`crate::Observed::served`]
+    /// names the kind.
+    pub fn type_name(&self) -> String {
+        format!("{}/{}", self.resource.api_version, self.resource.kind)
     }
 
     /// Whether `object` is of this kind.

@@ -43,17 +43,23 @@ impl OwnedObjects {
             // and kind: key them by the kind of the watch that delivered them, so they match
             // what was rendered and are neither re-applied nor pruned.
             let types = TypeMeta { api_version: kind.resource.api_version.clone(), kind: kind.resource.kind.clone() };
+            let optional = kind.optional;
             stores.push((kind, writer.as_reader()));
             let typed = watcher(api, config.clone()).modify(move |object: &mut DynamicObject| {
                 object.types = Some(types.clone());
             });
             let stream = reflector::reflector(writer, typed)
                 .default_backoff()
-                .filter_map(|event| async move {
+                .filter_map(move |event| async move {
                     match event {
                         Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => Some(Some(object)),
                         Ok(watcher::Event::InitDone) => Some(None),
                         Ok(_) => None,
+                        // An optional kind's API may simply not be installed (yet): no alarm.
+                        Err(e) if optional => {
+                            tracing::debug!(error = %e, "watch of owned objects of an optional API failed; retrying");
+                            None
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "watch of owned objects failed; retrying");
                             None
@@ -85,9 +91,16 @@ impl OwnedObjects {
         Self { stores }
     }
 
-    /// Waits until every store holds its first full list.
+    /// Waits until the store of every required kind holds its first full list (the watch of
+    /// an [optional](Kind::optional) kind whose API is not installed never lists).
     pub async fn synced(&self) {
-        futures::future::join_all(self.stores.iter().map(|(_, s)| s.wait_until_ready())).await;
+        self.synced_where(|kind| !kind.optional).await
+    }
+
+    /// Waits until the store of every kind `which` selects holds its first full list.
+    pub async fn synced_where(&self, which: impl Fn(&Kind) -> bool) {
+        let stores = self.stores.iter().filter(|(kind, _)| which(kind));
+        futures::future::join_all(stores.map(|(_, s)| s.wait_until_ready())).await;
     }
 
     /// Waits (at most `timeout`) until every store holds its first full list.

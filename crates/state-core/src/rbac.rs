@@ -138,7 +138,8 @@ impl ControllerRbac {
 /// cluster-wide for cluster-scoped kinds), what the Roles it renders grant (rendered from
 /// `sample`, a policy with every section, and `cluster`, e.g. a few NIC nodes, on Kubernetes and
 /// on OpenShift), the policy and its status, its Lease; and the NIC nodes when it renders from
-/// them, the ConfigMaps its section may name, and its leftovers (read and delete, by name).
+/// them, the ConfigMaps its section may name, its leftovers (read and delete, by name) and the
+/// objects it releases (read and patch, by name).
 pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
     for kind in S::kinds() {
@@ -168,6 +169,15 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
             &leftover.kind.resource.plural,
             &[leftover.name.to_string()],
             &["get", "delete"],
+        );
+    }
+    for released in S::released() {
+        let scope = if released.kind.namespaced { &mut rbac.operands } else { &mut rbac.cluster };
+        scope.allow_named(
+            &released.kind.resource.group,
+            &released.kind.resource.plural,
+            &[released.name.to_string()],
+            &["get", "patch"],
         );
     }
     if S::READS_CONFIG_MAPS {

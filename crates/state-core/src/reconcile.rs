@@ -186,9 +186,9 @@ pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome
     }
 }
 
-/// What rendering state `S` reads from the cluster: the NIC nodes (from the cache) and the
-/// ConfigMaps its section names (read now; a missing one is simply absent). Waits for the
-/// caches' first lists, at most a while.
+/// What rendering state `S` reads from the cluster: which of its optional kinds the API server
+/// serves (discovery), the NIC nodes (from the cache) and the ConfigMaps its section names (read
+/// now; a missing one is simply absent). Waits for the caches' first lists, at most a while.
 pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Result<Observed, Outcome> {
     let caches = async {
         ctx.owned.synced().await;
@@ -199,9 +199,17 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
     if tokio::time::timeout(CACHE_WAIT, caches).await.is_err() {
         tracing::warn!(state = S::NAME, "caches not filled yet; going ahead");
     }
+    let served =
+        discover(&ctx.client, &S::kinds()).await.map_err(|message| Outcome::new(SyncState::NotReady, message))?;
+    // The watches of the optional kinds that are served list before anything is compared or pruned.
+    let optional_caches = ctx.owned.synced_where(|kind| kind.optional && served.contains(&kind.type_name()));
+    if tokio::time::timeout(CACHE_WAIT, optional_caches).await.is_err() {
+        tracing::warn!(state = S::NAME, "caches of optional kinds not filled yet; going ahead");
+    }
     let mut observed = Observed {
         nodes: ctx.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default(),
         cni_bin_dir: ctx.cni_bin_dir.clone(),
+        served,
         ..Default::default()
     };
     let names = S::spec(policy).map(S::referenced_config_maps).unwrap_or_default();
@@ -219,6 +227,28 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
         }
     }
     Ok(observed)
+}
+
+/// The [optional](Kind::optional) kinds of `kinds` the API server serves, by
+/// [`Kind::type_name`]: one discovery request per API group version (a 404 means the API is
+/// not installed). An unreachable API is an error message naming the group version.
+pub async fn discover(client: &Client, kinds: &[Kind]) -> Result<BTreeSet<String>, String> {
+    let mut served = BTreeSet::new();
+    let versions: BTreeSet<&str> =
+        kinds.iter().filter(|k| k.optional).map(|k| k.resource.api_version.as_str()).collect();
+    for api_version in versions {
+        let resources = match client.list_api_group_resources(api_version).await {
+            Ok(list) => list.resources,
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => return Err(format!("discovering the API {api_version}: {}", apply::describe(&e))),
+        };
+        for kind in kinds.iter().filter(|k| k.optional && k.resource.api_version == api_version) {
+            if resources.iter().any(|r| r.name == kind.resource.plural && r.kind == kind.resource.kind) {
+                served.insert(kind.type_name());
+            }
+        }
+    }
+    Ok(served)
 }
 
 /// Renders from `observed`, applies, prunes and checks readiness; never fails, it concludes.
@@ -333,4 +363,56 @@ async fn report<S: State>(policy: &NicClusterPolicy, ctx: &Context, outcome: &Ou
         .map_err(|source| Error::Status { state: S::NAME, source })?;
     ctx.metrics.status_writes.with_label_values(&[S::NAME]).inc();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{mock_client, status_error};
+    use kube::core::ApiResource;
+    use serde_json::json;
+
+    fn cert_manager(kind: &str, plural: &str) -> Kind {
+        let gvk = kube::core::GroupVersionKind::gvk("cert-manager.io", "v1", kind);
+        Kind { resource: ApiResource::from_gvk_with_plural(&gvk, plural), namespaced: true, optional: true }
+    }
+
+    #[tokio::test]
+    async fn discovery_names_the_optional_kinds_the_api_server_serves() {
+        let kinds = vec![
+            Kind::namespaced::<ConfigMap>(),
+            cert_manager("Issuer", "issuers"),
+            cert_manager("Certificate", "certificates"),
+        ];
+        let (client, mut server) = mock_client();
+        let task = tokio::spawn(async move { discover(&client, &kinds).await });
+        let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "cert-manager.io/v1",
+            "resources": [{"name": "issuers", "singularName": "issuer", "namespaced": true, "kind": "Issuer", "verbs": ["get"]}]});
+        server.expect("GET", "/apis/cert-manager.io/v1", 200, list).await;
+        server.expect_no_more().await;
+        assert_eq!(task.await.unwrap().unwrap(), BTreeSet::from(["cert-manager.io/v1/Issuer".to_string()]));
+    }
+
+    #[tokio::test]
+    async fn an_api_that_is_not_installed_serves_nothing_and_an_unreachable_one_is_an_error() {
+        let kinds = vec![cert_manager("Issuer", "issuers")];
+        let (client, mut server) = mock_client();
+        let asked = kinds.clone();
+        let task = tokio::spawn(async move { discover(&client, &asked).await });
+        server.expect("GET", "/apis/cert-manager.io/v1", 404, status_error(404, "NotFound")).await;
+        assert_eq!(task.await.unwrap(), Ok(BTreeSet::new()));
+
+        let (client, mut server) = mock_client();
+        let task = tokio::spawn(async move { discover(&client, &kinds).await });
+        server.expect("GET", "/apis/cert-manager.io/v1", 503, status_error(503, "ServiceUnavailable")).await;
+        let err = task.await.unwrap().unwrap_err();
+        assert!(err.starts_with("discovering the API cert-manager.io/v1: ServiceUnavailable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_state_without_optional_kinds_asks_nothing() {
+        let (client, mut server) = mock_client();
+        assert_eq!(discover(&client, &[Kind::namespaced::<ConfigMap>()]).await, Ok(BTreeSet::new()));
+        server.expect_no_more().await;
+    }
 }

@@ -309,8 +309,9 @@ pub async fn run_controller<S: State>(
     run_controller_with::<S>(client, Settings { namespace, openshift, cni_bin_dir: None }, metrics, ready).await
 }
 
-/// [`run_controller`] with every setting: first deletes the state's [`State::leftovers`] once
-/// (in the background), then reconciles until SIGTERM.
+/// [`run_controller`] with every setting: first releases the state's [`State::released`]
+/// objects (before the first reconcile, so no prune races it) and deletes its
+/// [`State::leftovers`] once (in the background), then reconciles until SIGTERM.
 pub async fn run_controller_with<S: State>(
     client: Client,
     settings: Settings,
@@ -318,6 +319,7 @@ pub async fn run_controller_with<S: State>(
     ready: Arc<AtomicBool>,
 ) {
     let Settings { namespace, openshift, cni_bin_dir } = settings;
+    crate::leftovers::release_all(&client, &namespace, S::NAME, &S::released()).await;
     let leftovers = S::leftovers();
     if !leftovers.is_empty() {
         let (client, namespace) = (client.clone(), namespace.clone());

@@ -44,6 +44,13 @@ pub trait State: Send + Sync + 'static {
     fn leftovers() -> Vec<Leftover> {
         Vec::new()
     }
+    /// Objects older releases created, labelled and owned, that hold the user's data and that
+    /// this state no longer renders: the controller releases each once at start-up (removes
+    /// the state label and the policy's owner reference, [`crate::leftovers::release`]), so
+    /// neither a prune nor the policy's deletion ever removes them.
+    fn released() -> Vec<Leftover> {
+        Vec::new()
+    }
     /// The objects of this state, before the cross-cutting edits. Pure: no I/O.
     fn render(spec: &Self::Spec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError>;
 }
@@ -75,6 +82,18 @@ pub struct Observed {
     /// The nodes' CNI binary directory when the controller was given one (`--cni-bin-dir`,
     /// `CNI_BIN_DIR`); `None` means the cluster type's default ([`RenderContext::cni_bin_dir`]).
     pub cni_bin_dir: Option<String>,
+    /// The [optional](crate::objects::Kind::optional) kinds of the state that the API server
+    /// serves, by [`Kind::type_name`] (discovered before each render).
+    pub served: BTreeSet<String>,
+}
+
+impl Observed {
+    /// The same facts, with every optional kind of `kinds` served: offline rendering shows
+    /// what a cluster with those APIs gets.
+    pub fn serving_all(mut self, kinds: &[Kind]) -> Self {
+        self.served.extend(kinds.iter().filter(|k| k.optional).map(Kind::type_name));
+        self
+    }
 }
 
 /// Where plain Kubernetes nodes keep CNI binaries.
@@ -112,6 +131,7 @@ pub static NOTHING_OBSERVED: Observed = Observed {
     image_tags: BTreeMap::new(),
     openshift: OpenShiftFacts { driver_toolkit: BTreeMap::new(), proxy: Vec::new(), trusted_ca: false },
     cni_bin_dir: None,
+    served: BTreeSet::new(),
 };
 
 impl<'a> RenderContext<'a> {
@@ -125,6 +145,12 @@ impl RenderContext<'_> {
     /// The policy deploys the OFED driver, so driver-dependent pods must wait for it.
     pub fn ofed_enabled(&self) -> bool {
         self.policy.spec.ofed_driver.is_some()
+    }
+
+    /// Whether the API server serves `kind`: always for required kinds, as observed for
+    /// [optional](crate::objects::Kind::optional) ones.
+    pub fn serves(&self, kind: &Kind) -> bool {
+        !kind.optional || self.observed.served.contains(&kind.type_name())
     }
 
     /// The host directory the CNI DaemonSets install their binaries into: the one the
@@ -168,6 +194,19 @@ pub enum RenderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn required_kinds_are_always_served_and_optional_ones_as_discovered() {
+        use k8s_openapi::api::core::v1::Service;
+        let policy = NicClusterPolicy::new(api::POLICY_NAME, Default::default());
+        let optional = Kind::namespaced::<Service>().optional();
+        let ctx = RenderContext::new("ns", false, &policy);
+        assert!(ctx.serves(&Kind::namespaced::<Service>()));
+        assert!(!ctx.serves(&optional), "nothing observed: an optional API counts as absent");
+        let observed = Observed::default().serving_all(std::slice::from_ref(&optional));
+        assert_eq!(observed.served, BTreeSet::from(["v1/Service".to_string()]));
+        assert!(RenderContext { observed: &observed, ..ctx }.serves(&optional));
+    }
 
     #[test]
     fn the_cni_bin_dir_is_the_configured_one_else_the_cluster_types_default() {

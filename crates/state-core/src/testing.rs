@@ -5,6 +5,7 @@ use crate::render::render_state;
 use crate::state::{Observed, RenderContext, State};
 use api::NicClusterPolicy;
 use api::parse::{self, Document};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -132,6 +133,9 @@ pub fn assert_round_trips(objects: &[DynamicObject]) {
             "ClusterRole" => parse::round_trip_losses::<ClusterRole>(&value),
             "ClusterRoleBinding" => parse::round_trip_losses::<ClusterRoleBinding>(&value),
             "NetworkAttachmentDefinition" => parse::round_trip_losses::<api::NetworkAttachmentDefinition>(&value),
+            "ValidatingWebhookConfiguration" => parse::round_trip_losses::<ValidatingWebhookConfiguration>(&value),
+            "Issuer" => parse::round_trip_losses::<api::cert_manager::Issuer>(&value),
+            "Certificate" => parse::round_trip_losses::<api::cert_manager::Certificate>(&value),
             other => panic!("no typed round trip for kind {other}: add it to state_core::testing"),
         };
         let name = value["metadata"]["name"].as_str().unwrap_or_default();

@@ -133,6 +133,33 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// Server-side applies the CRDs of `files` (names under the repository's `crds/`), as a user or
+/// Helm installs them, and waits until each is Established; panics naming a file the API server
+/// refuses.
+pub async fn install_crd_files(client: &Client, files: &[&str]) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    for file in files {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused crds/{file}: {e}"));
+        eventually(&format!("CRD {name} to be Established"), WAIT, || async {
+            let live = crds.get(&name).await.map_err(|e| e.to_string())?;
+            let conditions = live.status.and_then(|s| s.conditions).unwrap_or_default();
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+                .ok_or("not yet".to_string())
+        })
+        .await;
+    }
+}
+
 /// A name starting with `prefix` that no other test run uses.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

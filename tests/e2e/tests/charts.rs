@@ -56,6 +56,7 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
         "multus",
         "network-nads",
         "nic-feature-discovery",
+        "nv-ipam",
         "ofed",
         "rdma-dp",
         "sriov-dp",
@@ -104,6 +105,8 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
             "ipoib.enabled=false",
             "--set",
             "whereabouts.enabled=false",
+            "--set",
+            "nv-ipam.enabled=false",
         ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
@@ -318,10 +321,22 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
             Workload::DaemonSet("whereabouts"),
             json!({"image": "whereabouts", "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v0.7.0"}),
         ),
+        // nv-ipam renders two ClusterRoles, a Deployment and a DaemonSet; it looks for cert-manager's
+        // API and for the ConfigMap of older releases, with its ServiceAccount's rights.
+        (
+            "nv-ipam",
+            "nvIpam",
+            "state-nv-ipam-cni",
+            Workload::Deployment("nv-ipam-controller"),
+            json!({"image": "nvidia-k8s-ipam", "repository": "ghcr.io/mellanox", "version": "v0.2.0", "enableWebhook": false}),
+        ),
     ];
     for (chart, key, state, workload, section) in sections {
         let config = as_account(chart);
-        let process = ControllerProcess::start(&format!("{chart}-controller"), &ns, &env_of(&elect(&config)));
+        // nv-ipam's own Deployment is `nv-ipam-controller`, hence the binary's longer name.
+        let binary =
+            if chart == "nv-ipam" { "nv-ipam-state-controller".to_string() } else { format!("{chart}-controller") };
+        let process = ControllerProcess::start(&binary, &ns, &env_of(&elect(&config)));
         set_section(&client, key, section).await;
         eventually(&format!("the workload of {chart}"), WAIT, || async {
             if workload.exists(&client, &ns).await { Ok(()) } else { Err("absent".to_string()) }
@@ -330,6 +345,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         let cluster_role = match chart {
             "multus" => Some("multus"),
             "whereabouts" => Some("whereabouts-cni"),
+            "nv-ipam" => Some("nv-ipam-controller"),
             _ => None,
         };
         if let Some(name) = cluster_role {

@@ -25,7 +25,10 @@ async fn create(client: &Client, object: &Value) -> Result<(), String> {
     } else {
         Api::all_with(client.clone(), &resource)
     };
-    let object: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+    let mut object: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+    if definition.spec.scope == "Namespaced" {
+        object.metadata.namespace = Some("default".into()); // e.g. the example IPPool's nvidia-network-operator
+    }
     api.create(&dry_run(), &object).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
@@ -96,13 +99,13 @@ async fn every_example_cr_of_the_original_is_accepted() {
             let (api_version, kind) =
                 (document["apiVersion"].as_str().unwrap_or_default(), document["kind"].as_str().unwrap_or_default());
             if api::crd::for_type(api_version, kind).is_none() {
-                continue; // another project's kind (the nv-ipam IPPool)
+                continue; // a kind whose CRD this project does not ship
             }
             create(&env.client, &document).await.unwrap_or_else(|e| panic!("{}: refused: {e}", path.display()));
             accepted += 1;
         }
     }
-    assert!(accepted >= 17, "only {accepted} example documents were checked");
+    assert!(accepted >= 18, "only {accepted} example documents were checked");
 }
 
 #[tokio::test]

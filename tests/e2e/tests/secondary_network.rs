@@ -9,7 +9,7 @@ use api::whereabouts::{IPPool, IPPoolSpec};
 use api::{NicClusterPolicy, POLICY_NAME};
 use e2e::binary::ControllerProcess;
 use e2e::kubelet::{confirm_deletions, create_node, run_pods};
-use e2e::{MANAGER, TestEnv, WAIT, eventually, fresh_policy, seed_policy, unique_name, wait_for_entry};
+use e2e::{TestEnv, WAIT, eventually, fresh_policy, install_crd_files, seed_policy, unique_name, wait_for_entry};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -17,7 +17,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Instant;
 
 /// One binary under test.
@@ -181,37 +180,15 @@ async fn ipoib_is_ready_and_cleaned_up() {
     removed(&env, &IPOIB).await;
 }
 
-/// Server-side applies the Whereabouts CRDs from `crds/`, as a user (or Helm) installs them.
-async fn install_whereabouts_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-    for file in ["ippools.whereabouts.cni.cncf.io.yaml", "overlappingrangeipreservations.whereabouts.cni.cncf.io.yaml"]
-    {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("crds/{file}: {e}"));
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused crds/{file}: {e}"));
-        eventually(&format!("CRD {name} to be Established"), WAIT, || async {
-            let live = crds.get(&name).await.map_err(|e| e.to_string())?;
-            let conditions = live.status.and_then(|s| s.conditions).unwrap_or_default();
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-                .ok_or("not yet".to_string())
-        })
-        .await;
-    }
-}
-
 #[tokio::test]
 async fn whereabouts_never_deletes_ip_allocations_and_deletes_the_old_cron_job_once() {
     let Some(env) = TestEnv::new("netop-e2e-whereabouts").await else { return };
     let client = env.client.clone();
-    install_whereabouts_crds(&client).await;
+    install_crd_files(
+        &client,
+        &["ippools.whereabouts.cni.cncf.io.yaml", "overlappingrangeipreservations.whereabouts.cni.cncf.io.yaml"],
+    )
+    .await;
 
     // A user's pool with an allocation.
     let pools: Api<IPPool> = Api::namespaced(client.clone(), &env.namespace);
