@@ -54,9 +54,15 @@ async fn main() -> anyhow::Result<()> {
     let steady = Duration::from_secs(env_or("BENCH_STEADY_SECONDS", "300").parse().context("BENCH_STEADY_SECONDS")?);
     let policy_file = env_or("BENCH_POLICY", "example/crs/nicclusterpolicy_every-section.yaml");
     let out = env_or("BENCH_OUT", "target/bench/results.md");
-    let policy = read_policy(&policy_file)?;
+    let mut policy = read_policy(&policy_file)?;
+    let mut notes = String::new();
+    // nv-ipam's webhook needs cert-manager, which the benchmark's control plane does not serve.
+    if let Some(nv_ipam) = policy.spec.nv_ipam.as_mut().filter(|n| n.enable_webhook == Some(true)) {
+        nv_ipam.enable_webhook = Some(false);
+        notes.push_str(" `nvIpam.enableWebhook` set to false (no cert-manager);");
+    }
     let mut report = format!(
-        "# Benchmark ({})\n\nPolicy: `{policy_file}`; steady state: {} s.\n",
+        "# Benchmark ({})\n\nPolicy: `{policy_file}`;{notes} steady state: {} s.\n",
         jiff::Timestamp::now(),
         steady.as_secs()
     );
@@ -340,12 +346,13 @@ async fn run(n: usize, policy: &NicClusterPolicy, steady: Duration) -> anyhow::R
     for (name, _) in &processes {
         let (i, b, c, g, s) =
             (&idle[name], &before[name], &after_create[name], &after_change[name], &after_steady[name]);
-        let writes: f64 = delta(&s.requests, &g.requests).iter().filter(|(v, _)| is_write(v)).map(|(_, n)| n).sum();
+        let writes: f64 =
+            delta(&s.requests, &g.requests).iter().filter(|(v, _)| is_write(v)).map(|(_, n)| n).sum::<f64>().max(0.0);
         steady_writes += writes;
         total_rss += s.rss_kib;
         writeln!(
             out,
-            "| {name} | {:.1} | {:.1} / {:.1} | {:.2} | {} | {} | {writes} |",
+            "| {name} | {:.1} | {:.1} / {:.1} | {:.2} | {} | {} | {writes:.0} |",
             i.rss_kib as f64 / 1024.0,
             s.rss_kib as f64 / 1024.0,
             s.peak_kib as f64 / 1024.0,
@@ -354,7 +361,7 @@ async fn run(n: usize, policy: &NicClusterPolicy, steady: Duration) -> anyhow::R
             shown(&delta(&g.requests, &c.requests)),
         )?;
     }
-    writeln!(out, "| **all** | | {:.1} | | | | {steady_writes} |", total_rss as f64 / 1024.0)?;
+    writeln!(out, "| **all** | | {:.1} | | | | {steady_writes:.0} |", total_rss as f64 / 1024.0)?;
     if steady_writes > 0.0 {
         eprintln!("WARNING: {steady_writes} writes in steady state");
     }

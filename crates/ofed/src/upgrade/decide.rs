@@ -262,7 +262,10 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
                         }
                     }
                     None if node.state == NodeState::Unknown => {
+                        // Only the label: nothing happened to the node, so no Event (a first
+                        // install would otherwise record one per node).
                         update = Update::moving(node, NodeState::UpgradeDone, "the driver is current");
+                        update.note = None;
                     }
                     None => {}
                 }

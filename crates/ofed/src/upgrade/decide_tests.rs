@@ -57,12 +57,10 @@ fn only_update(plan: &Plan) -> &Update {
 // Row 1: unknown and upgrade-done.
 
 #[test]
-fn an_unknown_node_with_a_current_driver_is_done() {
+fn an_unknown_node_with_a_current_driver_is_labelled_done_without_an_event() {
     let plan = plan_of(&settings(), &snapshot(vec![node("n1", NodeState::Unknown)]));
     assert_eq!(moves(&plan), [("n1".to_string(), Some(NodeState::UpgradeDone))]);
-    let note = only_update(&plan).note.clone().unwrap();
-    assert!(!note.warning && note.message.contains("(none) → upgrade-done"), "{note:?}");
-    assert_eq!(note.reason, "UpgradeDone");
+    assert_eq!(only_update(&plan).note, None, "no Event: nothing happened to the node");
 }
 
 #[test]
