@@ -49,19 +49,29 @@ fn is_operators(object: &kube::core::DynamicObject, state: &str) -> bool {
     object.labels().get(STATE_LABEL).is_some_and(|s| s == state) || object.owner_references().iter().any(is_policy)
 }
 
+/// The live `leftover` if it exists and is the operator's; otherwise what that means.
+async fn operators(
+    api: &kube::Api<kube::core::DynamicObject>,
+    leftover: &Leftover,
+    state: &str,
+) -> Result<kube::core::DynamicObject, Outcome> {
+    match api.get_opt(leftover.name).await {
+        Ok(Some(live)) if is_operators(&live, state) => Ok(live),
+        Ok(Some(_)) => Err(Outcome::NotOurs),
+        Ok(None) => Err(Outcome::Absent),
+        Err(e) => Err(Outcome::Failed(apply::describe(&e))),
+    }
+}
+
 /// Releases `leftover` of state `state` in `namespace` if it exists and is the operator's:
 /// one merge patch removes the state label and every NicClusterPolicy owner reference (other
 /// owners are kept), guarded by the resourceVersion that was read.
 pub async fn release(client: &Client, namespace: &str, state: &str, leftover: &Leftover) -> Outcome {
     let api = api_for(client, &leftover.kind, Some(namespace));
-    let live = match api.get_opt(leftover.name).await {
-        Ok(Some(live)) => live,
-        Ok(None) => return Outcome::Absent,
-        Err(e) => return Outcome::Failed(apply::describe(&e)),
+    let live = match operators(&api, leftover, state).await {
+        Ok(live) => live,
+        Err(outcome) => return outcome,
     };
-    if !is_operators(&live, state) {
-        return Outcome::NotOurs;
-    }
     let owners: Vec<_> = live.owner_references().iter().filter(|o| !is_policy(o)).cloned().collect();
     let patch = serde_json::json!({"metadata": {
         "resourceVersion": live.resource_version(),
@@ -95,14 +105,10 @@ pub async fn release_all(client: &Client, namespace: &str, state: &str, released
 /// delete carries the uid that was read, so an object re-created in between is not deleted.
 pub async fn delete(client: &Client, namespace: &str, state: &str, leftover: &Leftover) -> Outcome {
     let api = api_for(client, &leftover.kind, Some(namespace));
-    let live = match api.get_opt(leftover.name).await {
-        Ok(Some(live)) => live,
-        Ok(None) => return Outcome::Absent,
-        Err(e) => return Outcome::Failed(apply::describe(&e)),
+    let live = match operators(&api, leftover, state).await {
+        Ok(live) => live,
+        Err(outcome) => return outcome,
     };
-    if !is_operators(&live, state) {
-        return Outcome::NotOurs;
-    }
     let params = DeleteParams {
         preconditions: Some(Preconditions { uid: live.uid(), resource_version: None }),
         ..Default::default()
