@@ -53,14 +53,14 @@ check_links() {
     local log="$tmp/links.log" bad=0
     : >"$log"
     for path in "$umbrella/charts/lib" \
-        $(for c in "${controllers[@]}"; do echo "$umbrella/charts/$c/charts/lib" "$umbrella/charts/$c/values.schema.json"; done); do
+        $(for c in "${controllers[@]}" all-in-one; do echo "$umbrella/charts/$c/charts/lib" "$umbrella/charts/$c/values.schema.json"; done); do
         if [ ! -L "$path" ]; then
             echo "$path is not a symlink" >>"$log"; bad=1
         elif [ ! -e "$path" ]; then
             echo "$path -> $(readlink "$path") does not resolve" >>"$log"; bad=1
         fi
     done
-    for c in "${controllers[@]}"; do
+    for c in "${controllers[@]}" all-in-one; do
         [ -f "$umbrella/charts/$c/files/rbac.yaml" ] || { echo "$c: files/rbac.yaml is missing" >>"$log"; bad=1; }
     done
     if [ $bad = 0 ]; then ok "wiring: charts/lib and values.schema.json symlinks resolve, files/rbac.yaml present"
@@ -137,7 +137,9 @@ check_crds
 
 lint "lib (library)" "$charts/lib"
 for c in "${controllers[@]}"; do lint "$c" "$umbrella/charts/$c"; done
+lint all-in-one "$umbrella/charts/all-in-one"
 lint admission "$umbrella/charts/admission"
+lint "network-operator (all-in-one values)" "$umbrella" -f "$umbrella/values-all-in-one.yaml"
 lint "network-operator" "$umbrella"
 lint "network-operator (seed policy values)" "$umbrella" -f "$umbrella/ci/seed-policy-values.yaml"
 lint "network-operator (every section values)" "$umbrella" -f "$umbrella/ci/every-section-values.yaml"
@@ -169,6 +171,14 @@ for c in "${controllers[@]}"; do
         expect "only-$c" "Deployment $release-$c" grep -q "^  name: $release-$c\$" "$tmp/only-$c.yaml"
     fi
 done
+
+# The single-process install: one Deployment with the union of the RBAC (cluster, operands,
+# lease), and refused beside any per-controller chart.
+if render all-in-one -f "$umbrella/values-all-in-one.yaml"; then
+    expect all-in-one "only $release-all-in-one" kinds_are "$tmp/all-in-one.yaml" "$per_controller Role=2 RoleBinding=2"
+    expect all-in-one "image network-operator" grep -q 'image: ".*/network-operator:' "$tmp/all-in-one.yaml"
+fi
+refuse all-in-one-beside-controllers "these must be off: aggregator, ofed" --set all-in-one.enabled=true
 
 # The admission webhook (off by default): self-managed certificates with the RBAC for its one
 # Secret and its one ValidatingWebhookConfiguration; or cert-manager; or a given Secret.

@@ -18,7 +18,7 @@ A controller subchart's context as the library's name templates see it, for its 
 
 {{/* The controller subcharts, in a fixed order. */}}
 {{- define "network-operator.controllers" -}}
-{{- toJson (list "aggregator" "ofed" "rdma-dp" "nic-feature-discovery" "doca-telemetry" "ib-kubernetes" "sriov-dp" "multus" "cni-plugins" "ipoib" "whereabouts" "nv-ipam" "network-nads") -}}
+{{- toJson (list "aggregator" "ofed" "rdma-dp" "nic-feature-discovery" "doca-telemetry" "ib-kubernetes" "sriov-dp" "multus" "cni-plugins" "ipoib" "whereabouts" "nv-ipam" "network-nads" "all-in-one") -}}
 {{- end -}}
 
 {{/* Whether a value is set: booleans and numbers always, strings, lists and maps when not empty. */}}
@@ -126,4 +126,22 @@ nvidia.com and isRdma true, every selector list present ([] if unset).
 {{- $entries = append $entries (printf "    {\n      \"resourcePrefix\": \"nvidia.com\",\n      \"resourceName\": %s,\n      \"selectors\": {\n%s\n      }\n    }" (toJson $r.name) (join ",\n" $selectors)) -}}
 {{- end -}}
 {{- printf "{\n  \"resourceList\": [\n%s\n  ]\n}\n" (join ",\n" $entries) -}}
+{{- end -}}
+
+{{/*
+The single-process install runs every controller itself: fails, naming them, when any
+per-controller chart is still on beside it (they would reconcile the same objects twice).
+*/}}
+{{- define "network-operator.checkAllInOne" -}}
+{{- if (index .Values "all-in-one").enabled -}}
+{{- $on := list -}}
+{{- range $chart := include "network-operator.controllers" . | fromJsonArray -}}
+{{- if and (ne $chart "all-in-one") (index $.Values $chart | default dict).enabled -}}
+{{- $on = append $on $chart -}}
+{{- end -}}
+{{- end -}}
+{{- if $on -}}
+{{- fail (printf "all-in-one.enabled runs every controller in one process, so these must be off: %s (set <name>.enabled=false, or use -f values-all-in-one.yaml)" (join ", " $on)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

@@ -9,8 +9,16 @@ use std::path::Path;
 /// A policy with every section: what the states render from it shows what their Roles grant.
 const EVERY_SECTION: &str = include_str!("../../../example/crs/nicclusterpolicy_every-section.yaml");
 
-/// Every controller by the name of its subchart, with its rules.
+/// Every controller by the name of its subchart, with its rules; last the `all-in-one`
+/// subchart, whose one process runs them all and so gets the union of their rules.
 pub fn controllers() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
+    let mut controllers = one_per_controller()?;
+    let all = ControllerRbac::union(controllers.iter().map(|(_, rbac)| rbac));
+    controllers.push(("all-in-one", all));
+    Ok(controllers)
+}
+
+fn one_per_controller() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
     let sample = match parse::parse_all(EVERY_SECTION).context("parsing the every-section example")?.remove(0) {
         Document::Policy(policy) => *policy,
         other => anyhow::bail!("the every-section example is not a policy: {other:?}"),

@@ -27,6 +27,11 @@ const CONTROLLERS: [&str; 13] = [
     "network-nads",
 ];
 
+/// Every chart with generated RBAC: the controllers, and the single-process install of them all.
+fn rbac_charts() -> impl Iterator<Item = &'static str> {
+    CONTROLLERS.into_iter().chain(["all-in-one"])
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -42,12 +47,12 @@ fn read(path: &Path) -> String {
 #[test]
 fn the_charts_rbac_files_are_what_nicctl_generates() {
     let dir = std::env::temp_dir().join(format!("nicctl-rbac-{}", std::process::id()));
-    for chart in CONTROLLERS {
+    for chart in rbac_charts() {
         std::fs::create_dir_all(dir.join(chart).join("files")).unwrap();
     }
     let output = Command::new(env!("CARGO_BIN_EXE_nicctl")).args(["rbac", "--dir"]).arg(&dir).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for chart in CONTROLLERS {
+    for chart in rbac_charts() {
         let generated = read(&dir.join(chart).join("files/rbac.yaml"));
         let shipped = read(&umbrella().join("charts").join(chart).join("files/rbac.yaml"));
         assert_eq!(
@@ -82,7 +87,7 @@ fn the_charts_crds_are_the_generated_crds() {
 
 #[test]
 fn no_controller_is_granted_a_wildcard() {
-    for chart in CONTROLLERS {
+    for chart in rbac_charts() {
         let text = read(&umbrella().join("charts").join(chart).join("files/rbac.yaml"));
         assert!(!text.contains('*'), "{chart} grants a wildcard:\n{text}");
     }
@@ -317,4 +322,44 @@ fn deploy_cr_with_the_seed_values_renders_the_seed_policy() {
         config(&seed)["configList"][0]["selectors"]["ifNames"]
     );
     assert_eq!(rendered.spec.tolerations, seed.spec.tolerations);
+}
+
+#[test]
+fn the_all_in_one_values_install_one_deployment_with_the_union_of_the_rbac() {
+    let Some(helm) = helm() else { return };
+    let documents = template(&helm, &["-f", "charts/network-operator/values-all-in-one.yaml"]);
+    let deployments: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 1, "{:?}", kinds(&documents));
+    assert_eq!(deployments[0]["metadata"]["name"], "network-operator-all-in-one");
+    let image = deployments[0]["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+    assert!(image.contains("/network-operator:"), "{image}");
+    let cluster_role = documents
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "network-operator-all-in-one")
+        .expect("the all-in-one ClusterRole");
+    let resources: BTreeSet<&str> = cluster_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["resources"].as_array().unwrap().iter().filter_map(Value::as_str))
+        .collect();
+    // What the OFED controller (nodes), the aggregator (events), network-nads (the network CRs)
+    // and the CNI states (ClusterRoles) need, in one role.
+    for wanted in ["nodes", "events", "macvlannetworks", "clusterroles", "nicclusterpolicies/status"] {
+        assert!(resources.contains(wanted), "the all-in-one ClusterRole lacks {wanted}: {resources:?}");
+    }
+}
+
+#[test]
+fn all_in_one_beside_a_per_controller_chart_is_refused_naming_it() {
+    let Some(helm) = helm() else { return };
+    let mut args = vec!["template", "network-operator", "charts/network-operator", "--set", "all-in-one.enabled=true"];
+    let off: Vec<String> = CONTROLLERS.iter().filter(|c| **c != "ofed").map(|c| format!("{c}.enabled=false")).collect();
+    for value in &off {
+        args.extend(["--set", value.as_str()]);
+    }
+    let output = Command::new(&helm).args(&args).current_dir(repo()).output().unwrap();
+    assert!(!output.status.success(), "all-in-one beside ofed was accepted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("these must be off: ofed"), "{stderr}");
 }

@@ -58,6 +58,14 @@ impl Rules {
         self
     }
 
+    /// Grants everything `other` grants.
+    pub fn merge(&mut self, other: &Rules) -> &mut Self {
+        for (key, verbs) in &other.0 {
+            self.0.entry(key.clone()).or_default().extend(verbs.iter().cloned());
+        }
+        self
+    }
+
     /// Whether no rule is set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -108,6 +116,17 @@ impl ControllerRbac {
         let mut rbac = Self::default();
         rbac.lease.allow("coordination.k8s.io", "leases", &LEASE_VERBS);
         rbac
+    }
+
+    /// What a process running every one of `controllers` may do: the union of their rules.
+    pub fn union<'a>(controllers: impl IntoIterator<Item = &'a ControllerRbac>) -> Self {
+        let mut all = Self::default();
+        for rbac in controllers {
+            all.cluster.merge(&rbac.cluster);
+            all.operands.merge(&rbac.operands);
+            all.lease.merge(&rbac.lease);
+        }
+        all
     }
 
     /// The number of verb × resource grants, all scopes together.
@@ -205,5 +224,19 @@ mod tests {
         assert_eq!(policy_rules[0].verbs, ["get", "list", "watch"]);
         assert_eq!(policy_rules[1].resource_names.as_deref(), Some(&["privileged".to_string()][..]));
         assert_eq!(rules.grants(), 4);
+    }
+
+    #[test]
+    fn a_union_grants_what_any_controller_grants_and_nothing_more() {
+        let mut a = ControllerRbac::with_lease();
+        a.operands.allow("apps", "daemonsets", &["get", "list"]);
+        a.cluster.allow("", "nodes", &["get"]);
+        let mut b = ControllerRbac::with_lease();
+        b.operands.allow("apps", "daemonsets", &["delete"]).allow("", "configmaps", &["get"]);
+        let all = ControllerRbac::union([&a, &b]);
+        assert_eq!(all.operands.to_policy_rules().len(), 2);
+        assert_eq!(all.operands.grants(), 4);
+        assert_eq!(all.cluster, a.cluster);
+        assert_eq!(all.lease, ControllerRbac::with_lease().lease);
     }
 }

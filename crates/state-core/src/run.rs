@@ -277,13 +277,58 @@ where
 
 /// Runs the controller of state `S` until shutdown: the whole `main` of a state binary.
 pub async fn run<S: State>() -> anyhow::Result<()> {
-    run_process(S::COMPONENT, |process| async move {
-        let openshift = is_openshift(&process.client, process.flags.cluster_type).await;
-        let settings =
-            Settings { namespace: process.flags.namespace, openshift, cni_bin_dir: process.flags.cni_bin_dir };
-        run_controller_with::<S>(process.client, settings, process.metrics, process.ready).await;
-    })
-    .await
+    run_process(S::COMPONENT, state_body::<S>).await
+}
+
+/// The body of state `S`'s process (see [`run_process`]): detects the cluster type, then runs
+/// the state's controller until shutdown.
+pub async fn state_body<S: State>(process: Process) {
+    let openshift = is_openshift(&process.client, process.flags.cluster_type).await;
+    let settings = Settings { namespace: process.flags.namespace, openshift, cni_bin_dir: process.flags.cni_bin_dir };
+    run_controller_with::<S>(process.client, settings, process.metrics, process.ready).await;
+}
+
+/// The body of one controller, boxed so that different controllers fit in one list.
+pub type Body = Box<dyn FnOnce(Process) -> futures::future::LocalBoxFuture<'static, ()>>;
+
+/// Boxes a controller body (`state_body::<S>`, `aggregator::controller::run`, ...) for
+/// [`run_together`].
+pub fn body<F, Fut>(body: F) -> Body
+where
+    F: FnOnce(Process) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    Box::new(move |process| Box::pin(body(process)))
+}
+
+/// Runs several controller bodies side by side in one process, all on its one client, metrics
+/// registry and runtime (the single-process install): `process.ready` is set once every body
+/// says its watches are synced; returns when all have stopped (on SIGTERM).
+pub async fn run_together(process: Process, bodies: Vec<Body>) {
+    let mut flags = Vec::with_capacity(bodies.len());
+    let work = futures::future::join_all(bodies.into_iter().map(|body| {
+        let ready = Arc::new(AtomicBool::new(false));
+        flags.push(ready.clone());
+        body(Process {
+            client: process.client.clone(),
+            flags: process.flags.clone(),
+            metrics: process.metrics.clone(),
+            ready,
+        })
+    }));
+    let synced = async {
+        while !flags.iter().all(|ready| ready.load(Ordering::Relaxed)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    run_marking_ready(
+        async {
+            work.await;
+        },
+        synced,
+        &process.ready,
+    )
+    .await;
 }
 
 /// What a state controller renders for, besides the policy.

@@ -1,6 +1,7 @@
 //! The scale and memory benchmark (`just bench`): against the API server of
 //! `NETOP_E2E_KUBECONFIG`, for each N of `BENCH_NODES` (default 500): N NIC nodes, every
-//! controller binary as its own process (release build, `NETOP_BIN_DIR`), the richest example
+//! controller binary as its own process (release build, `NETOP_BIN_DIR`), or with
+//! `BENCH_INSTALL=all-in-one` the one `network-operator` process that runs them all, the richest example
 //! policy (`BENCH_POLICY`), the scheduler and kubelet played for every pod; it measures the
 //! time to `ready`, the time from an image version change to every state ready for the new
 //! generation, each controller's API requests by verb (convergence, and `BENCH_STEADY_SECONDS`
@@ -38,6 +39,9 @@ const CONTROLLERS: &[&str] = &[
     "network-nads-controller",
 ];
 
+/// The single-process install's one binary (`BENCH_INSTALL=all-in-one`).
+const ALL_IN_ONE: &str = "network-operator";
+
 /// How long convergence may take before the run is called failed.
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(900);
 
@@ -54,6 +58,12 @@ async fn main() -> anyhow::Result<()> {
     let steady = Duration::from_secs(env_or("BENCH_STEADY_SECONDS", "300").parse().context("BENCH_STEADY_SECONDS")?);
     let policy_file = env_or("BENCH_POLICY", "example/crs/nicclusterpolicy_every-section.yaml");
     let out = env_or("BENCH_OUT", "target/bench/results.md");
+    let install = env_or("BENCH_INSTALL", "split");
+    let binaries: Vec<&str> = match install.as_str() {
+        "split" => CONTROLLERS.to_vec(),
+        "all-in-one" => vec![ALL_IN_ONE],
+        other => bail!("BENCH_INSTALL: {other:?} is neither split (one process per controller) nor all-in-one"),
+    };
     let mut policy = read_policy(&policy_file)?;
     let mut notes = String::new();
     // nv-ipam's webhook needs cert-manager, which the benchmark's control plane does not serve.
@@ -62,13 +72,14 @@ async fn main() -> anyhow::Result<()> {
         notes.push_str(" `nvIpam.enableWebhook` set to false (no cert-manager);");
     }
     let mut report = format!(
-        "# Benchmark ({})\n\nPolicy: `{policy_file}`;{notes} steady state: {} s.\n",
+        "# Benchmark ({})\n\nInstall: {install} ({} processes); policy: `{policy_file}`;{notes} steady state: {} s.\n",
         jiff::Timestamp::now(),
+        binaries.len(),
         steady.as_secs()
     );
     for n in sizes {
         eprintln!("== N = {n}");
-        let section = run(n, &policy, steady).await?;
+        let section = run(n, &policy, steady, &binaries).await?;
         println!("{section}");
         report.push_str(&section);
         if let Some(dir) = std::path::Path::new(&out).parent() {
@@ -276,7 +287,7 @@ async fn converge(client: &Client, namespace: &str, any_node: &str) -> anyhow::R
 }
 
 /// One run with `n` nodes: the Markdown section of its results.
-async fn run(n: usize, policy: &NicClusterPolicy, steady: Duration) -> anyhow::Result<String> {
+async fn run(n: usize, policy: &NicClusterPolicy, steady: Duration, binaries: &[&str]) -> anyhow::Result<String> {
     let Some(env) = TestEnv::new("netop-bench").await else {
         bail!("NETOP_E2E_KUBECONFIG is not set: start ../shared/k8s/up or point it at a cluster");
     };
@@ -288,7 +299,7 @@ async fn run(n: usize, policy: &NicClusterPolicy, steady: Duration) -> anyhow::R
     prerequisites(&client, &env.namespace).await?;
     let bin_dir = e2e::binary::bin_dir();
     let mut processes = Vec::new();
-    for name in CONTROLLERS.iter().filter(|name| bin_dir.join(name).is_file()) {
+    for name in binaries.iter().filter(|name| bin_dir.join(name).is_file()) {
         let process = ControllerProcess::start(name, &env.namespace, &[("RUST_LOG", "warn")]);
         processes.push((name.to_string(), process));
     }

@@ -1,0 +1,7 @@
+//! `network-operator`: every controller in one process (the chart's `all-in-one` install).
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    ofed::configure(ofed::Settings::from_env());
+    state_core::run::run_process(all_in_one::COMPONENT, all_in_one::run).await
+}
