@@ -5,6 +5,7 @@
 # - otherwise against a fresh control plane from ../shared/k8s, stopped on every exit path.
 #
 # BENCH_NODES (default 500; e.g. 100,500,1000), BENCH_STEADY_SECONDS (default 300),
+# BENCH_INSTALL (split: one process per controller, the default; all-in-one: one process),
 # BENCH_POLICY (default the every-section example) and BENCH_OUT (default
 # target/bench/results.md) are passed on. Not part of the test suite or CI.
 set -euo pipefail
@@ -21,8 +22,8 @@ if [ -z "${NETOP_E2E_KUBECONFIG:-}" ]; then
   eval "$("$k8s/up")"
 fi
 
-cargo build --release --workspace --bins
-export NETOP_BIN_DIR="$PWD/target/release"
+NETOP_BIN_DIR="$(hack/build-release.sh)"
+export NETOP_BIN_DIR
 started=$(date +%s)
-target/release/bench
+"$NETOP_BIN_DIR/bench"
 echo "benchmark: $(($(date +%s) - started)) s"
