@@ -262,7 +262,9 @@ where
         }
         result
     };
-    let mut work = std::pin::pin!(work);
+    // On the heap, not on the main thread's stack: the controllers' futures are large, and stack
+    // pages, once touched, stay resident for the life of the process.
+    let mut work = Box::pin(work);
     tokio::select! {
         result = &mut work => result?,
         result = server => {
