@@ -27,6 +27,7 @@ charts:
     hack/check-charts.sh
 
 # Scale and memory benchmark with release binaries (not part of the tests): N NIC nodes
-# (BENCH_NODES, default 500), every controller, results in target/bench/results.md.
+# (BENCH_NODES, default 500), every controller (BENCH_INSTALL=all-in-one: in one process),
+# results in target/bench/results.md.
 bench:
     hack/bench.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the shipped binaries (the Dockerfile and the benchmark use this; plain
 # `cargo build --release` gives the same code without the two link-time savings below) and
-# prints the directory they are in. Extra arguments go to cargo (e.g. `-p rdma-dp`).
+# prints the directory they are in. Extra arguments go to cargo (e.g. `--timings`).
 #
 # The release profile (Cargo.toml) makes the code small: opt-level "z", fat LTO, one codegen
 # unit, panic = "abort", stripped. These flags cannot live in a profile, and must not reach the
