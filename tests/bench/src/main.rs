@@ -14,7 +14,7 @@ use e2e::binary::ControllerProcess;
 use e2e::kubelet::target_node;
 use e2e::{TestEnv, unique_name};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -182,23 +182,6 @@ async fn create_nodes(env: &TestEnv, prefix: &str, n: usize) {
         .await;
 }
 
-/// What the example policies name: ConfigMaps and Secrets that must exist.
-async fn prerequisites(client: &Client, namespace: &str) -> anyhow::Result<()> {
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    for name in ["custom-ca-certs", "custom-package-repos", "doca-telemetry-custom-config", "driver-proxy-config"] {
-        let config_map: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": name}, "data": {"placeholder": "bench"}}))?;
-        config_maps.create(&PostParams::default(), &config_map).await.with_context(|| format!("ConfigMap {name}"))?;
-    }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for name in ["ufm-secret", "ngc-pull-secret"] {
-        let secret: Secret =
-            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"UFM_USERNAME": "bench"}}))?;
-        secrets.create(&PostParams::default(), &secret).await.with_context(|| format!("Secret {name}"))?;
-    }
-    Ok(())
-}
-
 /// Plays scheduler and kubelet for every pod of `namespace` once: binds the pending ones (to
 /// their DaemonSet's node, else to `any_node`), reports them Running and Ready, and confirms
 /// deletions; 32 at a time.
@@ -296,7 +279,7 @@ async fn run(n: usize, policy: &NicClusterPolicy, steady: Duration, binaries: &[
     let started = Instant::now();
     create_nodes(&env, &prefix, n).await;
     eprintln!("{n} nodes created in {:?}", started.elapsed());
-    prerequisites(&client, &env.namespace).await?;
+    e2e::every_section_prerequisites(&client, &env.namespace).await;
     let bin_dir = e2e::binary::bin_dir();
     let mut processes = Vec::new();
     for name in binaries.iter().filter(|name| bin_dir.join(name).is_file()) {

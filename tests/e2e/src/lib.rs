@@ -354,3 +354,41 @@ pub async fn wait_for_entry(client: &Client, state: &str, wanted: &str) -> Optio
     })
     .await
 }
+
+/// Creates the ConfigMaps and Secrets that the every-section example policy names, in
+/// `namespace` (placeholders: nothing reads their content here).
+pub async fn every_section_prerequisites(client: &Client, namespace: &str) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for name in ["custom-ca-certs", "custom-package-repos", "doca-telemetry-custom-config", "driver-proxy-config"] {
+        let config_map: ConfigMap =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"placeholder": "e2e"}}))
+                .expect("a ConfigMap");
+        config_maps
+            .create(&PostParams::default(), &config_map)
+            .await
+            .unwrap_or_else(|e| panic!("ConfigMap {name}: {e}"));
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for name in ["ufm-secret", "ngc-pull-secret"] {
+        let secret: Secret = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "stringData": {"UFM_USERNAME": "e2e"}}),
+        )
+        .expect("a Secret");
+        secrets.create(&PostParams::default(), &secret).await.unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+    }
+}
+
+/// Creates MacvlanNetwork `name` (bridge on `ens2f0`, Whereabouts IPAM) whose NAD goes to
+/// `namespace`, registered for cleanup.
+pub async fn create_macvlan_network(env: &TestEnv, name: &str, namespace: &str) -> Api<api::networks::MacvlanNetwork> {
+    let network: api::networks::MacvlanNetwork = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mellanox.com/v1alpha1", "kind": "MacvlanNetwork", "metadata": {"name": name},
+        "spec": {"networkNamespace": namespace, "master": "ens2f0", "mode": "bridge", "ipam": "{\"type\": \"whereabouts\"}"},
+    }))
+    .expect("a MacvlanNetwork");
+    env.cleanup.cluster_resource::<api::networks::MacvlanNetwork>(name);
+    let networks: Api<api::networks::MacvlanNetwork> = Api::all(env.client.clone());
+    networks.create(&PostParams::default(), &network).await.unwrap_or_else(|e| panic!("MacvlanNetwork {name}: {e}"));
+    networks
+}

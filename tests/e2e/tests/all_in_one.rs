@@ -4,15 +4,16 @@
 //! converges to `ready` in the one process, a network gets its NAD, a removed section is
 //! pruned, and the process's one `/metrics` reports every state.
 
-use api::networks::MacvlanNetwork;
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
 use e2e::binary::ControllerProcess;
 use e2e::helm::{helm, impersonating, install};
 use e2e::kubelet::{create_node, nic_node_labels, run_pods};
-use e2e::{TestEnv, WAIT, eventually, fresh_policy, unique_name, wait_for_entry};
+use e2e::{
+    TestEnv, WAIT, create_macvlan_network, eventually, every_section_prerequisites, fresh_policy, unique_name,
+    wait_for_entry,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
@@ -32,22 +33,6 @@ fn policy() -> NicClusterPolicy {
     policy
 }
 
-/// The ConfigMaps and Secrets the every-section example names.
-async fn prerequisites(client: &kube::Client, namespace: &str) {
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    for name in ["doca-telemetry-custom-config"] {
-        let config_map: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": name}, "data": {"placeholder": "e2e"}})).unwrap();
-        config_maps.create(&PostParams::default(), &config_map).await.unwrap();
-    }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for name in ["ufm-secret", "ngc-pull-secret"] {
-        let secret: Secret =
-            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"UFM_USERNAME": "e2e"}})).unwrap();
-        secrets.create(&PostParams::default(), &secret).await.unwrap();
-    }
-}
-
 #[tokio::test]
 async fn one_process_runs_every_controller_with_the_all_in_one_charts_rbac() {
     let Some(env) = TestEnv::new("netop-e2e-one").await else { return };
@@ -64,7 +49,7 @@ async fn one_process_runs_every_controller_with_the_all_in_one_charts_rbac() {
 
     let node = unique_name("netop-nic");
     create_node(&env, &node, &nic_node_labels()).await;
-    prerequisites(&client, &ns).await;
+    every_section_prerequisites(&client, &ns).await;
     let policy = policy();
     fresh_policy(&env, &policy).await;
     let config = impersonating(&ns, &format!("{release}-all-in-one"));
@@ -100,14 +85,7 @@ async fn one_process_runs_every_controller_with_the_all_in_one_charts_rbac() {
 
     // network-nads, in the same process: a network's NAD.
     let name = unique_name("one-net");
-    let network: MacvlanNetwork = serde_json::from_value(json!({
-        "apiVersion": "mellanox.com/v1alpha1", "kind": "MacvlanNetwork", "metadata": {"name": name},
-        "spec": {"networkNamespace": ns, "master": "ens2f0", "mode": "bridge", "ipam": "{\"type\": \"whereabouts\"}"},
-    }))
-    .unwrap();
-    env.cleanup.cluster_resource::<MacvlanNetwork>(&name);
-    let networks: Api<MacvlanNetwork> = Api::all(client.clone());
-    networks.create(&PostParams::default(), &network).await.unwrap();
+    create_macvlan_network(&env, &name, &ns).await;
     eventually("the network's NAD", WAIT, || async {
         let nads: Api<api::NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns);
         nads.get_opt(&name).await.map_err(|e| e.to_string())?.map(|_| ()).ok_or("absent".to_string())

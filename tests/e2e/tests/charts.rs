@@ -3,12 +3,14 @@
 //! the binary as the controller's ServiceAccount), while that ServiceAccount is refused what it
 //! does not need.
 
-use api::networks::MacvlanNetwork;
 use api::{NicClusterPolicy, POLICY_NAME};
 use e2e::binary::ControllerProcess;
 use e2e::helm::{helm, impersonating, install};
 use e2e::kubelet::{create_node, nic_node_labels, run_pods};
-use e2e::{TestEnv, WAIT, client_for, eventually, fresh_policy, seed_policy, unique_name, wait_for_entry};
+use e2e::{
+    TestEnv, WAIT, client_for, create_macvlan_network, eventually, fresh_policy, seed_policy, unique_name,
+    wait_for_entry,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -364,14 +366,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     let nads_env = elect(&nads_config);
     let nads = ControllerProcess::start("network-nads-controller", &ns, &env_of(&nads_env));
     let name = unique_name("rbac-net");
-    let network: MacvlanNetwork = serde_json::from_value(json!({
-        "apiVersion": "mellanox.com/v1alpha1", "kind": "MacvlanNetwork", "metadata": {"name": name},
-        "spec": {"networkNamespace": ns, "master": "ens2f0", "mode": "bridge", "ipam": "{\"type\": \"whereabouts\"}"},
-    }))
-    .unwrap();
-    env.cleanup.cluster_resource::<MacvlanNetwork>(&name);
-    let networks: Api<MacvlanNetwork> = Api::all(client.clone());
-    networks.create(&PostParams::default(), &network).await.unwrap();
+    let networks = create_macvlan_network(&env, &name, &ns).await;
     let nad_api: Api<api::NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns);
     eventually("the network to be ready", WAIT, || async {
         let live = networks.get(&name).await.map_err(|e| e.to_string())?;
