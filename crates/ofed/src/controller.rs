@@ -8,13 +8,14 @@
 
 use crate::images::repository;
 use crate::mofed_wait;
+use crate::pod::Pod;
 use crate::pools::{Pool, pools, some_of};
 use crate::registry::{Registry, TagCache};
 use crate::upgrade::{self, pass::PassReport, pass::Upgrades};
 use crate::{DRIVER_LABEL, OfedDriver};
 use api::{NicClusterPolicy, SyncState};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};

@@ -10,6 +10,7 @@
 pub mod controller;
 pub mod images;
 pub mod mofed_wait;
+pub mod pod;
 pub mod pools;
 pub mod registry;
 pub mod upgrade;

@@ -3,7 +3,8 @@
 //! driver is loaded; removed from every node when the policy has no `ofedDriver`. Decided by a
 //! pure function, written only when it changes.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use crate::pod::Pod;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;

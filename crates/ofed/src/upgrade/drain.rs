@@ -4,7 +4,7 @@
 //! need `deleteEmptyDir`. Blocked evictions are retried until the drain's timeout.
 
 use super::DrainSettings;
-use k8s_openapi::api::core::v1::Pod;
+use crate::pod::Pod;
 use kube::api::{EvictParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 use std::time::Duration;
@@ -75,7 +75,9 @@ pub async fn drain(client: &Client, node: &str, settings: &DrainSettings, starte
                 blocked.push(format!("{shown} (terminating)"));
                 continue;
             }
-            let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+            // Eviction is a subresource of k8s-openapi's Pod in kube; it answers a Status, no pod.
+            let api: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
             match api.evict(&pod.name_any(), &EvictParams::default()).await {
                 Ok(_) => {
                     tracing::info!(%node, pod = %shown, "evicted");

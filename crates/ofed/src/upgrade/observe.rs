@@ -9,8 +9,9 @@ use super::{
     REQUESTED_ANNOTATION, REVISION_HASH_LABEL, SKIP_LABEL, STATE_LABEL, WAIT_START_ANNOTATION,
 };
 use crate::SAFE_LOAD_ANNOTATION;
+use crate::pod::{Pod, PodSpec};
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{ContainerStatus, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -80,28 +81,11 @@ pub fn slim_driver_pod(pod: &mut Pod) {
     if let Some(owners) = &mut meta.owner_references {
         owners.truncate(1);
     }
-    let slim_statuses = |statuses: &Option<Vec<ContainerStatus>>| {
-        statuses.as_ref().map(|list| {
-            list.iter()
-                .map(|c| ContainerStatus {
-                    name: c.name.clone(),
-                    ready: c.ready,
-                    restart_count: c.restart_count,
-                    ..Default::default()
-                })
-                .collect()
-        })
-    };
-    let status = pod.status.take().unwrap_or_default();
-    let ready = status.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
-    pod.spec = Some(PodSpec { node_name, ..Default::default() });
-    pod.status = Some(PodStatus {
-        phase: status.phase,
-        conditions: ready,
-        container_statuses: slim_statuses(&status.container_statuses),
-        init_container_statuses: slim_statuses(&status.init_container_statuses),
-        ..Default::default()
-    });
+    if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+        conditions.retain(|c| c.type_ == "Ready");
+    }
+    // The pod type decodes only the fields read here; a driver pod's volumes are not.
+    pod.spec = Some(PodSpec { node_name, volumes: None });
 }
 
 /// The template hash of a DaemonSet's newest revision: among `revisions`, those named

@@ -7,10 +7,11 @@ use super::decide::{self, Action, Managed, NodeView, Progress, Snapshot, Update,
 use super::observe::{self, managed, newest_revision_hash, node_view};
 use super::{DrainSettings, NodeState, STATE_LABEL, Settings, WaitFor, drain};
 use crate::OfedDriver;
+use crate::pod::Pod;
 use api::policy::OfedDriverSpec;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
