@@ -9,7 +9,7 @@
 use crate::images::repository;
 use crate::mofed_wait;
 use crate::pod::Pod;
-use crate::pools::{Pool, pools, some_of};
+use crate::pools::{Pool, legacy_daemon_sets, pools, some_of};
 use crate::registry::{Registry, TagCache};
 use crate::upgrade::{self, pass::PassReport, pass::Upgrades};
 use crate::{DRIVER_LABEL, OfedDriver};
@@ -198,7 +198,7 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
         }
         observed.image_tags.insert(repository.clone(), tags);
     }
-    let (pools, unpooled) = pools(&observed.nodes);
+    let (pools, unpooled) = pools(&observed.nodes, &legacy_daemon_sets(&observed.owned));
     let pending = observed.image_tags.values().any(|t| *t == ImageTags::Pending);
     let mut outcome = if pending && !pools.is_empty() {
         // Wait for the registry's answer rather than roll out an image and change it.

@@ -142,7 +142,7 @@ impl State for OfedDriver {
         if let Some(policy) = &spec.upgrade_policy {
             policy.max_unavailable_of(1)?;
         }
-        let (pools, _) = pools(&ctx.observed.nodes);
+        let (pools, _) = pools(&ctx.observed.nodes, &pools::legacy_daemon_sets(&ctx.observed.owned));
         if pools.is_empty() {
             return Err(RenderError::Waiting(no_pool_reason(ctx)));
         }
@@ -227,15 +227,19 @@ fn no_pool_reason(ctx: &RenderContext<'_>) -> String {
     }
 }
 
-/// The pool's nodeSelector: NIC nodes of its OS, version, kernel and architecture.
+/// The pool's nodeSelector: NIC nodes of its OS, version, kernel and architecture (a legacy
+/// pool: of every architecture, as the original selected them).
 fn node_selector(pool: &Pool) -> Value {
-    json!({
+    let mut selector = json!({
         NIC_PRESENT_LABEL: "true",
         pools::OS_LABEL: pool.os,
         pools::OS_VERSION_LABEL: pool.os_version,
         pools::KERNEL_LABEL: pool.kernel,
-        pools::ARCH_LABEL: pool.arch,
-    })
+    });
+    if !pool.legacy {
+        selector[pools::ARCH_LABEL] = json!(pool.arch);
+    }
+    selector
 }
 
 /// `DTK_OCP_NIC_SHARED_DIR` and `first`, then `env`.

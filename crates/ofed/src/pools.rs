@@ -1,6 +1,12 @@
 //! NIC nodes grouped into driver pools: one pool (and one driver DaemonSet) per OS, OS version,
 //! kernel and CPU architecture, named as the original names them.
+//!
+//! The original had no architecture in its pools. A driver DaemonSet it created (named
+//! `mofed-<os><version>-<kernel hash>-ds`, selecting no architecture) is a *legacy pool*: it keeps
+//! its name and selector and serves every architecture of its OS and kernel, as before the
+//! takeover, so no driver is deleted or moved; arch-aware pools are for groups without one.
 
+use kube::core::DynamicObject;
 use state_core::nodes::{NodeFacts, container_runtime};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +41,9 @@ pub struct Pool {
     pub runtime: String,
     /// The pool's nodes, by name.
     pub nodes: Vec<String>,
+    /// A pool the original operator created, selecting no architecture (see the module
+    /// documentation); `arch` is then the one its image is for.
+    pub legacy: bool,
 }
 
 /// A NIC node that has no pool, and the pool labels it lacks.
@@ -54,10 +63,10 @@ impl Pool {
 
     /// The value of the DaemonSet's `app` label: `mofed-<os><version>-<kernel hash>`, with
     /// `-<arch>` added for architectures other than amd64 (the original had no architecture in
-    /// its names; amd64 pools keep its names, so its DaemonSets are adopted).
+    /// its names; amd64 pools and legacy pools keep its names, so its DaemonSets are adopted).
     pub fn app(&self) -> String {
-        let base = format!("mofed-{}-{}", self.os_tag(), kernel_hash(&self.kernel));
-        if self.arch == "amd64" { base } else { format!("{base}-{}", self.arch) }
+        let base = base_app(&self.os, &self.os_version, &self.kernel);
+        if self.arch == "amd64" || self.legacy { base } else { format!("{base}-{}", self.arch) }
     }
 
     /// The DaemonSet's name: `<app>-ds`.
@@ -67,7 +76,9 @@ impl Pool {
 }
 
 /// Groups `nodes` into pools (sorted by DaemonSet name) and lists the nodes without a pool.
-pub fn pools(nodes: &[Arc<NodeFacts>]) -> (Vec<Pool>, Vec<Unpooled>) {
+/// `legacy` names the driver DaemonSets of the original (see [`legacy_daemon_sets`]): each
+/// serves all architectures of its OS and kernel.
+pub fn pools(nodes: &[Arc<NodeFacts>], legacy: &BTreeMap<String, Option<String>>) -> (Vec<Pool>, Vec<Unpooled>) {
     let mut pools: BTreeMap<(String, String, String, String), Pool> = BTreeMap::new();
     let mut unpooled = Vec::new();
     for node in nodes {
@@ -80,21 +91,55 @@ pub fn pools(nodes: &[Arc<NodeFacts>]) -> (Vec<Pool>, Vec<Unpooled>) {
             continue;
         }
         let [os, os_version, kernel, arch] = POOL_LABELS.map(|key| value(key).unwrap_or_default());
-        let pool =
-            pools.entry((os.clone(), os_version.clone(), kernel.clone(), arch.clone())).or_insert_with(|| Pool {
-                os,
-                os_version,
-                kernel,
-                arch,
-                ostree: value(OSTREE_LABEL),
-                runtime: container_runtime(node).unwrap_or_default().to_string(),
-                nodes: Vec::new(),
-            });
+        let legacy_image_arch = legacy.get(&format!("{}-ds", base_app(&os, &os_version, &kernel)));
+        // A legacy pool is keyed without its architecture: all of them share its DaemonSet.
+        let key_arch = if legacy_image_arch.is_some() { String::new() } else { arch.clone() };
+        let pool = pools.entry((os.clone(), os_version.clone(), kernel.clone(), key_arch)).or_insert_with(|| Pool {
+            os,
+            os_version,
+            kernel,
+            arch: arch.clone(),
+            ostree: value(OSTREE_LABEL),
+            runtime: container_runtime(node).unwrap_or_default().to_string(),
+            nodes: Vec::new(),
+            legacy: legacy_image_arch.is_some(),
+        });
+        // The architecture of a legacy pool: the one its live image is for, when a node has it.
+        if let Some(Some(image_arch)) = legacy_image_arch
+            && *image_arch == arch
+        {
+            pool.arch = arch;
+        }
         pool.nodes.push(name);
     }
     let mut pools: Vec<Pool> = pools.into_values().collect();
     pools.sort_by_key(Pool::daemon_set);
     (pools, unpooled)
+}
+
+/// The driver DaemonSets of the original operator among `owned` (this state's live objects):
+/// DaemonSets whose pod template selects nodes by OS, version and kernel but not by
+/// architecture, by name, with the architecture their driver image is for (the tag's last
+/// `-<arch>`), when it names one.
+pub fn legacy_daemon_sets(owned: &[Arc<DynamicObject>]) -> BTreeMap<String, Option<String>> {
+    owned
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "DaemonSet"))
+        .filter_map(|daemon_set| {
+            let selector = daemon_set.data.pointer("/spec/template/spec/nodeSelector")?.as_object()?;
+            if selector.contains_key(ARCH_LABEL) || !selector.contains_key(KERNEL_LABEL) {
+                return None;
+            }
+            let image = daemon_set.data.pointer("/spec/template/spec/containers/0/image").and_then(|i| i.as_str());
+            let arch = image.and_then(|i| i.rsplit_once('-')).map(|(_, arch)| arch.to_string());
+            Some((daemon_set.metadata.name.clone()?, arch))
+        })
+        .collect()
+}
+
+/// `mofed-<os><version>-<kernel hash>`: the original's name of the pool of an OS and kernel.
+fn base_app(os: &str, os_version: &str, kernel: &str) -> String {
+    format!("mofed-{os}{os_version}-{}", kernel_hash(kernel))
 }
 
 /// The original's kernel hash: FNV-1a 32 of the kernel string, in decimal, each digit mapped
@@ -117,7 +162,9 @@ pub fn some_of(names: &[String], shown: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    const NIC_LABEL: &str = "feature.node.kubernetes.io/pci-15b3.present";
 
     #[test]
     fn kernel_hashes_match_the_originals_test_vectors() {
@@ -146,7 +193,7 @@ mod tests {
             node("c", "ubuntu", "22.04", "5.15.0-78-generic", "arm64"),
             node("d", "ubuntu", "20.04", "5.15.0-91-generic", "amd64"),
         ];
-        let (pools, unpooled) = pools(&nodes);
+        let (pools, unpooled) = pools(&nodes, &BTreeMap::new());
         assert!(unpooled.is_empty());
         let names: Vec<(String, Vec<String>)> = pools.iter().map(|p| (p.daemon_set(), p.nodes.clone())).collect();
         assert_eq!(
@@ -160,12 +207,60 @@ mod tests {
         assert_eq!(pools[0].runtime, "containerd");
     }
 
+    fn driver_daemon_set(name: &str, selector: Value, image: &str) -> Arc<DynamicObject> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"template": {"spec": {"nodeSelector": selector,
+                    "containers": [{"name": "mofed-container", "image": image}]}}}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_daemon_set_of_the_original_keeps_serving_every_architecture_of_its_os_and_kernel() {
+        let nodes = [
+            node("a", "ubuntu", "22.04", "5.15.0-78-generic", "amd64"),
+            node("c", "ubuntu", "22.04", "5.15.0-78-generic", "arm64"),
+            node("d", "ubuntu", "20.04", "5.15.0-91-generic", "amd64"),
+            node("e", "ubuntu", "20.04", "5.15.0-91-generic", "arm64"),
+        ];
+        let original = json!({NIC_LABEL: "true", OS_LABEL: "ubuntu", OS_VERSION_LABEL: "22.04",
+                              KERNEL_LABEL: "5.15.0-78-generic"});
+        let mut ours = json!({NIC_LABEL: "true", OS_LABEL: "ubuntu", OS_VERSION_LABEL: "20.04",
+                              KERNEL_LABEL: "5.15.0-91-generic"});
+        ours[ARCH_LABEL] = json!("amd64");
+        let owned = [
+            driver_daemon_set("mofed-ubuntu22.04-54669c9886-ds", original, "r/mofed:24.07-ubuntu22.04-arm64"),
+            driver_daemon_set("mofed-ubuntu20.04-6d568d699f-ds", ours, "r/mofed:24.07-ubuntu20.04-amd64"),
+        ];
+        let legacy = legacy_daemon_sets(&owned);
+        assert_eq!(
+            legacy,
+            BTreeMap::from([("mofed-ubuntu22.04-54669c9886-ds".to_string(), Some("arm64".to_string()))])
+        );
+
+        let (pools, _) = pools(&nodes, &legacy);
+        let shape: Vec<(String, &str, bool, Vec<String>)> =
+            pools.iter().map(|p| (p.daemon_set(), p.arch.as_str(), p.legacy, p.nodes.clone())).collect();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shape,
+            [
+                ("mofed-ubuntu20.04-6d568d699f-arm64-ds".to_string(), "arm64", false, names(&["e"])),
+                ("mofed-ubuntu20.04-6d568d699f-ds".to_string(), "amd64", false, names(&["d"])),
+                ("mofed-ubuntu22.04-54669c9886-ds".to_string(), "arm64", true, names(&["a", "c"])),
+            ],
+            "the original's pool keeps its name, both architectures and the image's architecture"
+        );
+    }
+
     #[test]
     fn a_node_without_nfd_labels_gets_no_pool_and_says_which_are_missing() {
         let mut bare = (*node("x", "ubuntu", "22.04", "k", "amd64")).clone();
         bare.metadata.labels.as_mut().unwrap().remove(KERNEL_LABEL);
         bare.metadata.labels.as_mut().unwrap().remove(OS_LABEL);
-        let (pools, unpooled) = pools(&[Arc::new(bare)]);
+        let (pools, unpooled) = pools(&[Arc::new(bare)], &BTreeMap::new());
         assert!(pools.is_empty());
         assert_eq!(unpooled, [Unpooled { node: "x".into(), missing: vec![OS_LABEL, KERNEL_LABEL] }]);
     }

@@ -2,6 +2,7 @@
 //! object the operator does not manage, and deletes that treat "already gone" as done.
 
 use crate::STATE_LABEL;
+use crate::adopt;
 use crate::edits::REVISION_ANNOTATION;
 use crate::objects::{Kind, ObjectKey, hash, to_value};
 use crate::subset::is_subset;
@@ -64,13 +65,21 @@ pub fn describe(error: &kube::Error) -> String {
     }
 }
 
-/// Whether `live` is the operator's own copy of `desired`: it carries the same state label and,
-/// when `desired` names owners, an owner reference to one of them (objects of the original
-/// operator qualify, so they are adopted).
+/// Whether `live` is the operator's own copy of `desired`: its controller owner reference names
+/// an owner of `desired` (the policy or CR), or it carries the same state label and, when
+/// `desired` names owners, an owner reference to one of them. Everything the original operator
+/// created qualifies (some of its objects, e.g. OpenShift's trusted-CA ConfigMap, carry no state
+/// label), so it is adopted.
 pub fn is_managed(live: &DynamicObject, desired: &DynamicObject) -> bool {
-    let same_state = live.labels().get(STATE_LABEL).is_some_and(|s| desired.labels().get(STATE_LABEL) == Some(s));
     let owners = desired.owner_references();
-    same_state && (owners.is_empty() || live.owner_references().iter().any(|o| owners.iter().any(|d| d.uid == o.uid)))
+    let owned_by = |controller_only: bool| {
+        live.owner_references()
+            .iter()
+            .filter(|o| !controller_only || o.controller == Some(true))
+            .any(|o| owners.iter().any(|d| d.uid == o.uid))
+    };
+    let same_state = live.labels().get(STATE_LABEL).is_some_and(|s| desired.labels().get(STATE_LABEL) == Some(s));
+    owned_by(true) || (same_state && (owners.is_empty() || owned_by(false)))
 }
 
 /// The API for objects of `kind` in `namespace` (cluster-wide for cluster-scoped kinds).
@@ -91,7 +100,8 @@ pub fn revision(object: &DynamicObject) -> String {
 /// copy) already holds every field of it, including the revision annotation.
 ///
 /// Without a watched copy the object is read first: one that exists but is not managed by the
-/// operator ([`is_managed`]) is left untouched and reported.
+/// operator ([`is_managed`]) is left untouched and reported. A workload of the original
+/// operator keeps its live pod template ([`adopt::keep_adopted_template`]).
 pub async fn apply_if_changed(
     client: &Client,
     live: Option<Arc<DynamicObject>>,
@@ -99,8 +109,6 @@ pub async fn apply_if_changed(
     mut object: DynamicObject,
     manager: &str,
 ) -> Result<Applied, ApplyError> {
-    let revision = revision(&object);
-    object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), revision);
     let key = ObjectKey::of(&object);
     let api = api_for(client, kind, key.namespace.as_deref());
     let live = match live {
@@ -109,10 +117,15 @@ pub async fn apply_if_changed(
             api.get_opt(&key.name).await.map_err(|source| ApplyError::Api { key: key.clone(), source })?.map(Arc::new)
         }
     };
-    if let Some(live) = live {
-        if !is_managed(&live, &object) {
+    if let Some(live) = &live {
+        if !is_managed(live, &object) {
             return Err(ApplyError::NotManaged { key });
         }
+        object = adopt::keep_adopted_template(object, live);
+    }
+    let revision = revision(&object);
+    object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), revision);
+    if let Some(live) = live {
         if is_subset(&to_value(&object), &to_value(&live)) {
             return Ok(Applied::Unchanged(live));
         }
@@ -130,5 +143,45 @@ pub async fn delete(client: &Client, kind: &Kind, key: &ObjectKey) -> Result<(),
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(labels: serde_json::Value, owners: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "ocp-network-operator-trusted-ca", "namespace": "ns", "labels": labels,
+                         "ownerReferences": owners}}))
+        .unwrap()
+    }
+
+    fn policy_owner(uid: &str, controller: bool) -> serde_json::Value {
+        json!([{"apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "name": "nic-cluster-policy",
+                "uid": uid, "controller": controller}])
+    }
+
+    #[test]
+    fn objects_the_policy_controls_or_labelled_and_owned_are_managed_and_others_are_not() {
+        let state = json!({STATE_LABEL: "state-OFED"});
+        let desired = object(state.clone(), policy_owner("u1", true));
+        let cases = [
+            (object(state.clone(), policy_owner("u1", true)), true, "labelled and controlled"),
+            (
+                object(json!({}), policy_owner("u1", true)),
+                true,
+                "controlled by the policy, no label (the original's trusted-CA ConfigMap)",
+            ),
+            (object(state.clone(), policy_owner("u1", false)), true, "labelled and owned"),
+            (object(json!({}), policy_owner("u1", false)), false, "owned but not controlled, no label"),
+            (object(state.clone(), json!([])), false, "labelled, no owner"),
+            (object(json!({}), policy_owner("other", true)), false, "controlled by another policy"),
+            (object(json!({STATE_LABEL: "state-X"}), policy_owner("other", false)), false, "another state's"),
+        ];
+        for (live, managed, case) in cases {
+            assert_eq!(is_managed(&live, &desired), managed, "{case}");
+        }
     }
 }

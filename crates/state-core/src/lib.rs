@@ -9,6 +9,7 @@
 //! - [`run`]: the binary's runner: flags, logs, `/metrics` + `/healthz` + `/readyz`,
 //!   [`lease`]-based leader election, graceful shutdown.
 
+pub mod adopt;
 pub mod apply;
 pub mod edits;
 pub mod lease;

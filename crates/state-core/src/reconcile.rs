@@ -1,6 +1,7 @@
 //! Reconcile, implemented once for every state:
 //! render → apply what changed → prune what is no longer rendered → readiness → report.
 
+use crate::adopt;
 use crate::apply::{self, Applied};
 use crate::metrics::Metrics;
 use crate::nodes::NodeCache;
@@ -210,6 +211,7 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
         nodes: ctx.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default(),
         cni_bin_dir: ctx.cni_bin_dir.clone(),
         served,
+        owned: ctx.owned.all().into_iter().map(|(_, object)| object).collect(),
         ..Default::default()
     };
     let names = S::spec(policy).map(S::referenced_config_maps).unwrap_or_default();
@@ -273,7 +275,8 @@ pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, obser
             Err(outcome) => return outcome,
         }
     }
-    let keys: BTreeSet<ObjectKey> = desired.iter().map(ObjectKey::of).collect();
+    let mut keys: BTreeSet<ObjectKey> = desired.iter().map(ObjectKey::of).collect();
+    keys.extend(live.iter().flat_map(|object| referenced_keys(object)));
     if let Err(message) = prune::<S>(ctx, &keys).await {
         return Outcome::new(SyncState::NotReady, message);
     }
@@ -312,6 +315,20 @@ async fn apply_if_changed<S: State>(
             Err(Outcome::new(state, e.to_string()))
         }
     }
+}
+
+/// The objects of the namespace of `workload` that its pod template refers to: never pruned
+/// while pods use them (an adopted template may refer to objects we no longer render).
+fn referenced_keys(workload: &DynamicObject) -> Vec<ObjectKey> {
+    adopt::template_references(workload)
+        .into_iter()
+        .map(|(kind, name)| ObjectKey {
+            api_version: "v1".to_string(),
+            kind: kind.to_string(),
+            namespace: workload.metadata.namespace.clone(),
+            name,
+        })
+        .collect()
 }
 
 fn owned_by_a_policy(object: &DynamicObject) -> bool {

@@ -85,6 +85,9 @@ pub struct Observed {
     /// The [optional](crate::objects::Kind::optional) kinds of the state that the API server
     /// serves, by [`Kind::type_name`] (discovered before each render).
     pub served: BTreeSet<String>,
+    /// The live objects of the state (its label-selected watch): what the cluster runs now,
+    /// for a render that keeps the shape of objects it adopted (e.g. OFED's legacy pools).
+    pub owned: Vec<Arc<DynamicObject>>,
 }
 
 impl Observed {
@@ -132,6 +135,7 @@ pub static NOTHING_OBSERVED: Observed = Observed {
     openshift: OpenShiftFacts { driver_toolkit: BTreeMap::new(), proxy: Vec::new(), trusted_ca: false },
     cni_bin_dir: None,
     served: BTreeSet::new(),
+    owned: Vec::new(),
 };
 
 impl<'a> RenderContext<'a> {
