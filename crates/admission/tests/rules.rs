@@ -122,10 +122,15 @@ fn the_sriov_config_must_be_json_with_resource_names_and_known_selectors() {
         messages(sriov(r#"{"resourceList": [{"resourcePrefix": "nvidia.com", "selectors": {"vendors": ["15b3"]}}]}"#));
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("resourceList[0].resourceName"), "{found:?}");
+    // A known selector of the wrong type is refused; an unknown one is the plugin's to judge.
     let found = messages(sriov(
-        r#"{"resourceList": [{"resourceName": "hostdev", "deviceType": "accelerator", "selectors": {"pfNames": ["ens1"]}}]}"#,
+        r#"{"resourceList": [{"resourceName": "hostdev", "deviceType": "accelerator", "selectors": {"vendors": "15b3"}}]}"#,
     ));
-    assert!(found[0].contains("resourceList[0].selectors"), "{found:?}");
+    assert!(found[0].contains("resourceList[0].selectors.vendors"), "{found:?}");
+    let passed = messages(sriov(
+        r#"{"resourceList": [{"resourceName": "ib", "selectors": {"pKeys": ["0x7fff"], "acpiIndexes": ["1"], "newOne": ["x"]}}]}"#,
+    ));
+    assert_eq!(passed, Vec::<String>::new());
     assert_eq!(paths(sriov("[]")).len(), 1);
 }
 

@@ -2,23 +2,38 @@
 //! (`sriov_network_device_plugin` schema, name patterns, selectors by device type), so a config
 //! the plugin cannot use is an error naming the exact field. A resource without `resourceName`
 //! is an error (the original's webhook panicked on it).
+//!
+//! Selectors are those the plugin (v3.7) documents for each device type; a known selector of the
+//! wrong type is an error, an unknown one only a [warning](warnings): the plugin is the judge,
+//! and newer plugins know more selectors.
 
 use api::{FieldError, validate};
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
 
-/// Selector keys of `accelerator` devices.
-const ACCELERATOR: &[&str] = &["vendors", "devices", "drivers", "pciAddresses"];
+/// Selector keys of `accelerator` devices (the selectors every device type has).
+const ACCELERATOR: &[&str] = &["vendors", "devices", "drivers", "pciAddresses", "acpiIndexes"];
 /// Selector keys of `auxNetDevice` devices.
-const AUX_NET_DEVICE: &[&str] =
-    &["vendors", "devices", "drivers", "pfNames", "rootDevices", "linkTypes", "isRdma", "auxTypes"];
+const AUX_NET_DEVICE: &[&str] = &[
+    "vendors",
+    "devices",
+    "drivers",
+    "pciAddresses",
+    "acpiIndexes",
+    "pfNames",
+    "rootDevices",
+    "linkTypes",
+    "isRdma",
+    "auxTypes",
+];
 /// Selector keys of `netDevice` devices (the default).
 const NET_DEVICE: &[&str] = &[
     "vendors",
     "devices",
     "drivers",
     "pciAddresses",
+    "acpiIndexes",
     "pfNames",
     "rootDevices",
     "linkTypes",
@@ -26,6 +41,7 @@ const NET_DEVICE: &[&str] = &[
     "isRdma",
     "needVhostNet",
     "vdpaType",
+    "pKeys",
 ];
 /// Selector keys whose value is a boolean; `vdpaType` is a string; every other one a list.
 const BOOLEAN_KEYS: &[&str] = &["isRdma", "needVhostNet"];
@@ -36,24 +52,43 @@ static RESOURCE_NAME: LazyLock<Regex> =
 /// Every problem of the config `text`, the value of the policy field `field` (empty when it is
 /// usable).
 pub fn validate(field: &str, text: &str) -> Vec<FieldError> {
-    let (entries, mut errors) = validate::config_entries(field, text, "resourceList");
-    for (path, resource) in entries {
-        check_resource(&path, &resource, &mut errors);
-    }
-    errors
+    check(field, text).errors
 }
 
-fn check_resource(path: &str, resource: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+/// What the plugin may not understand in the config `text` but decides itself (selectors it
+/// does not document), each naming its path; said in the state's message.
+pub fn warnings(field: &str, text: &str) -> Vec<String> {
+    check(field, text).warnings
+}
+
+/// Errors and warnings of one config.
+#[derive(Default)]
+struct Findings {
+    errors: Vec<FieldError>,
+    warnings: Vec<String>,
+}
+
+fn check(field: &str, text: &str) -> Findings {
+    let (entries, errors) = validate::config_entries(field, text, "resourceList");
+    let mut findings = Findings { errors, warnings: Vec::new() };
+    for (path, resource) in entries {
+        check_resource(&path, &resource, &mut findings);
+    }
+    findings
+}
+
+fn check_resource(path: &str, resource: &Map<String, Value>, findings: &mut Findings) {
+    let errors = &mut findings.errors;
     let at = |key: &str| format!("{path}.{key}");
     let rule = "must consist of letters, digits, '_' or '.' (no '-') and start and end with a letter or digit";
     validate::check_resource_naming(path, resource, &RESOURCE_NAME, rule, errors);
     if resource.get("excludeTopology").is_some_and(|v| !v.is_boolean()) {
         errors.push(FieldError::new(at("excludeTopology"), "must be true or false"));
     }
-    let keys = match resource.get("deviceType").map(|t| t.as_str()) {
-        None | Some(Some("netDevice")) => NET_DEVICE,
-        Some(Some("accelerator")) => ACCELERATOR,
-        Some(Some("auxNetDevice")) => AUX_NET_DEVICE,
+    let (device_type, keys) = match resource.get("deviceType").map(|t| t.as_str()) {
+        None | Some(Some("netDevice")) => ("netDevice", NET_DEVICE),
+        Some(Some("accelerator")) => ("accelerator", ACCELERATOR),
+        Some(Some("auxNetDevice")) => ("auxNetDevice", AUX_NET_DEVICE),
         Some(_) => {
             errors.push(FieldError::new(at("deviceType"), "must be one of accelerator, netDevice, auxNetDevice"));
             return;
@@ -61,13 +96,13 @@ fn check_resource(path: &str, resource: &Map<String, Value>, errors: &mut Vec<Fi
     };
     match resource.get("selectors") {
         None => {}
-        Some(Value::Object(selectors)) => check_selectors(&at("selectors"), selectors, keys, errors),
+        Some(Value::Object(selectors)) => check_selectors(&at("selectors"), selectors, (device_type, keys), findings),
         Some(Value::Array(list)) => {
             for (i, selectors) in list.iter().enumerate() {
                 let path = format!("{path}.selectors[{i}]");
                 match selectors.as_object() {
-                    Some(selectors) => check_selectors(&path, selectors, keys, errors),
-                    None => errors.push(FieldError::new(path, "must be an object")),
+                    Some(selectors) => check_selectors(&path, selectors, (device_type, keys), findings),
+                    None => findings.errors.push(FieldError::new(path, "must be an object")),
                 }
             }
         }
@@ -75,16 +110,22 @@ fn check_resource(path: &str, resource: &Map<String, Value>, errors: &mut Vec<Fi
     }
 }
 
-fn check_selectors(path: &str, selectors: &Map<String, Value>, keys: &[&str], errors: &mut Vec<FieldError>) {
+fn check_selectors(
+    path: &str,
+    selectors: &Map<String, Value>,
+    (device_type, keys): (&str, &[&str]),
+    findings: &mut Findings,
+) {
+    let errors = &mut findings.errors;
     if selectors.is_empty() {
         errors.push(FieldError::new(path, format!("needs at least one of {}", keys.join(", "))));
     }
     for (key, value) in selectors {
         let key_path = format!("{path}.{key}");
         if !keys.contains(&key.as_str()) {
-            errors.push(FieldError::new(
-                key_path,
-                format!("not a selector of this device type; expected one of {}", keys.join(", ")),
+            findings.warnings.push(format!(
+                "{key_path}: not a selector the plugin documents for {device_type} devices ({}); passed on as written",
+                keys.join(", ")
             ));
         } else if BOOLEAN_KEYS.contains(&key.as_str()) {
             if !value.is_boolean() {
@@ -120,6 +161,37 @@ mod tests {
     }
 
     #[test]
+    fn every_selector_of_the_plugin_is_accepted_and_an_unknown_one_is_a_warning() {
+        let config = r#"{"resourceList": [
+            {"resourceName": "ib", "selectors": {"vendors": ["15b3"], "pKeys": ["0x7fff"], "acpiIndexes": ["101"],
+             "needVhostNet": false, "vdpaType": "vhost", "ddpProfiles": ["GTP"]}},
+            {"resourceName": "aux", "deviceType": "auxNetDevice", "selectors": {"auxTypes": ["sf"], "pciAddresses": ["0000:03:00.0"]}},
+            {"resourceName": "gpu", "deviceType": "accelerator", "selectors": [{"devices": ["1017"], "pfNames": ["ens1"]}]},
+            {"resourceName": "new", "selectors": {"vendors": ["15b3"], "futureSelector": ["x"]}}]}"#;
+        assert_eq!(problems(config), Vec::<String>::new());
+        assert_eq!(
+            warnings(FIELD, config),
+            [
+                format!(
+                    "{FIELD}.resourceList[2].selectors[0].pfNames: not a selector the plugin documents for accelerator devices (vendors, devices, drivers, pciAddresses, acpiIndexes); passed on as written"
+                ),
+                format!(
+                    "{FIELD}.resourceList[3].selectors.futureSelector: not a selector the plugin documents for netDevice devices (vendors, devices, drivers, pciAddresses, acpiIndexes, pfNames, rootDevices, linkTypes, ddpProfiles, isRdma, needVhostNet, vdpaType, pKeys); passed on as written"
+                ),
+            ]
+        );
+        let wrong_type =
+            r#"{"resourceList": [{"resourceName": "ib", "selectors": {"pKeys": "0x7fff", "acpiIndexes": [1]}}]}"#;
+        assert_eq!(
+            problems(wrong_type),
+            [
+                format!("{FIELD}.resourceList[0].selectors.acpiIndexes[0]: must be a non-empty string"),
+                format!("{FIELD}.resourceList[0].selectors.pKeys: must be a list of strings"),
+            ]
+        );
+    }
+
+    #[test]
     fn configs_of_the_wrong_shape_are_refused() {
         assert_eq!(problems("[]"), [format!("{FIELD}: must be a JSON object with resourceList")]);
         assert_eq!(problems("{}"), [format!("{FIELD}.resourceList: required")]);
@@ -142,9 +214,6 @@ mod tests {
                     "{FIELD}.resourceList[1].resourceName: \"host-dev\" must consist of letters, digits, '_' or '.' (no '-') and start and end with a letter or digit"
                 ),
                 format!("{FIELD}.resourceList[1].resourcePrefix: \"nvidia\" must be a domain name, e.g. nvidia.com"),
-                format!(
-                    "{FIELD}.resourceList[1].selectors[0].pfNames: not a selector of this device type; expected one of vendors, devices, drivers, pciAddresses"
-                ),
                 format!("{FIELD}.resourceList[2].selectors.auxTypes[0]: must be a non-empty string"),
                 format!("{FIELD}.resourceList[2].selectors.isRdma: must be true or false"),
                 format!("{FIELD}.resourceList[3].deviceType: must be one of accelerator, netDevice, auxNetDevice"),

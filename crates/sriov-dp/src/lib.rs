@@ -61,6 +61,11 @@ impl State for SriovDevicePlugin {
         ]
     }
 
+    fn warnings(spec: &DevicePluginSpec) -> Vec<String> {
+        let field = format!("{}.config", Self::field_path());
+        objects::non_empty(spec.config.as_ref()).map(|text| config::warnings(&field, text)).unwrap_or_default()
+    }
+
     fn render(spec: &DevicePluginSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
         let field = format!("{}.config", Self::field_path());
         let config =

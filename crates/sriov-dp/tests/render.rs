@@ -65,12 +65,13 @@ fn a_config_the_plugin_cannot_use_is_an_error_naming_the_exact_path() {
     set_config(
         &mut policy,
         Some(
-            r#"{"resourceList": [{"resourceName": "a", "selectors": {"vendors": ["15b3"]}}, {"resourceName": "b", "deviceType": "accelerator", "selectors": {"pfNames": ["x"]}}]}"#,
+            r#"{"resourceList": [{"resourceName": "a", "selectors": {"vendors": ["15b3"]}}, {"resourceName": "b", "deviceType": "accelerator", "selectors": {"drivers": [7]}}]}"#,
         ),
     );
     assert!(
-        render_error(&policy)
-            .starts_with("spec.sriovDevicePlugin.config.resourceList[1].selectors.pfNames: not a selector"),
+        render_error(&policy).starts_with(
+            "spec.sriovDevicePlugin.config.resourceList[1].selectors.drivers[0]: must be a non-empty string"
+        ),
         "{}",
         render_error(&policy)
     );

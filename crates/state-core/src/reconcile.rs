@@ -280,14 +280,17 @@ pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, obser
     if let Err(message) = prune::<S>(ctx, &keys).await {
         return Outcome::new(SyncState::NotReady, message);
     }
+    let warnings = S::spec(policy).map(S::warnings).unwrap_or_default();
     let mut notes = Vec::new();
     for object in &live {
         let readiness = readiness::of(object);
         if !readiness.ready {
-            return Outcome::new(SyncState::NotReady, readiness.message);
+            let message = readiness.message.into_iter().chain(warnings).collect::<Vec<_>>();
+            return Outcome::new(SyncState::NotReady, (!message.is_empty()).then(|| message.join("; ")));
         }
         notes.extend(readiness.message);
     }
+    notes.extend(warnings);
     Outcome::new(SyncState::Ready, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 

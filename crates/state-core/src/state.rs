@@ -51,6 +51,12 @@ pub trait State: Send + Sync + 'static {
     fn released() -> Vec<Leftover> {
         Vec::new()
     }
+    /// What the section holds that the operand decides itself and may not understand (e.g. a
+    /// selector the plugin does not document), each naming its field: said in the state's
+    /// message; nothing else changes.
+    fn warnings(_spec: &Self::Spec) -> Vec<String> {
+        Vec::new()
+    }
     /// The objects of this state, before the cross-cutting edits. Pure: no I/O.
     fn render(spec: &Self::Spec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError>;
 }
