@@ -5,9 +5,44 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// CEL rule of `repository`: a normalised image repository (as Docker's reference grammar: an
-/// optional registry host with an optional port, then lowercase path components).
-pub const REPOSITORY_RULE: &str = "self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\\\\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)*$')";
+/// CEL rule of `repository`: what may stand before `/<image>` in an image reference (Docker's
+/// reference grammar): a registry host (DNS name, IPv4, or IPv6 in brackets, with an optional
+/// port) alone or followed by lowercase path components, or lowercase path components alone.
+pub const REPOSITORY_RULE: &str = "self.matches('^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\\\\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\\\\[[a-fA-F0-9:]+\\\\])(:[0-9]+)?|[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)(/[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)*$')";
+
+/// Repositories [`REPOSITORY_RULE`] accepts: the test vectors of the unit tests and of the
+/// end-to-end test on a real API server.
+pub const REPOSITORIES_ACCEPTED: &[&str] = &[
+    "nvcr.io/nvidia/mellanox",
+    "ghcr.io/mellanox",
+    "mellanox",
+    "registry.local:5000",
+    "10.0.0.1:5000",
+    "10.0.0.1",
+    "[fd00::1]:5000",
+    "[fd00::1]/mirror",
+    "localhost",
+    "localhost:5000/a/b",
+    "127.0.0.1:5000/mellanox",
+    "Registry.Example.com:443/team_a/sub-path",
+    "registry.example.com/team__a/x.y",
+];
+
+/// Repositories [`REPOSITORY_RULE`] refuses (see [`REPOSITORIES_ACCEPTED`]).
+pub const REPOSITORIES_REFUSED: &[&str] = &[
+    "",
+    "https://nvcr.io/nvidia",
+    "nvcr.io/nvidia/",
+    "nvcr.io/Nvidia",
+    "nvcr.io/nvidia:1.0",
+    "nvcr.io//x",
+    "nvcr.io/nvidia@sha256:ab",
+    " nvcr.io",
+    "registry.local:port",
+    "[fd00::1",
+    "-registry.local:5000",
+    "registry.local:5000/",
+];
 
 /// Where a component's container image comes from, plus per-container resources.
 ///
@@ -21,7 +56,7 @@ pub struct ImageSpec {
     /// Image repository, e.g. `ghcr.io/mellanox`.
     #[schemars(regex(pattern = r"[a-zA-Z0-9\.\-\/]+"), length(max = 255), extend("x-kubernetes-validations" = [{
         "rule": REPOSITORY_RULE,
-        "message": "repository must be an image repository in lowercase: an optional registry host (with an optional port) and a path, e.g. nvcr.io/nvidia/mellanox or 10.0.0.1:5000/mirror; no scheme, tag, digest or trailing slash",
+        "message": "repository must be what stands before /<image> in an image reference: a registry host (DNS name, IPv4 or [IPv6], optional port) alone or with a lowercase path, or a lowercase path, e.g. nvcr.io/nvidia/mellanox, registry.local:5000 or 10.0.0.1:5000/mirror; no scheme, tag, digest or trailing slash",
     }]))]
     pub repository: String,
     /// Image tag, or a `sha256:` digest.

@@ -78,6 +78,17 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
     let err = create(&env.client, &network).await.expect_err("a blank in resourceName is refused");
     assert!(err.contains("spec.resourceName") && err.contains("device-plugin resource name"), "{err}");
 
+    for repository in api::image::REPOSITORIES_REFUSED {
+        let mut ofed = image();
+        ofed["repository"] = json!(repository);
+        let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err(repository);
+        assert!(err.contains("spec.ofedDriver.repository"), "{repository:?}: {err}");
+    }
+    for repository in api::image::REPOSITORIES_ACCEPTED {
+        let mut ofed = image();
+        ofed["repository"] = json!(repository);
+        create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.unwrap_or_else(|e| panic!("{repository}: {e}"));
+    }
     for good in [json!(2), json!("25%"), json!("100%")] {
         let mut ofed = image();
         ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": good});
