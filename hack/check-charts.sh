@@ -147,15 +147,15 @@ lint "network-operator (every section values)" "$umbrella" -f "$umbrella/ci/ever
 per_controller="ServiceAccount=1 ClusterRole=1 ClusterRoleBinding=1 Deployment=1 Service=1"
 
 if render defaults; then
-    expect defaults "3 controllers, their RBAC and Services, nothing optional" \
-        kinds_are "$tmp/defaults.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13"
+    expect defaults "13 controllers, their RBAC and Services, the OFED settings, nothing optional" \
+        kinds_are "$tmp/defaults.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13 ConfigMap=1"
 fi
 
 if render all "${all_apis[@]}" \
     --set global.serviceMonitor.enabled=true --set prometheusRule.enabled=true \
     --set grafanaDashboard.enabled=true --set nfd.deployNodeFeatureRules=true; then
     expect all "plus ServiceMonitors, PrometheusRule, NodeFeatureRule, dashboard ConfigMap" \
-        kinds_are "$tmp/all.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13 ServiceMonitor=13 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=1"
+        kinds_are "$tmp/all.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13 ServiceMonitor=13 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=2"
     expect all "dashboard ConfigMap labelled grafana_dashboard" grep -q 'grafana_dashboard: "1"' "$tmp/all.yaml"
 fi
 
@@ -167,7 +167,8 @@ for c in "${controllers[@]}"; do
             rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes|sriov-dp|multus|cni-plugins|ipoib|whereabouts|nv-ipam) roles="Role=2 RoleBinding=2" ;; # operands + leader election
             *) roles="Role=1 RoleBinding=1" ;;       # leader election
         esac
-        expect "only-$c" "only $release-$c" kinds_are "$tmp/only-$c.yaml" "$per_controller $roles"
+        settings=""; [ "$c" = ofed ] && settings="ConfigMap=1"  # ofedDriver.initContainer
+        expect "only-$c" "only $release-$c" kinds_are "$tmp/only-$c.yaml" "$per_controller $roles $settings"
         expect "only-$c" "Deployment $release-$c" grep -q "^  name: $release-$c\$" "$tmp/only-$c.yaml"
     fi
 done
@@ -175,7 +176,7 @@ done
 # The single-process install: one Deployment with the union of the RBAC (cluster, operands,
 # lease), and refused beside any per-controller chart.
 if render all-in-one -f "$umbrella/values-all-in-one.yaml"; then
-    expect all-in-one "only $release-all-in-one" kinds_are "$tmp/all-in-one.yaml" "$per_controller Role=2 RoleBinding=2"
+    expect all-in-one "only $release-all-in-one" kinds_are "$tmp/all-in-one.yaml" "$per_controller Role=2 RoleBinding=2 ConfigMap=1"
     expect all-in-one "image network-operator" grep -q 'image: ".*/network-operator:' "$tmp/all-in-one.yaml"
 fi
 refuse all-in-one-beside-controllers "these must be off: aggregator, ofed" --set all-in-one.enabled=true

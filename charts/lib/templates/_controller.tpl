@@ -184,6 +184,7 @@ spec:
     metadata:
       labels:
         {{- include "netop.labels" . | nindent 8 }}
+        {{- include "netop.podLabels" . | nindent 8 }}
         {{- with .Values.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -259,6 +260,13 @@ spec:
             {{- with .Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+          {{- if has .Chart.Name (list "ofed" "all-in-one") }}
+          {{- /* The umbrella chart's ofedDriver.initContainer (templates/ofed-settings.yaml). */}}
+          envFrom:
+            - configMapRef:
+                name: {{ printf "%s-ofed-settings" .Release.Name | trunc 63 | trimSuffix "-" }}
+                optional: true
+          {{- end }}
           ports:
             - name: http-metrics
               containerPort: {{ .Values.metricsPort }}

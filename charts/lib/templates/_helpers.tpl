@@ -58,6 +58,14 @@ app.kubernetes.io/part-of: network-operator
 {{ include "netop.labelsFor" (dict "ctx" . "component" "controller") }}
 {{- end -}}
 
+{{/*
+Labels of every controller's pods besides the standard ones: a driver upgrade's drain never
+evicts the operator itself (the OFED controller runs that drain), as the original's pod.
+*/}}
+{{- define "netop.podLabels" -}}
+nvidia.com/ofed-driver-upgrade-drain.skip: "true"
+{{- end -}}
+
 {{/* .Values.global, or an empty dict (a chart rendered on its own may have none). */}}
 {{- define "netop.global" -}}
 {{- toJson (.Values.global | default dict) -}}

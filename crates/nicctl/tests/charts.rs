@@ -363,3 +363,60 @@ fn all_in_one_beside_a_per_controller_chart_is_refused_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("these must be off: ofed"), "{stderr}");
 }
+
+#[test]
+fn no_controller_pod_is_evicted_by_a_driver_upgrades_drain() {
+    let Some(helm) = helm() else { return };
+    let installs: [&[&str]; 2] =
+        [&["--set", "admission.enabled=true"], &["-f", "charts/network-operator/values-all-in-one.yaml"]];
+    for args in installs {
+        let documents = template(&helm, args);
+        let deployments: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "Deployment").collect();
+        assert!(!deployments.is_empty(), "{args:?}");
+        for deployment in deployments {
+            let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(
+                labels["nvidia.com/ofed-driver-upgrade-drain.skip"], "true",
+                "{args:?}: {} lacks the drain-skip label",
+                deployment["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// The environment the chart gives the OFED controller from `ofedDriver.initContainer`.
+fn ofed_settings(helm: &Path, args: &[&str]) -> Value {
+    let documents = template(helm, args);
+    let settings = documents
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "network-operator-ofed-settings")
+        .expect("the OFED settings ConfigMap");
+    let controller = documents
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "network-operator-ofed")
+        .expect("the OFED controller");
+    let env_from = &controller["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"];
+    assert_eq!(env_from["name"], "network-operator-ofed-settings", "{controller}");
+    settings["data"].clone()
+}
+
+#[test]
+fn the_init_container_values_reach_the_ofed_controller() {
+    let Some(helm) = helm() else { return };
+    let default = ofed_settings(&helm, &[]);
+    assert_eq!(default["OFED_INIT_CONTAINER_IMAGE"], "ghcr.io/mellanox/network-operator-init-container:v0.0.2");
+    let mirrored = ofed_settings(
+        &helm,
+        &[
+            "--set",
+            "ofedDriver.initContainer.repository=registry.local:5000/mellanox",
+            "--set",
+            "ofedDriver.initContainer.image=init",
+            "--set",
+            "ofedDriver.initContainer.version=v1.2",
+        ],
+    );
+    assert_eq!(mirrored["OFED_INIT_CONTAINER_IMAGE"], "registry.local:5000/mellanox/init:v1.2");
+    let off = ofed_settings(&helm, &["--set", "ofedDriver.initContainer.enable=false"]);
+    assert_eq!(off["OFED_INIT_CONTAINER_IMAGE"], "", "no init container");
+}

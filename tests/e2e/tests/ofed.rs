@@ -145,3 +145,78 @@ async fn driver_pools_follow_the_nodes_and_the_wait_label_follows_the_driver_pod
     let (status, _) = controller.terminate(std::time::Duration::from_secs(5)).await;
     assert!(status.success());
 }
+
+/// The chart's `OFED_INIT_CONTAINER_IMAGE` for `values` (as `--set` pairs), read back from the
+/// ConfigMap the installed release holds for the OFED controller.
+async fn init_container_setting(env: &TestEnv, release: &str, values: &[&str]) -> String {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let mut args = Vec::new();
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    e2e::helm::install(&env.cleanup, release, &env.namespace, &args);
+    let config_maps: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.namespace);
+    let settings = config_maps.get(&format!("{release}-ofed-settings")).await.expect("the chart's OFED settings");
+    let data = settings.data.unwrap_or_default();
+    data.get("OFED_INIT_CONTAINER_IMAGE").cloned().expect("OFED_INIT_CONTAINER_IMAGE")
+}
+
+#[tokio::test]
+async fn the_charts_init_container_values_shape_the_driver_daemon_sets() {
+    let Some(env) = TestEnv::new("netop-e2e-ofed-init").await else { return };
+    if e2e::helm::helm().is_none() {
+        return;
+    }
+    let client = env.client.clone();
+    let node = unique_name("ofed-init");
+    let labels = nfd_labels(KERNEL_A);
+    create_node(&env, &node, &labels.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    fresh_policy(&env, &seed_policy()).await;
+    let init_image = |ds: &DaemonSet| {
+        let pod = ds.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        pod.init_containers.unwrap_or_default().iter().map(|c| c.image.clone().unwrap_or_default()).collect::<Vec<_>>()
+    };
+
+    // A mirrored registry: the driver pods' init container comes from it.
+    let mirrored = init_container_setting(
+        &env,
+        &unique_name("netop-init"),
+        &[
+            "ofedDriver.initContainer.repository=registry.local:5000/mellanox",
+            "ofedDriver.initContainer.version=v0.0.3",
+        ],
+    )
+    .await;
+    assert_eq!(mirrored, "registry.local:5000/mellanox/network-operator-init-container:v0.0.3");
+    let mut controller =
+        ControllerProcess::start("ofed-controller", &env.namespace, &[("OFED_INIT_CONTAINER_IMAGE", &mirrored)]);
+    let wanted = vec![mirrored.clone()];
+    eventually("the driver DaemonSet with the mirrored init container", WAIT, || async {
+        let found = daemon_sets(&client, &env.namespace).await;
+        let images = found.get(&daemon_set_name(KERNEL_A)).map(init_image);
+        if images.as_ref() == Some(&wanted) { Ok(()) } else { Err(format!("{images:?}")) }
+    })
+    .await;
+    controller.terminate(std::time::Duration::from_secs(5)).await;
+
+    // enable: false: no init container, and no ConfigMap for it.
+    let off =
+        init_container_setting(&env, &unique_name("netop-init"), &["ofedDriver.initContainer.enable=false"]).await;
+    assert_eq!(off, "");
+    let mut controller =
+        ControllerProcess::start("ofed-controller", &env.namespace, &[("OFED_INIT_CONTAINER_IMAGE", &off)]);
+    eventually("the driver DaemonSet without an init container", WAIT, || async {
+        let found = daemon_sets(&client, &env.namespace).await;
+        let images = found.get(&daemon_set_name(KERNEL_A)).map(init_image);
+        let config_map = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &env.namespace)
+            .get_opt(ofed::INIT_CONFIG_MAP)
+            .await
+            .map_err(|e| e.to_string())?;
+        match (&images, config_map) {
+            (Some(images), None) if images.is_empty() => Ok(()),
+            (_, config_map) => Err(format!("{images:?}, ConfigMap present: {}", config_map.is_some())),
+        }
+    })
+    .await;
+    controller.terminate(std::time::Duration::from_secs(5)).await;
+}
