@@ -160,13 +160,7 @@ async fn openshift_facts(client: &Client) -> Result<OpenShiftFacts, String> {
     let proxies: Api<DynamicObject> = Api::all_with(client.clone(), &gvk("config.openshift.io", "Proxy", "proxies"));
     match proxies.get_opt("cluster").await {
         Ok(Some(proxy)) => {
-            for (name, field) in [("HTTPS_PROXY", "httpsProxy"), ("HTTP_PROXY", "httpProxy"), ("NO_PROXY", "noProxy")] {
-                let value =
-                    proxy.data["status"][field].as_str().or(proxy.data["spec"][field].as_str()).unwrap_or_default();
-                if !value.is_empty() {
-                    facts.proxy.push((name.to_string(), value.to_string()));
-                }
-            }
+            facts.proxy = proxy_env(&proxy);
             facts.trusted_ca = proxy.data["spec"]["trustedCA"]["name"].as_str().is_some_and(|n| !n.is_empty());
         }
         Ok(None) => {}
@@ -180,6 +174,24 @@ async fn openshift_facts(client: &Client) -> Result<OpenShiftFacts, String> {
         }
     }
     Ok(facts)
+}
+
+/// The driver container's proxy variables from OpenShift's `Proxy/cluster`: its `status`, the
+/// values the cluster resolved and its own operators use (`noProxy` there adds the cluster's
+/// and service networks, the API server and the node subnets, which the user's `spec.noProxy`
+/// leaves out: with the spec alone the driver would send in-cluster traffic to the proxy); a
+/// field the status does not have yet (not reconciled) falls back to the `spec`. The original
+/// read the spec only.
+pub fn proxy_env(proxy: &DynamicObject) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (name, field) in [("HTTPS_PROXY", "httpsProxy"), ("HTTP_PROXY", "httpProxy"), ("NO_PROXY", "noProxy")] {
+        let status = proxy.data["status"][field].as_str().filter(|v| !v.is_empty());
+        let value = status.or(proxy.data["spec"][field].as_str()).unwrap_or_default();
+        if !value.is_empty() {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
+    env
 }
 
 /// Lists tags, renders, applies and labels from `observed`; the outcome, with a message about
@@ -351,4 +363,39 @@ pub async fn run_controller(
         controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);
     run_marking_ready(drive(results), synced, ready).await;
     refresher.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn proxy(spec: serde_json::Value, status: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "config.openshift.io/v1", "kind": "Proxy",
+            "metadata": {"name": "cluster"}, "spec": spec, "status": status}))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_proxy_variables_are_the_clusters_resolved_ones_else_the_spec() {
+        let spec = json!({"httpProxy": "http://spec:3128", "httpsProxy": "http://spec:3128", "noProxy": "example.com"});
+        let status = json!({"httpProxy": "http://spec:3128", "httpsProxy": "http://spec:3128",
+                            "noProxy": ".cluster.local,.svc,10.128.0.0/14,172.30.0.0/16,api-int.x,example.com,localhost"});
+        let env = proxy_env(&proxy(spec.clone(), status));
+        assert_eq!(
+            env,
+            [
+                ("HTTPS_PROXY".to_string(), "http://spec:3128".to_string()),
+                ("HTTP_PROXY".to_string(), "http://spec:3128".to_string()),
+                (
+                    "NO_PROXY".to_string(),
+                    ".cluster.local,.svc,10.128.0.0/14,172.30.0.0/16,api-int.x,example.com,localhost".to_string()
+                ),
+            ],
+            "the status, with the cluster's own networks in NO_PROXY"
+        );
+        let not_yet = proxy_env(&proxy(spec, json!({})));
+        assert_eq!(not_yet[2], ("NO_PROXY".to_string(), "example.com".to_string()), "the spec until resolved");
+        assert!(proxy_env(&proxy(json!({}), json!({}))).is_empty(), "no proxy: no variables");
+    }
 }
