@@ -15,6 +15,9 @@
 //!
 //! The first change of either (a version, config or resources change; a template edited by
 //! someone else) applies our template, and the annotation goes with it.
+//!
+//! Likewise a NetworkAttachmentDefinition keeps its live `spec.config` text while it is the same
+//! JSON as ours (the original wrote it with other whitespace): no NAD changes at a takeover.
 
 use crate::edits::STANDARD_LABELS;
 use crate::objects::hash;
@@ -27,9 +30,34 @@ use std::collections::BTreeMap;
 /// `rendered=<hash of our template>,kept=<hash of the live template>`.
 pub const ADOPTED_TEMPLATE_ANNOTATION: &str = "nvidia.network-operator.adopted-template";
 
+/// `desired` as it is to be applied over `live`: with the live pod template of an adopted
+/// workload, or the live config text of a NAD that means the same (see the module
+/// documentation); otherwise unchanged.
+pub fn adopted(desired: DynamicObject, live: &DynamicObject) -> DynamicObject {
+    keep_same_config(keep_adopted_template(desired, live), live)
+}
+
+/// `desired`, with the live `spec.config` of a NetworkAttachmentDefinition when both parse to
+/// the same JSON.
+fn keep_same_config(mut desired: DynamicObject, live: &DynamicObject) -> DynamicObject {
+    if desired.types.as_ref().is_none_or(|t| t.kind != "NetworkAttachmentDefinition") {
+        return desired;
+    }
+    let parse = |object: &DynamicObject| {
+        let text = object.data.pointer("/spec/config")?.as_str()?;
+        Some((text.to_string(), serde_json::from_str::<Value>(text).ok()?))
+    };
+    if let (Some((_, ours)), Some((text, theirs))) = (parse(&desired), parse(live))
+        && ours == theirs
+    {
+        desired.data["spec"]["config"] = Value::String(text);
+    }
+    desired
+}
+
 /// `desired`, with the pod template of `live` in place of its own when `live` is an adopted
 /// workload whose template is kept (see the module documentation); otherwise `desired` as it is.
-pub fn keep_adopted_template(mut desired: DynamicObject, live: &DynamicObject) -> DynamicObject {
+fn keep_adopted_template(mut desired: DynamicObject, live: &DynamicObject) -> DynamicObject {
     let Some(live_template) = template(live) else { return desired };
     let Some(rendered) = template(&desired) else { return desired };
     let marker = format!("rendered={},kept={}", hash_of(rendered), hash_of(live_template));
@@ -143,7 +171,7 @@ mod tests {
     fn an_original_workload_keeps_its_live_template_when_the_images_are_the_same() {
         let live = workload(pod("multus:v3.9.3", "--multus-conf-file=/tmp/multus-conf/00-multus.conf"));
         let desired = workload(pod("multus:v3.9.3", "--multus-conf-file=auto"));
-        let adopted = keep_adopted_template(desired, &live);
+        let adopted = adopted(desired, &live);
         assert_eq!(adopted.data["spec"]["template"], live.data["spec"]["template"]);
         assert!(kept(&adopted).is_some_and(|m| m.starts_with("rendered=")), "{:?}", kept(&adopted));
     }
@@ -152,7 +180,7 @@ mod tests {
     fn an_original_workload_whose_image_the_user_changed_gets_our_template() {
         let live = workload(pod("multus:v3.9.3", "--multus-conf-file=/tmp/multus-conf/00-multus.conf"));
         let desired = workload(pod("multus:v4.0.0", "--multus-conf-file=auto"));
-        let adopted = keep_adopted_template(desired.clone(), &live);
+        let adopted = adopted(desired.clone(), &live);
         assert_eq!(adopted.data, desired.data);
         assert_eq!(kept(&adopted), None);
     }
@@ -160,22 +188,22 @@ mod tests {
     #[test]
     fn the_kept_template_stays_until_our_rendering_or_the_live_template_changes() {
         let original = pod("multus:v3.9.3", "--multus-conf-file=/tmp/multus-conf/00-multus.conf");
-        let first = keep_adopted_template(workload(pod("multus:v3.9.3", "auto")), &workload(original.clone()));
+        let first = adopted(workload(pod("multus:v3.9.3", "auto")), &workload(original.clone()));
         // What the API server holds after our first apply: our labels, the marker, the old template.
         let mut live = first.clone();
         live.labels_mut().insert("app.kubernetes.io/managed-by".into(), "network-operator".into());
 
-        let again = keep_adopted_template(workload(pod("multus:v3.9.3", "auto")), &live);
+        let again = adopted(workload(pod("multus:v3.9.3", "auto")), &live);
         assert_eq!(again.data["spec"]["template"], original, "nothing changed: still kept");
         assert_eq!(kept(&again), kept(&first));
 
-        let config_change = keep_adopted_template(workload(pod("multus:v3.9.3", "/etc/cni/multus.conf")), &live);
+        let config_change = adopted(workload(pod("multus:v3.9.3", "/etc/cni/multus.conf")), &live);
         assert_eq!(config_change.data["spec"]["template"], pod("multus:v3.9.3", "/etc/cni/multus.conf"));
         assert_eq!(kept(&config_change), None, "our template from now on");
 
         let mut edited = live.clone();
         edited.data["spec"]["template"]["spec"]["containers"][0]["args"][0] = json!("--by-hand");
-        let drift = keep_adopted_template(workload(pod("multus:v3.9.3", "auto")), &edited);
+        let drift = adopted(workload(pod("multus:v3.9.3", "auto")), &edited);
         assert_eq!(drift.data["spec"]["template"], pod("multus:v3.9.3", "auto"), "drift is corrected");
     }
 
@@ -184,12 +212,26 @@ mod tests {
         let mut live = workload(pod("multus:v3.9.3", "old"));
         live.labels_mut().insert("app.kubernetes.io/managed-by".into(), "network-operator".into());
         let desired = workload(pod("multus:v3.9.3", "new"));
-        assert_eq!(keep_adopted_template(desired.clone(), &live).data, desired.data);
+        assert_eq!(adopted(desired.clone(), &live).data, desired.data);
 
         let config_map: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"k": "v"}}))
         .unwrap();
-        assert_eq!(keep_adopted_template(config_map.clone(), &config_map).data, config_map.data);
+        assert_eq!(adopted(config_map.clone(), &config_map).data, config_map.data);
+    }
+
+    #[test]
+    fn a_nad_keeps_its_config_text_while_it_means_the_same() {
+        let nad = |config: &str| -> DynamicObject {
+            serde_json::from_value(json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "n", "namespace": "default"}, "spec": {"config": config}}))
+            .unwrap()
+        };
+        let original = nad(r#"{ "cniVersion":"0.3.1", "type":"macvlan","mode" : "bridge" }"#);
+        let same = adopted(nad(r#"{"cniVersion":"0.3.1","type":"macvlan","mode":"bridge"}"#), &original);
+        assert_eq!(same.data["spec"], original.data["spec"], "only whitespace differs: the live text stays");
+        let changed = adopted(nad(r#"{"cniVersion":"0.3.1","type":"macvlan","mode":"vepa"}"#), &original);
+        assert_eq!(changed.data["spec"]["config"], r#"{"cniVersion":"0.3.1","type":"macvlan","mode":"vepa"}"#);
     }
 
     #[test]

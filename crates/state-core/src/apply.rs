@@ -101,7 +101,7 @@ pub fn revision(object: &DynamicObject) -> String {
 ///
 /// Without a watched copy the object is read first: one that exists but is not managed by the
 /// operator ([`is_managed`]) is left untouched and reported. A workload of the original
-/// operator keeps its live pod template ([`adopt::keep_adopted_template`]).
+/// operator keeps its live pod template ([`adopt::adopted`]).
 pub async fn apply_if_changed(
     client: &Client,
     live: Option<Arc<DynamicObject>>,
@@ -121,14 +121,14 @@ pub async fn apply_if_changed(
         if !is_managed(live, &object) {
             return Err(ApplyError::NotManaged { key });
         }
-        object = adopt::keep_adopted_template(object, live);
+        object = adopt::adopted(object, live);
     }
     let revision = revision(&object);
     object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), revision);
-    if let Some(live) = live {
-        if is_subset(&to_value(&object), &to_value(&live)) {
-            return Ok(Applied::Unchanged(live));
-        }
+    if let Some(live) = live
+        && is_subset(&to_value(&object), &to_value(&live))
+    {
+        return Ok(Applied::Unchanged(live));
     }
     let applied = api
         .patch(&key.name, &PatchParams::apply(manager).force(), &Patch::Apply(&object))

@@ -10,6 +10,7 @@
 pub mod binary;
 pub mod helm;
 pub mod kubelet;
+pub mod original;
 pub mod registry;
 
 use api::crd;

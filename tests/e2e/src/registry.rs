@@ -10,7 +10,11 @@ pub async fn serve(path: &str, tags: Vec<String>) -> String {
     let body = json!({"name": path, "tags": tags}).to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let host = listener.local_addr().expect("bound").to_string();
-    let app = Router::new().route(&format!("/v2/{path}/tags/list"), get(move || async move { body }));
+    // `/v2/` answers as a registry without authentication does: clients such as the original
+    // operator's ping it before they list.
+    let app = Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route(&format!("/v2/{path}/tags/list"), get(move || async move { body }));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("registry serves") });
     host
 }
