@@ -31,6 +31,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::DynamicObject;
 use serde_json::json;
 use state_core::leftovers::Leftover;
@@ -40,6 +41,9 @@ use state_core::{RenderContext, RenderError, State};
 
 /// The ConfigMap older releases configured the IPAM with; released at start-up, never pruned.
 pub const OLD_CONFIG_MAP: &str = "nvidia-k8s-ipam-config";
+
+/// The NVIDIA IPAM pool CRDs (shipped in `crds/`; the original operator rendered them).
+pub const POOL_CRDS: [&str; 2] = ["ippools.nv-ipam.nvidia.com", "cidrpools.nv-ipam.nvidia.com"];
 /// The Service in front of the IPAM controller's webhook.
 pub const WEBHOOK_SERVICE: &str = "nv-ipam-webhook-service";
 /// The Certificate cert-manager issues for the webhook.
@@ -105,8 +109,11 @@ impl State for NvIpam {
         ]
     }
 
+    /// The ConfigMap of older releases, and the pool CRDs the original operator rendered
+    /// (owned by the policy): released, so deleting the policy deletes no pool.
     fn released() -> Vec<Leftover> {
-        vec![Leftover { kind: Kind::namespaced::<ConfigMap>(), name: OLD_CONFIG_MAP }]
+        let crds = POOL_CRDS.iter().map(|name| Leftover { kind: Kind::cluster::<CustomResourceDefinition>(), name });
+        std::iter::once(Leftover { kind: Kind::namespaced::<ConfigMap>(), name: OLD_CONFIG_MAP }).chain(crds).collect()
     }
 
     fn render(spec: &NvIpamSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {

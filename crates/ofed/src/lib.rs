@@ -293,8 +293,11 @@ fn env(spec: &OfedDriverSpec, proxy: &[(String, String)]) -> Vec<EnvVar> {
 fn init_config_map(spec: &OfedDriverSpec, namespace: &str) -> DynamicObject {
     let policy = spec.upgrade_policy.as_ref();
     let enable = policy.is_some_and(|p| p.auto_upgrade == Some(true) && p.safe_load == Some(true));
-    let config = json!({"safeDriverLoad": {"enable": enable, "annotation": SAFE_LOAD_ANNOTATION}});
-    objects::config_map(INIT_CONFIG_MAP, namespace, "config.json", &config.to_string())
+    // Laid out as the original writes it, so a takeover leaves the ConfigMap as it is.
+    let config = format!(
+        "{{\n  \"safeDriverLoad\": {{\n    \"enable\": {enable},\n    \"annotation\": \"{SAFE_LOAD_ANNOTATION}\"\n  }}\n}}"
+    );
+    objects::config_map(INIT_CONFIG_MAP, namespace, "config.json", &config)
 }
 
 /// The ConfigMap a certConfig or repoConfig names, if it names one.
@@ -361,6 +364,10 @@ fn extra_mounts(
             }
         };
         let items: Vec<Value> = keys.iter().map(|k| json!({"key": k, "path": file(k)})).collect();
+        // The volume is named after its ConfigMap, as the original names it (unless both fields
+        // name the same ConfigMap).
+        let taken = volumes.iter().any(|v: &Value| v["name"] == name);
+        let volume = if taken { format!("{name}-{volume}") } else { name.to_string() };
         volumes.push(json!({"name": volume, "configMap": {"name": name, "items": items}}));
         for key in &keys {
             let file = file(key);

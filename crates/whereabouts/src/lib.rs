@@ -18,6 +18,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::DynamicObject;
 use serde_json::json;
 use state_core::leftovers::Leftover;
@@ -27,6 +28,10 @@ use state_core::{RenderContext, RenderError, State};
 
 /// The CronJob older releases ran the IP reconciler with (now the DaemonSet's control loop).
 pub const LEFTOVER_CRON_JOB: &str = "whereabouts-ip-reconciler";
+
+/// The Whereabouts CRDs (shipped in `crds/`; the original operator rendered them).
+pub const POOL_CRDS: [&str; 2] =
+    ["ippools.whereabouts.cni.cncf.io", "overlappingrangeipreservations.whereabouts.cni.cncf.io"];
 
 const MANIFESTS: &[Manifest] = state_core::manifests!(
     "0010-cluster-role.yaml",
@@ -69,6 +74,12 @@ impl State for Whereabouts {
 
     fn leftovers() -> Vec<Leftover> {
         vec![Leftover { kind: Kind::namespaced::<CronJob>(), name: LEFTOVER_CRON_JOB }]
+    }
+
+    /// The IP pool CRDs the original operator rendered, owned by the policy: released, so that
+    /// deleting the policy after a takeover deletes no IP allocation.
+    fn released() -> Vec<Leftover> {
+        POOL_CRDS.iter().map(|name| Leftover { kind: Kind::cluster::<CustomResourceDefinition>(), name }).collect()
     }
 
     fn render(spec: &ImageSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {

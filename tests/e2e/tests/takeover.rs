@@ -285,6 +285,15 @@ async fn switching_from_the_running_original_touches_no_operand() {
     for (name, (unschedulable, state)) in &after.nodes {
         assert!(!unschedulable && state.as_deref() == Some("upgrade-done"), "{name}: {unschedulable} {state:?}");
     }
+    // The IP pool CRDs the original owned through the policy are the user's now: deleting the
+    // policy deletes no IP allocation.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for name in whereabouts::POOL_CRDS {
+        let crd = crds.get(name).await.unwrap();
+        let owners: Vec<&str> = crd.owner_references().iter().map(|o| o.kind.as_str()).collect();
+        assert!(!owners.contains(&"NicClusterPolicy"), "{name} is still owned by the policy: {owners:?}");
+    }
     let networks: Api<api::networks::MacvlanNetwork> = Api::all(client.clone());
     let network_status = networks.get(&network).await.unwrap().status;
     let state = network_status.as_ref().map(|s| s.state);
