@@ -201,18 +201,27 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
     if let Err(message) = add_rhel_runtimes(ctx, &mut observed.nodes).await {
         return Outcome::new(SyncState::NotReady, message);
     }
+    let (pools, unpooled) = pools(&observed.nodes, &legacy_daemon_sets(&observed.owned));
     let mut registry_note = None;
+    // Pools that need the registry's answer: those that do not run a candidate image yet.
+    let mut choosing = 0;
     if let Some(spec) = OfedDriver::spec(policy) {
         let repository = repository(spec);
         let tags = ctx.tags.tags(&repository, spec.image.image_pull_secrets.as_deref().unwrap_or_default());
+        choosing = pools
+            .iter()
+            .filter(|pool| crate::images::kept(spec, pool, crate::live_image_in(&observed.owned, pool)).is_none())
+            .count();
         if let ImageTags::Failed(e) = &tags {
-            registry_note = Some(format!("precompiled images not checked ({e}); pools use the source image"));
+            registry_note = Some(match choosing {
+                0 => format!("precompiled images not checked ({e}); every pool keeps its image"),
+                _ => format!("precompiled images not checked ({e}); new pools use the source image"),
+            });
         }
         observed.image_tags.insert(repository.clone(), tags);
     }
-    let (pools, unpooled) = pools(&observed.nodes, &legacy_daemon_sets(&observed.owned));
     let pending = observed.image_tags.values().any(|t| *t == ImageTags::Pending);
-    let mut outcome = if pending && !pools.is_empty() {
+    let mut outcome = if pending && choosing > 0 {
         // Wait for the registry's answer rather than roll out an image and change it.
         Outcome::new(SyncState::NotReady, "listing the driver image's tags for precompiled images".to_string())
     } else {

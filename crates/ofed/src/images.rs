@@ -1,5 +1,11 @@
 //! Which driver image a pool runs: the precompiled image for its kernel when the registry lists
 //! its tag, otherwise the image that builds the driver on the node (unless `forcePrecompiled`).
+//!
+//! A pool whose DaemonSet already runs one of its two candidates keeps it, whatever the
+//! registry says or cannot say: a new choice is made only for a new pool, a new version or a
+//! new kernel. So a registry outage, a slow first listing after a restart, or a precompiled
+//! image published later never changes a template, which would reinstall the driver on every
+//! node of the pool.
 
 use crate::pools::Pool;
 use api::FieldError;
@@ -26,12 +32,36 @@ pub fn precompiled_tag(spec: &OfedDriverSpec, pool: &Pool) -> String {
     format!("{}-{}-{}-{}", spec.image.version, pool.kernel, pool.os_tag(), pool.arch)
 }
 
-/// The image of `pool`, knowing what the registry said about the repository's tags.
-pub fn choose(spec: &OfedDriverSpec, pool: &Pool, tags: &BTreeMap<String, ImageTags>) -> Result<Chosen, FieldError> {
+/// The image `pool` already runs (`live`, its DaemonSet's driver image) when it is one of the
+/// pool's candidates for this version and kernel; a choice that needs no registry.
+pub fn kept(spec: &OfedDriverSpec, pool: &Pool, live: Option<&str>) -> Option<Chosen> {
+    let live = live?;
+    let repository = repository(spec);
+    let precompiled = format!("{repository}:{}", precompiled_tag(spec, pool));
+    let source = format!("{repository}:{}-{}-{}", spec.image.version, pool.os_tag(), pool.arch);
+    let forced = spec.force_precompiled == Some(true);
+    match live {
+        _ if live == precompiled => Some(Chosen { reference: precompiled, precompiled: true }),
+        _ if live == source && !forced => Some(Chosen { reference: source, precompiled: false }),
+        _ => None,
+    }
+}
+
+/// The image of `pool`: the one it runs ([`kept`]), else chosen from what the registry said
+/// about the repository's tags.
+pub fn choose(
+    spec: &OfedDriverSpec,
+    pool: &Pool,
+    tags: &BTreeMap<String, ImageTags>,
+    live: Option<&str>,
+) -> Result<Chosen, FieldError> {
     let repository = repository(spec);
     let version = &spec.image.version;
     if version.starts_with("sha256:") {
         return Ok(Chosen { reference: format!("{repository}@{version}"), precompiled: false });
+    }
+    if let Some(kept) = kept(spec, pool, live) {
+        return Ok(kept);
     }
     let tag = precompiled_tag(spec, pool);
     let known = tags.get(&repository);
@@ -52,4 +82,63 @@ pub fn choose(spec: &OfedDriverSpec, pool: &Pool, tags: &BTreeMap<String, ImageT
         ));
     }
     Ok(Chosen { reference: format!("{repository}:{version}-{}-{}", pool.os_tag(), pool.arch), precompiled: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn spec(force: bool) -> OfedDriverSpec {
+        let mut spec: OfedDriverSpec = serde_json::from_value(serde_json::json!({
+            "image": "mofed", "repository": "r.io/mellanox", "version": "24.07-0.6.1.0-0"}))
+        .unwrap();
+        spec.force_precompiled = force.then_some(true);
+        spec
+    }
+
+    fn pool() -> Pool {
+        Pool {
+            os: "ubuntu".into(),
+            os_version: "22.04".into(),
+            kernel: "5.15.0-78-generic".into(),
+            arch: "amd64".into(),
+            ostree: None,
+            runtime: String::new(),
+            nodes: vec!["n1".into()],
+            legacy: false,
+        }
+    }
+
+    const SOURCE: &str = "r.io/mellanox/mofed:24.07-0.6.1.0-0-ubuntu22.04-amd64";
+    const PRECOMPILED: &str = "r.io/mellanox/mofed:24.07-0.6.1.0-0-5.15.0-78-generic-ubuntu22.04-amd64";
+
+    fn tags(tags: ImageTags) -> BTreeMap<String, ImageTags> {
+        BTreeMap::from([("r.io/mellanox/mofed".to_string(), tags)])
+    }
+
+    #[test]
+    fn a_pool_keeps_its_image_whatever_the_registry_says_until_version_or_kernel_change() {
+        let listed = ImageTags::Listed(BTreeSet::from([PRECOMPILED.rsplit(':').next().unwrap().to_string()]));
+        for answer in [ImageTags::Pending, ImageTags::Failed("connection refused".into()), listed.clone()] {
+            let chosen = choose(&spec(false), &pool(), &tags(answer.clone()), Some(SOURCE)).unwrap();
+            assert_eq!(chosen.reference, SOURCE, "{answer:?}: the running source image stays");
+            let chosen = choose(&spec(false), &pool(), &tags(answer.clone()), Some(PRECOMPILED)).unwrap();
+            assert_eq!((chosen.reference.as_str(), chosen.precompiled), (PRECOMPILED, true), "{answer:?}");
+        }
+        // A new version: the old image is no candidate, the registry decides.
+        let old = "r.io/mellanox/mofed:23.10-0.5.5.0-0-ubuntu22.04-amd64";
+        let chosen = choose(&spec(false), &pool(), &tags(listed), Some(old)).unwrap();
+        assert_eq!(chosen.reference, PRECOMPILED);
+        let chosen = choose(&spec(false), &pool(), &tags(ImageTags::Failed("down".into())), Some(old)).unwrap();
+        assert_eq!(chosen.reference, SOURCE, "first choice for the new version, without a registry");
+    }
+
+    #[test]
+    fn force_precompiled_does_not_keep_a_source_image() {
+        assert_eq!(kept(&spec(true), &pool(), Some(SOURCE)), None);
+        assert!(kept(&spec(true), &pool(), Some(PRECOMPILED)).is_some());
+        let err = choose(&spec(true), &pool(), &tags(ImageTags::Pending), Some(SOURCE)).unwrap_err();
+        assert!(err.to_string().starts_with("spec.ofedDriver.forcePrecompiled"), "{err}");
+    }
 }

@@ -180,7 +180,7 @@ impl State for OfedDriver {
             "readiness": probe(&spec.readiness_probe, 10, 30),
         });
         for pool in &pools {
-            let image = images::choose(spec, pool, &ctx.observed.image_tags)?;
+            let image = images::choose(spec, pool, &ctx.observed.image_tags, live_image(ctx, pool))?;
             let dtk_image = match ctx.openshift && settings.use_dtk && !image.precompiled {
                 true => Some(driver_toolkit_image(pool, ctx)?),
                 false => None,
@@ -213,6 +213,20 @@ impl State for OfedDriver {
         }
         Ok(objects)
     }
+}
+
+/// The driver image the live DaemonSet of `pool` runs, if it exists.
+pub fn live_image<'a>(ctx: &RenderContext<'a>, pool: &Pool) -> Option<&'a str> {
+    live_image_in(&ctx.observed.owned, pool)
+}
+
+/// The driver image the DaemonSet of `pool` among `owned` (the state's live objects) runs.
+pub fn live_image_in<'a>(owned: &'a [std::sync::Arc<DynamicObject>], pool: &Pool) -> Option<&'a str> {
+    let name = pool.daemon_set();
+    let daemon_set = owned.iter().find(|o| {
+        o.types.as_ref().is_some_and(|t| t.kind == "DaemonSet") && o.metadata.name.as_deref() == Some(name.as_str())
+    })?;
+    daemon_set.data.pointer("/spec/template/spec/containers/0/image")?.as_str()
 }
 
 /// Why there is no pool: no NIC node, or no NIC node with the NFD labels.

@@ -220,3 +220,68 @@ async fn the_charts_init_container_values_shape_the_driver_daemon_sets() {
     .await;
     controller.terminate(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_restart_or_a_registry_outage_never_changes_a_driver_template_or_the_status() {
+    let Some(env) = TestEnv::new("netop-e2e-ofed-registry").await else { return };
+    let client = env.client.clone();
+    let tags =
+        vec!["23.04-0.5.3.3.1-ubuntu22.04-amd64".to_string(), format!("23.04-0.5.3.3.1-{KERNEL_A}-ubuntu22.04-amd64")];
+    let (registry, outage) = e2e::registry::serve_stoppable("mellanox/mofed", tags).await;
+    let node = unique_name("ofed-keep");
+    let labels = nfd_labels(KERNEL_A);
+    create_node(&env, &node, &labels.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let mut policy = seed_policy();
+    let ofed = policy.spec.ofed_driver.as_mut().unwrap();
+    ofed.image.repository = format!("{registry}/mellanox");
+    ofed.upgrade_policy = Some(serde_json::from_value(json!({"autoUpgrade": true, "maxParallelUpgrades": 1})).unwrap());
+    fresh_policy(&env, &policy).await;
+    let mut controller = ControllerProcess::start("ofed-controller", &env.namespace, &[]);
+    eventually("the driver to run", WAIT, || async {
+        run_pods_on(&client, &env.namespace, ofed::DRIVER_LABEL, &node).await;
+        wait_for_entry_now(&client).await
+    })
+    .await;
+    let daemon_set =
+        || async { daemon_sets(&client, &env.namespace).await.remove(&daemon_set_name(KERNEL_A)).unwrap() };
+    let before = daemon_set().await;
+    let image = before.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone();
+    assert_eq!(image, Some(format!("{registry}/mellanox/mofed:23.04-0.5.3.3.1-{KERNEL_A}-ubuntu22.04-amd64")));
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    let version = policies.get(POLICY_NAME).await.unwrap().metadata.resource_version;
+
+    // A restart finds everything in place: no template change, not one write to the policy.
+    controller.kill();
+    let mut controller = ControllerProcess::start("ofed-controller", &env.namespace, &[]);
+    controller.wait_ready().await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(policies.get(POLICY_NAME).await.unwrap().metadata.resource_version, version, "a status write");
+
+    // The registry goes down, the controller is killed and starts again: the pool keeps its
+    // precompiled image, no node is cordoned, and the message says why nothing was checked.
+    outage.abort();
+    controller.kill();
+    let _controller = ControllerProcess::start("ofed-controller", &env.namespace, &[]);
+    let message = eventually("the registry problem in the message", WAIT, || async {
+        let (state, message) = e2e::applied_state(&client, STATE).await?;
+        let message = message.unwrap_or_default();
+        if message.contains("every pool keeps its image") { Ok((state, message)) } else { Err(message) }
+    })
+    .await;
+    assert_eq!(message.0, "ready", "{message:?}");
+    let after = daemon_set().await;
+    assert_eq!(after.spec.as_ref().unwrap().template, before.spec.as_ref().unwrap().template);
+    assert_eq!(after.metadata.generation, before.metadata.generation);
+    let unschedulable = Api::<Node>::all(client.clone()).get(&node).await.unwrap().spec.and_then(|s| s.unschedulable);
+    assert_ne!(unschedulable, Some(true), "the node was cordoned");
+}
+
+/// `Ok` once state-OFED is ready for the current generation.
+async fn wait_for_entry_now(client: &Client) -> Result<(), String> {
+    let policy = Api::<NicClusterPolicy>::all(client.clone()).get(POLICY_NAME).await.map_err(|e| e.to_string())?;
+    let entry = policy.applied_state(STATE).ok_or("no entry yet")?;
+    match (entry.state.to_string().as_str(), entry.observed_generation == policy.metadata.generation) {
+        ("ready", true) => Ok(()),
+        _ => Err(format!("{} {:?}", entry.state, entry.message)),
+    }
+}
