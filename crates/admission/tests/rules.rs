@@ -210,3 +210,11 @@ fn a_review_without_a_request_or_with_an_unreadable_object_is_refused_not_a_cras
     assert_eq!(answer["allowed"], false);
     assert!(answer["status"]["message"].as_str().unwrap().starts_with("not a readable NicClusterPolicy"), "{answer}");
 }
+
+#[test]
+fn a_broken_drain_pod_selector_is_refused_before_any_node_is_cordoned() {
+    let mut ofed = image("mofed");
+    ofed["version"] = json!("23.04-0.5.3.3.1");
+    ofed["upgradePolicy"] = json!({"autoUpgrade": true, "drain": {"enable": true, "podSelector": "a in (b"}});
+    assert_eq!(paths(json!({"ofedDriver": ofed})), ["spec.ofedDriver.upgradePolicy.drain.podSelector"]);
+}

@@ -55,6 +55,7 @@ pub mod nv_ipam;
 pub mod parse;
 pub mod policy;
 pub mod schema;
+pub mod selector;
 pub mod state;
 pub mod validate;
 pub mod whereabouts;

@@ -161,16 +161,19 @@ pub struct DriverUpgradePolicySpec {
     /// How nodes are drained; absent means no drain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainSpec>,
-    /// Nodes that may be unavailable (cordoned or not Ready) at once, upgrading or not: a
-    /// number or a percentage of the nodes running the driver (rounded up); absent means no
-    /// limit beyond `maxParallelUpgrades`.
+    /// Nodes that may be unavailable (cordoned or not Ready) at once, upgrading, failed or
+    /// not: a number or a percentage of the nodes running the driver (rounded up); default 25%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "25%"))]
     pub max_unavailable: Option<IntOrString>,
 }
 
 impl DriverUpgradePolicySpec {
+    /// The default of `maxUnavailable`, as the upstream upgrade policy has it.
+    pub const DEFAULT_MAX_UNAVAILABLE: &'static str = "25%";
+
     /// How many of `total` nodes may be unavailable at once: `maxUnavailable` as a number, or
-    /// as a percentage of `total` rounded up; `total` when unset. An error names the field.
+    /// as a percentage of `total` rounded up; 25% when unset. An error names the field.
     pub fn max_unavailable_of(&self, total: usize) -> Result<usize, FieldError> {
         let field = "spec.ofedDriver.upgradePolicy.maxUnavailable";
         let invalid = |shown: String| {
@@ -180,7 +183,7 @@ impl DriverUpgradePolicySpec {
             )
         };
         match &self.max_unavailable {
-            None => Ok(total),
+            None => Ok((total * 25).div_ceil(100)),
             Some(IntOrString::Int(n)) if *n >= 1 => Ok(usize::try_from(*n).unwrap_or(usize::MAX)),
             Some(IntOrString::Int(n)) => Err(invalid(n.to_string())),
             Some(IntOrString::String(text)) => {

@@ -141,6 +141,7 @@ impl State for OfedDriver {
     fn render(spec: &OfedDriverSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
         if let Some(policy) = &spec.upgrade_policy {
             policy.max_unavailable_of(1)?;
+            upgrade::check_selectors(policy)?;
         }
         let (pools, _) = pools(&ctx.observed.nodes, &pools::legacy_daemon_sets(&ctx.observed.owned));
         if pools.is_empty() {

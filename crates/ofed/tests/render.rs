@@ -291,3 +291,19 @@ fn safe_load_turns_the_init_containers_config_on() {
     assert_eq!(config["safeDriverLoad"]["enable"], true);
     assert_eq!(config["safeDriverLoad"]["annotation"], "nvidia.com/ofed-driver-upgrade.driver-wait-for-safe-load");
 }
+
+#[test]
+fn a_broken_upgrade_pod_selector_is_an_error_naming_the_field_and_nothing_renders() {
+    for (policy_json, field) in [
+        (json!({"autoUpgrade": true, "drain": {"enable": true, "podSelector": "a in (b"}}), "drain.podSelector"),
+        (
+            json!({"autoUpgrade": true, "waitForCompletion": {"podSelector": "app=,,x"}}),
+            "waitForCompletion.podSelector",
+        ),
+    ] {
+        let mut policy = seed();
+        ofed(&mut policy).upgrade_policy = Some(serde_json::from_value(policy_json).unwrap());
+        let err = render(&policy, false, &observed(vec![ubuntu("a")])).unwrap_err();
+        assert!(err.starts_with(&format!("spec.ofedDriver.upgradePolicy.{field}: ")), "{err}");
+    }
+}

@@ -92,6 +92,10 @@ pub struct Managed {
 pub struct Snapshot {
     /// The nodes running a driver pod, by name.
     pub nodes: Vec<Managed>,
+    /// Nodes in the middle of an upgrade (a state other than unknown or done) that run no driver
+    /// pod right now (it was deleted and its successor is not bound yet): nothing is decided for
+    /// them, but each holds its slot and counts as unavailable.
+    pub podless: Vec<NodeView>,
     /// Nodes where pods of `waitForCompletion` are Running or Pending.
     pub jobs_running: BTreeSet<String>,
     /// Nodes being drained now (by a task of this process).
@@ -207,35 +211,39 @@ pub struct Plan {
     pub recheck: bool,
 }
 
-/// How many nodes may start upgrading in this pass.
-pub fn slots(settings: &Settings, nodes: &[Managed]) -> usize {
-    let count = |state: NodeState| nodes.iter().filter(|m| m.node.state == state).count();
-    let in_progress = nodes
-        .iter()
-        .filter(|m| {
+/// How many nodes may start upgrading in this pass: within `maxParallelUpgrades` (nodes between
+/// cordon and uncordon hold a slot, whatever their pods do) and `maxUnavailable` (cordoned, not
+/// Ready, failed while cordoned, and driverless nodes count against it).
+pub fn slots(settings: &Settings, snapshot: &Snapshot) -> usize {
+    let views = || snapshot.nodes.iter().map(|m| &m.node).chain(&snapshot.podless);
+    let count = |state: NodeState| views().filter(|n| n.state == state).count();
+    let in_progress = views()
+        .filter(|n| {
             !matches!(
-                m.node.state,
+                n.state,
                 NodeState::Unknown | NodeState::UpgradeDone | NodeState::UpgradeRequired | NodeState::UpgradeFailed
             )
         })
         .count();
-    let unavailable = nodes
-        .iter()
-        .filter(|m| m.node.unschedulable || !m.node.ready || m.node.state == NodeState::UpgradeFailed)
+    let driverless: BTreeSet<&str> = snapshot.podless.iter().map(|n| n.name.as_str()).collect();
+    let unavailable = views()
+        .filter(|n| {
+            n.unschedulable || !n.ready || driverless.contains(n.name.as_str()) || n.state == NodeState::UpgradeFailed
+        })
         .count();
     let parallel = match settings.max_parallel {
         0 => count(NodeState::UpgradeRequired),
         max => max.saturating_sub(in_progress),
     };
-    let headroom =
-        settings.max_unavailable_of(nodes.len()).saturating_sub(unavailable + count(NodeState::CordonRequired));
+    let total = snapshot.nodes.len() + snapshot.podless.len();
+    let headroom = settings.max_unavailable_of(total).saturating_sub(unavailable + count(NodeState::CordonRequired));
     parallel.min(headroom)
 }
 
 /// The actions of one pass.
 pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
     let mut plan = Plan::default();
-    let mut slots = slots(settings, &snapshot.nodes);
+    let mut slots = slots(settings, snapshot);
     // A drain's clock starts as its node enters drain-required (one write, not two).
     let to_drain = |update: Update| match &settings.drain {
         Some(_) => update.annotate(DRAIN_START_ANNOTATION, Some(snapshot.now.to_string())),

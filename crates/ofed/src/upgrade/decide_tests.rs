@@ -343,13 +343,19 @@ fn required(count: usize) -> Vec<Managed> {
 fn max_parallel_upgrades_bounds_the_nodes_in_progress() {
     let mut nodes = required(4);
     nodes.push(node("busy", NodeState::PodRestartRequired));
-    assert_eq!(slots(&Settings { max_parallel: 3, ..settings() }, &nodes), 2);
-    assert_eq!(slots(&Settings { max_parallel: 1, ..settings() }, &nodes), 0);
+    assert_eq!(slots(&Settings { max_parallel: 3, ..settings() }, &snapshot(nodes.clone())), 2);
+    assert_eq!(slots(&Settings { max_parallel: 1, ..settings() }, &snapshot(nodes.clone())), 0);
+}
+
+/// No limit on unavailable nodes: the parallel limit alone decides.
+fn any_unavailable() -> Option<IntOrString> {
+    Some(IntOrString::String("100%".into()))
 }
 
 #[test]
 fn zero_max_parallel_upgrades_lets_every_waiting_node_go() {
-    let plan = plan_of(&Settings { max_parallel: 0, ..settings() }, &snapshot(required(4)));
+    let unlimited = Settings { max_parallel: 0, max_unavailable: any_unavailable(), ..settings() };
+    let plan = plan_of(&unlimited, &snapshot(required(4)));
     assert_eq!(moves(&plan).iter().filter(|(_, to)| *to == Some(NodeState::CordonRequired)).count(), 4);
 }
 
@@ -357,23 +363,54 @@ fn zero_max_parallel_upgrades_lets_every_waiting_node_go() {
 fn failed_nodes_do_not_hold_a_parallel_slot() {
     let mut nodes = required(2);
     nodes.push(outdated(with(node("failed", NodeState::UpgradeFailed), |n, _| n.unschedulable = true)));
-    let plan = plan_of(&settings(), &snapshot(nodes));
+    let plan = plan_of(&Settings { max_unavailable: any_unavailable(), ..settings() }, &snapshot(nodes));
     assert_eq!(moves(&plan), [("n0".to_string(), Some(NodeState::CordonRequired))]);
 }
 
 #[test]
+fn failed_nodes_stop_new_upgrades_once_they_reach_the_unavailable_limit() {
+    // One systematic failure (a drain that fails everywhere) must not walk the fleet: with the
+    // default 25% of 4 nodes, one failed cordoned node is the limit.
+    let mut nodes = required(3);
+    nodes.push(outdated(with(node("failed", NodeState::UpgradeFailed), |n, _| n.unschedulable = true)));
+    let defaults = Settings { max_parallel: 0, ..settings() };
+    assert_eq!(slots(&defaults, &snapshot(nodes.clone())), 0);
+    assert_eq!(moves(&plan_of(&defaults, &snapshot(nodes))), []);
+}
+
+#[test]
+fn max_unavailable_defaults_to_a_quarter_of_the_nodes_rounded_up() {
+    let defaults = Settings { max_parallel: 0, ..settings() };
+    assert_eq!(slots(&defaults, &snapshot(required(8))), 2);
+    assert_eq!(slots(&defaults, &snapshot(required(3))), 1);
+}
+
+#[test]
+fn a_node_whose_driver_pod_is_gone_still_holds_its_slot_and_counts_as_unavailable() {
+    // Its outdated pod was deleted and the new one is not bound yet: it is not in `nodes`.
+    let restarting = with(node("restarting", NodeState::PodRestartRequired), |n, _| n.unschedulable = true).node;
+    let limited = Settings { max_parallel: 1, max_unavailable: any_unavailable(), ..settings() };
+    let snapshot = Snapshot { podless: vec![restarting.clone()], ..snapshot(required(2)) };
+    assert_eq!(slots(&limited, &snapshot), 0, "its parallel slot is still taken");
+    assert_eq!(moves(&plan_of(&limited, &snapshot)), []);
+    let by_availability = Settings { max_parallel: 0, max_unavailable: Some(IntOrString::Int(1)), ..settings() };
+    let uncordoned = Snapshot { podless: vec![NodeView { unschedulable: false, ..restarting }], ..snapshot };
+    assert_eq!(slots(&by_availability, &uncordoned), 0, "a node without a driver is unavailable");
+}
+
+#[test]
 fn max_unavailable_counts_nodes_already_unavailable_and_those_about_to_be_cordoned() {
-    let unlimited = Settings { max_parallel: 0, ..settings() };
+    let unlimited = Settings { max_parallel: 0, max_unavailable: any_unavailable(), ..settings() };
     let limit = |value: IntOrString| Settings { max_unavailable: Some(value), ..unlimited.clone() };
     let mut nodes = required(6);
     nodes.push(with(node("not-ready", NodeState::UpgradeDone), |n, _| n.ready = false));
     nodes.push(node("cordoning", NodeState::CordonRequired));
     // 8 nodes: 1 unavailable, 1 about to be cordoned.
-    assert_eq!(slots(&unlimited, &nodes), 6);
-    assert_eq!(slots(&limit(IntOrString::Int(3)), &nodes), 1);
-    assert_eq!(slots(&limit(IntOrString::String("50%".into())), &nodes), 2);
-    assert_eq!(slots(&limit(IntOrString::String("25%".into())), &nodes), 0);
-    assert_eq!(slots(&limit(IntOrString::Int(1)), &nodes), 0);
+    assert_eq!(slots(&unlimited, &snapshot(nodes.clone())), 6);
+    assert_eq!(slots(&limit(IntOrString::Int(3)), &snapshot(nodes.clone())), 1);
+    assert_eq!(slots(&limit(IntOrString::String("50%".into())), &snapshot(nodes.clone())), 2);
+    assert_eq!(slots(&limit(IntOrString::String("25%".into())), &snapshot(nodes.clone())), 0);
+    assert_eq!(slots(&limit(IntOrString::Int(1)), &snapshot(nodes.clone())), 0);
 }
 
 #[test]
@@ -381,7 +418,7 @@ fn a_failed_node_counts_as_unavailable() {
     let mut nodes = required(2);
     nodes.push(node("failed", NodeState::UpgradeFailed));
     let settings = Settings { max_parallel: 0, max_unavailable: Some(IntOrString::Int(2)), ..settings() };
-    assert_eq!(slots(&settings, &nodes), 1);
+    assert_eq!(slots(&settings, &snapshot(nodes.clone())), 1);
 }
 
 // Turning upgrades off.

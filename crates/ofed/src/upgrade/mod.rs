@@ -178,6 +178,20 @@ pub struct DrainSettings {
     pub timeout_seconds: i64,
 }
 
+/// The upgrade policy's pod selectors (`drain.podSelector`, `waitForCompletion.podSelector`)
+/// parse as the API server parses them: a broken one is an error naming its field, before any
+/// node is cordoned (it would fail the drain of every node).
+pub fn check_selectors(policy: &api::policy::DriverUpgradePolicySpec) -> Result<(), FieldError> {
+    let field = "spec.ofedDriver.upgradePolicy";
+    if let Some(selector) = policy.drain.as_ref().and_then(|d| d.pod_selector.as_deref()) {
+        api::selector::check(&format!("{field}.drain.podSelector"), selector)?;
+    }
+    if let Some(selector) = policy.wait_for_completion.as_ref().and_then(|w| w.pod_selector.as_deref()) {
+        api::selector::check(&format!("{field}.waitForCompletion.podSelector"), selector)?;
+    }
+    Ok(())
+}
+
 impl Settings {
     /// How many of `total` nodes may be unavailable at once (see
     /// [`api::policy::DriverUpgradePolicySpec::max_unavailable_of`]); `total` if invalid
@@ -198,6 +212,7 @@ impl Settings {
             return Ok(None);
         };
         policy.max_unavailable_of(1)?;
+        check_selectors(policy)?;
         let wait_for = policy.wait_for_completion.as_ref().and_then(|w| {
             let selector = w.pod_selector.clone().filter(|s| !s.trim().is_empty())?;
             Some(WaitFor { selector, timeout_seconds: i64::from(w.timeout_seconds.unwrap_or(0).max(0)) })

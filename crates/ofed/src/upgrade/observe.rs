@@ -12,7 +12,7 @@ use crate::SAFE_LOAD_ANNOTATION;
 use crate::pod::{Pod, PodSpec};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Restarts after which a container that is not Ready counts as crash-looping.
@@ -153,6 +153,20 @@ pub fn managed(nodes: &[Arc<Node>], pods: &[Arc<Pod>], hashes: &BTreeMap<String,
         })
         .collect();
     out.sort_by(|a, b| a.node.name.cmp(&b.node.name));
+    out
+}
+
+/// The nodes of `nodes` in the middle of an upgrade (a state other than unknown or done) that
+/// are not among `managed` (they run no driver pod right now).
+pub fn podless(nodes: &[Arc<Node>], managed: &[Managed]) -> Vec<NodeView> {
+    let running: BTreeSet<&str> = managed.iter().map(|m| m.node.name.as_str()).collect();
+    let mut out: Vec<NodeView> = nodes
+        .iter()
+        .map(|node| node_view(node))
+        .filter(|view| !running.contains(view.name.as_str()))
+        .filter(|view| !matches!(view.state, NodeState::Unknown | NodeState::UpgradeDone))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 

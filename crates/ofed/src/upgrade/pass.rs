@@ -152,7 +152,8 @@ impl Upgrades {
             None => BTreeSet::new(),
         };
         let draining = self.draining.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
-        let snapshot = Snapshot { nodes: managed, jobs_running, draining, now: drain::unix_now() };
+        let podless = observe::podless(&nodes, &managed);
+        let snapshot = Snapshot { nodes: managed, podless, jobs_running, draining, now: drain::unix_now() };
         let plan = decide(&settings, &snapshot);
         let progress = Progress::of(&decide::after(&snapshot.nodes, &plan.actions));
         self.metrics.show(&progress);
