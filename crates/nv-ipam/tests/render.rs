@@ -165,10 +165,17 @@ fn resources_of_an_unknown_container_are_an_error_naming_the_field() {
 }
 
 #[test]
-fn the_old_config_map_is_released_and_its_controller_may_read_and_patch_that_one_name() {
+fn the_old_config_map_and_the_pool_crds_are_released_and_its_controller_may_read_and_patch_those_names() {
     let released = NvIpam::released();
-    assert_eq!(released.len(), 1);
-    assert_eq!((released[0].kind.resource.kind.as_str(), released[0].name), ("ConfigMap", "nvidia-k8s-ipam-config"));
+    let released: Vec<(&str, &str)> = released.iter().map(|r| (r.kind.resource.kind.as_str(), r.name)).collect();
+    assert_eq!(
+        released,
+        [
+            ("ConfigMap", "nvidia-k8s-ipam-config"),
+            ("CustomResourceDefinition", "ippools.nv-ipam.nvidia.com"),
+            ("CustomResourceDefinition", "cidrpools.nv-ipam.nvidia.com"),
+        ]
+    );
     assert!(NvIpam::leftovers().is_empty(), "released, never deleted");
     let rbac = state_core::rbac::state_rbac::<NvIpam>(&example(true), &with_cert_manager());
     let rule = rbac
@@ -179,6 +186,16 @@ fn the_old_config_map_is_released_and_its_controller_may_read_and_patch_that_one
         .expect("a rule on the old ConfigMap");
     assert_eq!(rule.resource_names.as_deref(), Some(&["nvidia-k8s-ipam-config".to_string()][..]));
     assert_eq!(rule.verbs, ["get", "patch"]);
+    let crds: Vec<_> = rbac
+        .cluster
+        .to_policy_rules()
+        .into_iter()
+        .filter(|r| r.resources.as_deref() == Some(&["customresourcedefinitions".to_string()][..]))
+        .collect();
+    let mut names: Vec<String> = crds.iter().flat_map(|r| r.resource_names.clone().unwrap_or_default()).collect();
+    names.sort();
+    assert_eq!(names, ["cidrpools.nv-ipam.nvidia.com", "ippools.nv-ipam.nvidia.com"], "by name only");
+    assert!(crds.iter().all(|r| r.verbs == ["get", "patch"]), "never delete, never list: {crds:?}");
 }
 
 #[test]
