@@ -368,10 +368,34 @@ pub async fn run_controller(
         tag_changes.boxed(),
         state_core::run::config_map_changes(&ctx.core.client, &namespace).boxed(),
     ]);
+    let cleaner = tokio::spawn(clean_up_deleted_policies(Api::all(ctx.core.client.clone()), ctx.clone()));
     let results =
         controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);
     run_marking_ready(drive(results), synced, ready).await;
+    cleaner.abort();
     refresher.abort();
+}
+
+/// What the state leaves on the nodes when the policy is deleted (no reconcile runs then): the
+/// upgrade stops its drains and removes its keys and cordons, and the mofed.wait label goes,
+/// as when the OFED section is removed.
+async fn clean_up_deleted_policies(policies: Api<NicClusterPolicy>, ctx: Arc<OfedContext>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME));
+    let mut deletions = std::pin::pin!(
+        watcher(policies, config)
+            .default_backoff()
+            .filter_map(|event| async move { matches!(event, Ok(watcher::Event::Delete(_))).then_some(()) })
+    );
+    while deletions.next().await.is_some() {
+        tracing::info!(state = OfedDriver::NAME, "the policy was deleted: stopping upgrades, cleaning the nodes");
+        let report = ctx.upgrades.policy_deleted().await;
+        let nodes = ctx.core.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default();
+        let changes = mofed_wait::changes(false, &nodes, &BTreeSet::new(), &ctx.pods.state());
+        let errors = mofed_wait::write(&ctx.core.client, &field_manager::<OfedDriver>(), &changes).await;
+        for error in report.message.into_iter().chain(errors) {
+            tracing::warn!(state = OfedDriver::NAME, %error, "cleaning the nodes after the policy's deletion");
+        }
+    }
 }
 
 #[cfg(test)]

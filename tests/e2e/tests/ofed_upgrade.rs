@@ -7,7 +7,7 @@
 
 use api::{NicClusterPolicy, POLICY_NAME};
 use e2e::binary::ControllerProcess;
-use e2e::kubelet::{create_node, run_pods};
+use e2e::kubelet::{MOFED_WAIT_LABEL, create_node, run_pods};
 use e2e::{TestEnv, WAIT, applied_state, create_namespace, eventually, fresh_policy, seed_policy, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -405,4 +405,51 @@ async fn a_skipped_node_keeps_its_driver_and_turning_upgrades_off_uncordons_the_
     .await;
     let (status, _) = controller.terminate(Duration::from_secs(5)).await;
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn deleting_the_policy_during_a_blocked_drain_stops_it_and_leaves_the_node_as_before() {
+    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
+    let client = env.client.clone();
+    let node = format!("{}-a", unique_name("upg"));
+    nic_node(&env, &node, &[]).await;
+    let policy = policy_with(json!({"autoUpgrade": true, "maxParallelUpgrades": 1,
+                                    "drain": {"enable": true, "timeoutSeconds": 300}}))
+    .await;
+    fresh_policy(&env, &policy).await;
+    let _controller = start_settled(&env, std::slice::from_ref(&node)).await;
+    let work = unique_name("netop-e2e-work");
+    create_namespace(&client, &work).await;
+    env.cleanup.namespace(&work);
+    workload(&client, &work, "work-a", &node).await;
+    run_workload(&client, &work, "work-a", &node, 0).await; // its budget allows nothing
+
+    bump_version(&client, NEW_VERSION).await;
+    eventually("the node to be drained, blocked by the budget", WAIT, || async {
+        play_driver_kubelet(&client, &env.namespace).await;
+        let states = node_states(&client, std::slice::from_ref(&node)).await;
+        match states.get(&node) {
+            Some((state, true)) if state == "drain-required" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    Api::<NicClusterPolicy>::all(client.clone())
+        .delete(POLICY_NAME, &DeleteParams::default())
+        .await
+        .expect("the policy is deleted");
+    eventually("the node uncordoned, its upgrade keys and mofed.wait label gone", WAIT, || async {
+        let live = Api::<Node>::all(client.clone()).get(&node).await.map_err(|e| e.to_string())?;
+        let labels = live.labels();
+        let ours = labels.keys().chain(live.annotations().keys()).filter(|k| k.starts_with("nvidia.com/ofed-"));
+        let left: Vec<&String> = ours.chain(labels.keys().filter(|k| *k == MOFED_WAIT_LABEL)).collect();
+        let cordoned = live.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        if !cordoned && left.is_empty() { Ok(()) } else { Err(format!("cordoned {cordoned}, left {left:?}")) }
+    })
+    .await;
+    // The drain stopped: the budget is opened, and still nothing is evicted.
+    run_workload(&client, &work, "work-a", &node, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &work).list(&ListParams::default()).await.unwrap();
+    assert!(pods.items.iter().all(|p| p.metadata.deletion_timestamp.is_none()), "a pod was evicted after the deletion");
 }

@@ -180,6 +180,12 @@ impl Upgrades {
         PassReport { message, recheck: plan.recheck || !errors.is_empty() }
     }
 
+    /// The policy is gone: as when upgrades are turned off, drains stop and every node loses
+    /// the upgrade's keys and cordons (no reconcile runs for a deleted policy).
+    pub async fn policy_deleted(&self) -> PassReport {
+        self.turn_off(&self.nodes.state()).await
+    }
+
     /// Upgrades are off: drains stop, and every node loses its upgrade keys (see
     /// [`decide::turn_off`]).
     async fn turn_off(&self, nodes: &[Arc<Node>]) -> PassReport {
