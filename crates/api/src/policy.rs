@@ -138,7 +138,7 @@ pub struct OfedDriverSpec {
     "message": "safeLoad requires autoUpgrade to be true",
     "fieldPath": ".safeLoad",
 }, {
-    "rule": "!has(self.maxUnavailable) || (type(self.maxUnavailable) == int ? self.maxUnavailable >= 1 : self.maxUnavailable.matches('^([1-9][0-9]?|100)%$'))",
+    "rule": "!has(self.maxUnavailable) || string(self.maxUnavailable).matches('^([1-9][0-9]?|100)%$') || (string(self.maxUnavailable).matches('^[1-9][0-9]*$') && int(string(self.maxUnavailable)) == self.maxUnavailable)",
     "message": "maxUnavailable must be a number of nodes (at least 1) or a percentage from 1% to 100%, e.g. 2 or \"25%\"",
     "fieldPath": ".maxUnavailable",
 }]))]
@@ -169,9 +169,6 @@ pub struct DriverUpgradePolicySpec {
 }
 
 impl DriverUpgradePolicySpec {
-    /// The default of `maxUnavailable`, as the upstream upgrade policy has it.
-    pub const DEFAULT_MAX_UNAVAILABLE: &'static str = "25%";
-
     /// How many of `total` nodes may be unavailable at once: `maxUnavailable` as a number, or
     /// as a percentage of `total` rounded up; 25% when unset. An error names the field.
     pub fn max_unavailable_of(&self, total: usize) -> Result<usize, FieldError> {

@@ -235,7 +235,7 @@ mod tests {
                 .max_unavailable_of(total)
                 .map_err(|e| e.to_string())
         };
-        assert_eq!(DriverUpgradePolicySpec::default().max_unavailable_of(7), Ok(7));
+        assert_eq!(DriverUpgradePolicySpec::default().max_unavailable_of(7), Ok(2), "unset: 25%, rounded up");
         assert_eq!(limit(IntOrString::Int(2), 10), Ok(2));
         assert_eq!(limit(IntOrString::String("25%".into()), 10), Ok(3));
         assert_eq!(limit(IntOrString::String("100%".into()), 3), Ok(3));

@@ -327,3 +327,22 @@ fn a_cidr_pool_with_every_field_is_valid_and_survives_a_typed_round_trip() {
     wrong["spec"]["perNodeNetworkPrefix"] = json!("24");
     assert_eq!(violations(&wrong).len(), 1, "perNodeNetworkPrefix is an integer");
 }
+
+#[test]
+fn cel_rule_takes_max_unavailable_as_a_node_count_or_a_percentage() {
+    let with = |value: Value| {
+        let mut ofed = image();
+        ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": value});
+        cel_failures(&policy(json!({"ofedDriver": ofed})))
+    };
+    for good in [json!(1), json!(12), json!("1%"), json!("25%"), json!("100%")] {
+        assert_eq!(with(good.clone()), Vec::<String>::new(), "{good}");
+    }
+    for bad in [json!(0), json!(-1), json!("0%"), json!("150%"), json!("lots"), json!("25")] {
+        let failures = with(bad.clone());
+        assert!(
+            failures.len() == 1 && failures[0].starts_with("spec.ofedDriver.upgradePolicy.maxUnavailable"),
+            "{bad}: {failures:?}"
+        );
+    }
+}

@@ -55,7 +55,7 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
     let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("safeLoad alone is refused");
     assert!(err.contains("safeLoad requires autoUpgrade"), "{err}");
 
-    for bad in [json!(0), json!("0%"), json!("lots"), json!("150%")] {
+    for bad in [json!(0), json!("0%"), json!("lots"), json!("150%"), json!("25")] {
         let mut ofed = image();
         ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": bad});
         let err = create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.expect_err("refused");
