@@ -15,6 +15,12 @@ use super::{
 use crate::SAFE_LOAD_ANNOTATION;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// What a user does about a failed node, said in its Warning Event: the node stays cordoned
+/// (it counts against `maxUnavailable`) until its driver pod is current and Ready.
+pub const RETRY_HINT: &str = "the node stays cordoned: once the cause is fixed, delete its driver pod \
+     (kubectl delete pod -l nvidia.com/ofed-driver --field-selector spec.nodeName=<node> in the operands' namespace) \
+     and the upgrade loads the new driver and uncordons it";
+
 /// A node as a pass sees it: its upgrade keys, cordon and readiness.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeView {
@@ -159,6 +165,7 @@ impl Update {
         update.annotations.insert(FAILURE_ANNOTATION, Some(reason.to_string()));
         if let Some(note) = &mut update.note {
             note.warning = true;
+            note.message = format!("{}; {RETRY_HINT}", note.message);
         }
         update
     }

@@ -13,6 +13,8 @@ pub mod decide;
 pub mod drain;
 pub mod observe;
 pub mod pass;
+#[cfg(test)]
+mod simulation_tests;
 
 use api::FieldError;
 use api::policy::OfedDriverSpec;
