@@ -200,10 +200,23 @@ pub async fn hold(client: &Client, settings: &LeaseSettings) {
 }
 
 /// Gives the lease up (on shutdown), so a standby takes over at its next try; does nothing
-/// when another replica holds it. Errors are logged: the lease then simply expires.
+/// when another replica holds it. A conflict (a renewal that was still on its way) is retried
+/// on a fresh read, a few times; other errors are logged: the lease then simply expires.
 pub async fn release(client: &Client, settings: &LeaseSettings) {
+    for _ in 0..3 {
+        match release_once(client, settings).await {
+            Ok(true) => return tracing::info!(lease = %settings.name, "lease released"),
+            Ok(false) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return tracing::warn!(lease = %settings.name, error = %e, "lease not released; it will expire"),
+        }
+    }
+    tracing::warn!(lease = %settings.name, "lease not released (conflicts); it will expire");
+}
+
+async fn release_once(client: &Client, settings: &LeaseSettings) -> Result<bool, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
-    let result = async {
+    async {
         let Some(mut lease) = api.get_opt(&settings.name).await? else { return Ok(false) };
         let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(&settings.identity))
         else {
@@ -214,12 +227,7 @@ pub async fn release(client: &Client, settings: &LeaseSettings) {
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         api.replace(&settings.name, &PostParams::default(), &lease).await.map(|_| true)
     }
-    .await;
-    match result {
-        Ok(true) => tracing::info!(lease = %settings.name, "lease released"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(lease = %settings.name, error = %e, "lease not released; it will expire"),
-    }
+    .await
 }
 
 #[cfg(test)]
@@ -348,5 +356,27 @@ mod tests {
         let started = tokio::time::Instant::now();
         hold(&client, &settings()).await;
         assert_eq!(started.elapsed(), settings().retry);
+    }
+
+    #[tokio::test]
+    async fn a_release_that_meets_a_renewal_on_its_way_reads_again_and_releases() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static PUTS: AtomicUsize = AtomicUsize::new(0);
+        let client = answering(|method| {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some("rdma-dp".into()), ..Default::default() },
+                spec: Some(LeaseSpec { holder_identity: Some("me".into()), ..Default::default() }),
+            };
+            match method {
+                "PUT" if PUTS.fetch_add(1, Ordering::SeqCst) == 0 => (
+                    409,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                                       "reason": "Conflict", "message": "the object has been modified"}),
+                ),
+                _ => (200, serde_json::to_value(lease).unwrap()),
+            }
+        });
+        release(&client, &settings()).await;
+        assert_eq!(PUTS.load(Ordering::SeqCst), 2, "the conflict was retried once, on a fresh read");
     }
 }

@@ -238,6 +238,7 @@ where
     let listener = bind(flags.metrics_addr).await?;
     let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), shutdown_signal()));
     let process = Process { client: client.clone(), flags, metrics: metrics.clone(), ready: ready.clone() };
+    let lease_to_release = leader_elect.clone();
     let work = async {
         let Some(settings) = leader_elect else {
             metrics.leader.set(1);
@@ -258,7 +259,7 @@ where
         };
         metrics.leader.set(0);
         if result.is_ok() {
-            lease::release(&client, &settings).await;
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, lease::release(&client, &settings)).await;
         }
         result
     };
@@ -269,13 +270,29 @@ where
         result = &mut work => result?,
         result = server => {
             result.context("HTTP server task")??;
-            // Stopped by SIGTERM: the body stops too; give it a moment to release the lease.
-            tokio::time::timeout(Duration::from_secs(4), work).await.unwrap_or(Ok(()))?;
+            // Stopped by SIGTERM: the body stops too and then releases the lease; if it takes
+            // too long (a loaded node), it is dropped and the lease released here, bounded, so a
+            // standby takes over at its next try rather than when the lease expires.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut work).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    drop(work);
+                    if let Some(settings) = &lease_to_release {
+                        tracing::warn!(component, "the controller did not stop in time; releasing the lease");
+                        let _ = tokio::time::timeout(RELEASE_TIMEOUT, lease::release(&client, settings)).await;
+                    }
+                }
+            }
         }
     }
     tracing::info!(component, "stopped");
     Ok(())
 }
+
+/// How long a controller may take to stop after SIGTERM before it is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// How long releasing the lease may take at exit.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the controller of state `S` until shutdown: the whole `main` of a state binary.
 pub async fn run<S: State>() -> anyhow::Result<()> {

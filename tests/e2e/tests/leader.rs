@@ -81,12 +81,13 @@ async fn one_replica_acts_and_a_standby_takes_over_a_killed_or_stopped_leader() 
     // SIGTERM: the lease is released at once and a new standby takes it at its next try.
     let mut c = candidate(&env.namespace, "replica-c");
     c.wait_ready().await;
-    let (status, _) = standby.terminate(Duration::from_secs(5)).await;
+    let (status, _) = standby.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     let took = wait_for_holder(&client, &env.namespace, "replica-c").await;
     assert!(took <= RETRY + Duration::from_millis(1500), "takeover after SIGTERM took {took:?}");
     eprintln!("takeover after SIGTERM: {took:?}");
-    let (status, _) = c.terminate(Duration::from_secs(5)).await;
+    // The release completes before the process exits (bounded: 4 s to stop, 3 s to release).
+    let (status, _) = c.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(holder(&client, &env.namespace).await.unwrap(), None, "the last leader released the lease");
 }
