@@ -187,9 +187,12 @@ async fn roll(
     namespace: &str,
     work: &str,
     nodes: &[String],
+    bind_after: Duration,
     done: impl Fn(&NodeStateOf) -> bool,
 ) -> Roll {
     let started = Instant::now();
+    // The played scheduler binds a new driver pod only `bind_after` after it appears.
+    let mut first_seen: BTreeMap<String, Instant> = BTreeMap::new();
     let mut evicted = BTreeSet::new();
     let mut most_upgrading = 0;
     let mut begun = false;
@@ -220,7 +223,18 @@ async fn roll(
                 .delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
                 .await;
         }
-        play_driver_kubelet(client, namespace).await;
+        let pending: Vec<String> = e2e::kubelet::pods(client, namespace, ofed::DRIVER_LABEL)
+            .await
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+            .map(|p| p.name_any())
+            .collect();
+        let now = Instant::now();
+        if pending.iter().all(|p| now.duration_since(*first_seen.entry(p.clone()).or_insert(now)) >= bind_after) {
+            play_driver_kubelet(client, namespace).await;
+        } else {
+            e2e::kubelet::confirm_deletions(client, namespace).await;
+        }
         begun |= states.values().any(|(s, _)| s != "upgrade-done");
         let state = |n: &String| states.get(n).cloned().unwrap_or_default();
         if begun && done(&state) {
@@ -254,10 +268,11 @@ async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_
         workload(&client, &work, &format!("work-{}", node.rsplit('-').next().unwrap_or_default()), node).await;
     }
 
-    // A clean rolling upgrade: one node at a time, each drained through the Eviction API.
+    // A clean rolling upgrade: one node at a time, each drained through the Eviction API, even
+    // while a node's new driver pod waits 2 s to be bound (its node keeps its slot).
     let before = writes(&controller.metrics().await);
     bump_version(&client, NEW_VERSION).await;
-    let first = roll(&client, &env.namespace, &work, &nodes, |state: &NodeStateOf| {
+    let first = roll(&client, &env.namespace, &work, &nodes, Duration::from_secs(2), |state: &NodeStateOf| {
         nodes.iter().all(|n| state(n) == ("upgrade-done".into(), false))
     })
     .await;
@@ -276,7 +291,7 @@ async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_
     }
     let old_image = image_of(&driver_pod_on(&client, &env.namespace, b).await.expect("a driver pod on b"));
     bump_version(&client, NEWER_VERSION).await;
-    let second = roll(&client, &env.namespace, &work, &nodes, |state: &NodeStateOf| {
+    let second = roll(&client, &env.namespace, &work, &nodes, Duration::ZERO, |state: &NodeStateOf| {
         state(a) == ("upgrade-done".into(), false)
             && state(c) == ("upgrade-done".into(), false)
             && state(b) == ("upgrade-failed".into(), true)
@@ -452,4 +467,27 @@ async fn deleting_the_policy_during_a_blocked_drain_stops_it_and_leaves_the_node
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &work).list(&ListParams::default()).await.unwrap();
     assert!(pods.items.iter().all(|p| p.metadata.deletion_timestamp.is_none()), "a pod was evicted after the deletion");
+}
+
+#[tokio::test]
+async fn a_broken_drain_selector_is_an_error_naming_it_and_no_node_is_cordoned() {
+    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
+    let client = env.client.clone();
+    let node = format!("{}-a", unique_name("upg"));
+    nic_node(&env, &node, &[]).await;
+    let policy = policy_with(json!({"autoUpgrade": true, "drain": {"enable": true}})).await;
+    fresh_policy(&env, &policy).await;
+    let _controller = start_settled(&env, std::slice::from_ref(&node)).await;
+    // The CRD cannot parse selectors: the policy is accepted, the controller refuses it.
+    let patch = json!({"spec": {"ofedDriver": {"version": NEW_VERSION,
+                                               "upgradePolicy": {"drain": {"podSelector": "a in (b"}}}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("the CRD takes the selector as a string");
+    let message = e2e::wait_for_entry(&client, STATE, "error").await.unwrap_or_default();
+    assert!(message.starts_with("spec.ofedDriver.upgradePolicy.drain.podSelector: "), "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let states = node_states(&client, std::slice::from_ref(&node)).await;
+    assert_eq!(states.get(&node), Some(&("upgrade-done".to_string(), false)), "nothing was cordoned");
 }

@@ -514,7 +514,10 @@ impl Progress {
                 })
                 .collect();
             let more = if failed > 3 { format!("; {} more", failed - 3) } else { String::new() };
-            parts.push(format!("{failed} failed ({}{more})", named.join("; ")));
+            parts.push(format!(
+                "{failed} failed ({}{more}); to retry a failed node once its cause is fixed, delete its driver pod",
+                named.join("; ")
+            ));
         }
         Some(parts.join(", "))
     }

@@ -480,7 +480,8 @@ fn progress_is_shown_only_while_a_node_is_not_done() {
     assert_eq!(
         Progress::of(&nodes).message().as_deref(),
         Some(
-            "upgrading: 2/7 done, 1 waiting, 1 in progress, 1 draining, 1 skipped, 1 failed (g: drain failed: timed out)"
+            "upgrading: 2/7 done, 1 waiting, 1 in progress, 1 draining, 1 skipped, 1 failed (g: drain failed: timed out); \
+             to retry a failed node once its cause is fixed, delete its driver pod"
         )
     );
 }
