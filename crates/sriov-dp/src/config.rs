@@ -12,37 +12,13 @@ use regex::Regex;
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
 
-/// Selector keys of `accelerator` devices (the selectors every device type has).
-const ACCELERATOR: &[&str] = &["vendors", "devices", "drivers", "pciAddresses", "acpiIndexes"];
-/// Selector keys of `auxNetDevice` devices.
-const AUX_NET_DEVICE: &[&str] = &[
-    "vendors",
-    "devices",
-    "drivers",
-    "pciAddresses",
-    "acpiIndexes",
-    "pfNames",
-    "rootDevices",
-    "linkTypes",
-    "isRdma",
-    "auxTypes",
-];
-/// Selector keys of `netDevice` devices (the default).
-const NET_DEVICE: &[&str] = &[
-    "vendors",
-    "devices",
-    "drivers",
-    "pciAddresses",
-    "acpiIndexes",
-    "pfNames",
-    "rootDevices",
-    "linkTypes",
-    "ddpProfiles",
-    "isRdma",
-    "needVhostNet",
-    "vdpaType",
-    "pKeys",
-];
+/// Selector keys every device type has (all an `accelerator` has).
+const COMMON: &[&str] = &["vendors", "devices", "drivers", "pciAddresses", "acpiIndexes"];
+/// Selector keys `auxNetDevice` devices have besides [`COMMON`].
+const AUX_NET_DEVICE: &[&str] = &["pfNames", "rootDevices", "linkTypes", "isRdma", "auxTypes"];
+/// Selector keys `netDevice` devices (the default) have besides [`COMMON`].
+const NET_DEVICE: &[&str] =
+    &["pfNames", "rootDevices", "linkTypes", "ddpProfiles", "isRdma", "needVhostNet", "vdpaType", "pKeys"];
 /// Selector keys whose value is a boolean; `vdpaType` is a string; every other one a list.
 const BOOLEAN_KEYS: &[&str] = &["isRdma", "needVhostNet"];
 
@@ -85,15 +61,16 @@ fn check_resource(path: &str, resource: &Map<String, Value>, findings: &mut Find
     if resource.get("excludeTopology").is_some_and(|v| !v.is_boolean()) {
         errors.push(FieldError::new(at("excludeTopology"), "must be true or false"));
     }
-    let (device_type, keys) = match resource.get("deviceType").map(|t| t.as_str()) {
+    let (device_type, extra) = match resource.get("deviceType").map(|t| t.as_str()) {
         None | Some(Some("netDevice")) => ("netDevice", NET_DEVICE),
-        Some(Some("accelerator")) => ("accelerator", ACCELERATOR),
+        Some(Some("accelerator")) => ("accelerator", &[][..]),
         Some(Some("auxNetDevice")) => ("auxNetDevice", AUX_NET_DEVICE),
         Some(_) => {
             errors.push(FieldError::new(at("deviceType"), "must be one of accelerator, netDevice, auxNetDevice"));
             return;
         }
     };
+    let keys: &[&str] = &COMMON.iter().chain(extra).copied().collect::<Vec<_>>();
     match resource.get("selectors") {
         None => {}
         Some(Value::Object(selectors)) => check_selectors(&at("selectors"), selectors, (device_type, keys), findings),

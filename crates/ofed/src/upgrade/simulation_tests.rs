@@ -92,14 +92,8 @@ impl SimNode {
 
 /// Nodes between cordon and driver restart that were not cordoned before: each holds a slot.
 fn upgrading(nodes: &[SimNode]) -> usize {
-    let holding = [
-        NodeState::CordonRequired,
-        NodeState::WaitForJobsRequired,
-        NodeState::PodDeletionRequired,
-        NodeState::DrainRequired,
-        NodeState::PodRestartRequired,
-        NodeState::ValidationRequired,
-    ];
+    // From cordon-required to validation-required, in the order of an upgrade.
+    let holding = &NodeState::ALL[2..8];
     nodes.iter().filter(|n| holding.contains(&n.view.state) && !n.view.initially_unschedulable).count()
 }
 
