@@ -135,6 +135,29 @@ mod tests {
     }
 
     #[test]
+    fn no_registry_answer_ever_changes_a_kept_image() {
+        // Every answer the registry can give (listing, not listing, failing, not yet asked),
+        // for pools running either candidate: the pool keeps what it runs.
+        let precompiled = PRECOMPILED.rsplit(':').next().unwrap().to_string();
+        let answers = [
+            ImageTags::Pending,
+            ImageTags::Failed("timeout".into()),
+            ImageTags::Listed(BTreeSet::new()),
+            ImageTags::Listed(BTreeSet::from([precompiled.clone()])),
+            ImageTags::Listed(BTreeSet::from([precompiled, "other".to_string()])),
+        ];
+        for answer in answers {
+            for live in [SOURCE, PRECOMPILED] {
+                let registries = [tags(answer.clone()), BTreeMap::new()];
+                for tags in &registries {
+                    let chosen = choose(&spec(false), &pool(), tags, Some(live)).unwrap();
+                    assert_eq!(chosen.reference, live, "{answer:?}, {} registry answers", tags.len());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn force_precompiled_does_not_keep_a_source_image() {
         assert_eq!(kept(&spec(true), &pool(), Some(SOURCE)), None);
         assert!(kept(&spec(true), &pool(), Some(PRECOMPILED)).is_some());
