@@ -1,7 +1,7 @@
 //! `admission-webhook`: the validating admission webhook for NicClusterPolicy, over HTTPS.
 
 use admission::certs::{self, Plan, Resolver, SelfManaged};
-use admission::server::{TlsListener, router};
+use admission::server::{self, Connections, Limits};
 use anyhow::Context;
 use clap::Parser;
 use state_core::run::{LogFormat, init_tracing, shutdown_signal};
@@ -88,7 +88,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tracing::info!(listen = %flags.listen, "serving admission reviews");
-    axum::serve(TlsListener::new(tcp, resolver), router()).with_graceful_shutdown(shutdown_signal()).await?;
+    let limits = Limits::default();
+    server::serve(tcp, server::acceptor(resolver), limits, Connections::new(limits.connections), shutdown_signal())
+        .await;
     Ok(())
 }
 
