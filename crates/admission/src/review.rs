@@ -7,8 +7,18 @@ use api::{FieldError, NicClusterPolicy};
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Status};
 
-/// The answer to `review` (a review without a request gets an "invalid request" answer).
+/// The review version the webhook speaks (its configuration asks for this one only).
+pub const REVIEW_VERSION: &str = "admission.k8s.io/v1";
+
+/// The answer to `review` (a review without a request, or of another version, gets an
+/// "invalid request" answer; a kind other than NicClusterPolicy is allowed with a warning: this
+/// webhook does not judge it).
 pub fn answer(review: AdmissionReview<DynamicObject>) -> AdmissionReview<DynamicObject> {
+    if review.types.api_version != REVIEW_VERSION {
+        let version = &review.types.api_version;
+        return AdmissionResponse::invalid(format!("AdmissionReview {version:?} is not served; send {REVIEW_VERSION}"))
+            .into_review();
+    }
     let request = match review.try_into() {
         Ok(request) => request,
         Err(e) => {
@@ -16,7 +26,12 @@ pub fn answer(review: AdmissionReview<DynamicObject>) -> AdmissionReview<Dynamic
         }
     };
     let request: kube::core::admission::AdmissionRequest<DynamicObject> = request;
-    let response = AdmissionResponse::from(&request);
+    let mut response = AdmissionResponse::from(&request);
+    if request.kind.group != api::GROUP || request.kind.kind != "NicClusterPolicy" {
+        let kind = format!("{}/{}", request.kind.group, request.kind.kind);
+        response.warnings = Some(vec![format!("the NicClusterPolicy webhook does not judge {kind}; allowed")]);
+        return response.into_review();
+    }
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
         return response.into_review();
     }

@@ -212,6 +212,27 @@ fn a_review_without_a_request_or_with_an_unreadable_object_is_refused_not_a_cras
 }
 
 #[test]
+fn another_review_version_is_refused_and_another_kind_allowed_with_a_warning() {
+    let mut old_version = serde_json::to_value(review("CREATE", json!({}))).unwrap();
+    old_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let old_version: AdmissionReview<DynamicObject> = serde_json::from_value(old_version).unwrap();
+    let answer = response(old_version);
+    assert_eq!(answer["allowed"], false);
+    assert!(answer["status"]["message"].as_str().unwrap().contains("admission.k8s.io/v1beta1"), "{answer}");
+
+    let mut config_map = serde_json::to_value(review(
+        "CREATE",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "x"}, "data": {"ofedDriver": "not a policy"}}),
+    ))
+    .unwrap();
+    config_map["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    let answer = response(serde_json::from_value(config_map).unwrap());
+    assert_eq!(answer["allowed"], true, "{answer}");
+    assert!(answer["warnings"][0].as_str().unwrap().contains("does not judge /ConfigMap"), "{answer}");
+}
+
+#[test]
 fn a_broken_drain_pod_selector_is_refused_before_any_node_is_cordoned() {
     let mut ofed = image("mofed");
     ofed["version"] = json!("23.04-0.5.3.3.1");
