@@ -49,6 +49,7 @@ macro_rules! optional_spec {
 pub mod cert_manager;
 pub mod crd;
 pub mod image;
+pub mod json;
 pub mod nad;
 pub mod networks;
 pub mod nv_ipam;

@@ -22,8 +22,9 @@ pub static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
 pub type ConfigEntry = (String, serde_json::Map<String, serde_json::Value>);
 
 /// The entries of a device plugin's JSON config `text` (the value of the policy field `field`):
-/// a JSON object whose `list` key is an array of objects. Returns each object entry with its
-/// field path, and the problems found on the way.
+/// a JSON object whose `list` key is a non-empty array of objects, no two with the same
+/// `resourcePrefix` and `resourceName` (the plugins exit on an empty list or a duplicate).
+/// Returns each object entry with its field path, and the problems found on the way.
 pub fn config_entries(field: &str, text: &str, list: &str) -> (Vec<ConfigEntry>, Vec<FieldError>) {
     use serde_json::Value;
     let value: Value = match serde_json::from_str(text) {
@@ -38,13 +39,29 @@ pub fn config_entries(field: &str, text: &str, list: &str) -> (Vec<ConfigEntry>,
     let mut errors = Vec::new();
     match config.get(list) {
         None => errors.push(FieldError::new(&list_path, "required")),
+        Some(Value::Array(items)) if items.is_empty() => {
+            errors.push(FieldError::new(&list_path, "needs at least one resource (the plugin exits without one)"))
+        }
         Some(Value::Array(items)) => {
+            let mut names: std::collections::BTreeMap<(String, String), String> = Default::default();
             for (i, item) in items.iter().enumerate() {
                 let path = format!("{list_path}[{i}]");
-                match item.as_object() {
-                    Some(entry) => entries.push((path, entry.clone())),
-                    None => errors.push(FieldError::new(path, "must be an object")),
+                let Some(entry) = item.as_object() else {
+                    errors.push(FieldError::new(path, "must be an object"));
+                    continue;
+                };
+                let text = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+                if let Some(name) = entry.get("resourceName").and_then(Value::as_str) {
+                    let key = (text("resourcePrefix"), name.to_string());
+                    match names.get(&key) {
+                        Some(first) => errors.push(FieldError::new(
+                            format!("{path}.resourceName"),
+                            format!("{name:?} is already the name of {first} (the plugin exits on a duplicate)"),
+                        )),
+                        None => drop(names.insert(key, path.clone())),
+                    }
                 }
+                entries.push((path, entry.clone()));
             }
         }
         Some(_) => errors.push(FieldError::new(&list_path, "must be an array")),

@@ -47,8 +47,8 @@ pub fn config(spec: &MultusSpec) -> Result<Option<&str>, FieldError> {
         return Ok(None);
     };
     objects::check_fits_config_map(&field, config)?;
-    match serde_json::from_str::<serde_json::Value>(config) {
-        Ok(serde_json::Value::Object(_)) => Ok(Some(config)),
+    match api::json::is_object(config) {
+        Ok(true) => Ok(Some(config)),
         Ok(_) => Err(FieldError::new(field, "must be a JSON object (a Multus CNI configuration), or empty for auto")),
         Err(e) => Err(FieldError::new(field, format!("invalid JSON: {e}"))),
     }

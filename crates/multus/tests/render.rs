@@ -102,6 +102,17 @@ fn a_config_that_is_not_a_json_object_is_an_error_naming_the_field() {
 }
 
 #[test]
+fn a_config_with_a_duplicate_key_is_an_error_naming_the_field() {
+    let mut policy = policy_from_file(SEED);
+    multus(&mut policy).config = Some(r#"{"cniVersion": "0.3.1", "delegates": [{"name": "a", "name": "b"}]}"#.into());
+    let message = render_error::<Multus>(&policy);
+    assert!(
+        message.starts_with("spec.secondaryNetwork.multus.config: invalid JSON: duplicate key \"name\""),
+        "{message}"
+    );
+}
+
+#[test]
 fn openshift_mounts_the_openshift_cni_bin_dir() {
     let objects = golden("openshift", &policy_from_file(SEED), true);
     assert_eq!(pod(&objects)["spec"]["volumes"][1]["hostPath"]["path"], "/var/lib/cni/bin");

@@ -9,12 +9,12 @@ use api::FieldError;
 use api::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork, NetworkState};
 use kube::core::DynamicObject;
 use kube::{Resource, ResourceExt};
-use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::{self, Debug};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
 
 /// The CNI spec version written into every configuration (as the original).
 pub const CNI_VERSION: &str = "0.3.1";
@@ -108,9 +108,9 @@ pub fn parse_ipam(ipam: Option<&String>) -> Result<Box<RawValue>, FieldError> {
     if text.trim().is_empty() {
         return Ok(RawValue::from_string("{}".to_string()).expect("{} is JSON"));
     }
-    let checked: Checked =
-        serde_json::from_str(text).map_err(|e| FieldError::new("spec.ipam", format!("invalid JSON: {e}")))?;
-    if !checked.is_object {
+    let is_object =
+        api::json::is_object(text).map_err(|e| FieldError::new("spec.ipam", format!("invalid JSON: {e}")))?;
+    if !is_object {
         return Err(FieldError::new("spec.ipam", "must be a JSON object"));
     }
     RawValue::from_string(compact(text)).map_err(|e| FieldError::new("spec.ipam", format!("invalid JSON: {e}")))
@@ -135,68 +135,6 @@ fn compact(text: &str) -> String {
         }
     }
     out
-}
-
-/// A JSON document walked without keeping it: refuses duplicate object keys at any depth and
-/// remembers whether the top level is an object.
-struct Checked {
-    is_object: bool,
-}
-
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CheckVisitor)
-    }
-}
-
-struct CheckVisitor;
-
-impl<'de> Visitor<'de> for CheckVisitor {
-    type Value = Checked;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked { is_object: false })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format!("duplicate key {key:?}")));
-            }
-            map.next_value::<Checked>()?;
-        }
-        Ok(Checked { is_object: true })
-    }
 }
 
 fn non_empty(value: Option<&String>) -> Option<&str> {

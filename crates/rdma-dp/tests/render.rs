@@ -112,8 +112,29 @@ fn a_config_change_changes_the_pod_template_so_pods_restart() {
         ds.data["spec"]["template"]["metadata"]["annotations"]["nvidia.network-operator.config-hash"].clone()
     };
     let mut changed = seed();
-    plugin(&mut changed).config = Some(r#"{"configList": []}"#.into());
+    plugin(&mut changed).config = Some(
+        r#"{"configList": [{"resourceName": "rdma_b", "rdmaHcaMax": 63, "selectors": {"vendors": ["15b3"]}}]}"#.into(),
+    );
     assert_ne!(hash(&seed()), hash(&changed));
+}
+
+#[test]
+fn an_empty_or_duplicated_resource_list_is_an_error_naming_the_entry() {
+    let mut policy = seed();
+    plugin(&mut policy).config = Some(r#"{"configList": []}"#.into());
+    assert_eq!(
+        render_error(&policy),
+        "spec.rdmaSharedDevicePlugin.config.configList: needs at least one resource (the plugin exits without one)"
+    );
+    let entry = r#"{"resourceName": "rdma_a", "rdmaHcaMax": 63, "selectors": {"vendors": ["15b3"]}}"#;
+    plugin(&mut policy).config = Some(format!(r#"{{"configList": [{entry}, {entry}]}}"#));
+    assert!(
+        render_error(&policy).starts_with(
+            "spec.rdmaSharedDevicePlugin.config.configList[1].resourceName: \"rdma_a\" is already the name of"
+        ),
+        "{}",
+        render_error(&policy)
+    );
 }
 
 #[test]

@@ -134,7 +134,19 @@ mod tests {
             "selectors": {"vendors": ["15b3"], "devices": ["101b"], "drivers": [], "pfNames": [], "pciAddresses": [],
                           "rootDevices": [], "linkTypes": [], "isRdma": true}}]}"#;
         assert_eq!(problems(config), Vec::<String>::new());
-        assert_eq!(problems(r#"{"resourceList": []}"#), Vec::<String>::new());
+        assert_eq!(
+            problems(r#"{"resourceList": []}"#),
+            [format!("{FIELD}.resourceList: needs at least one resource (the plugin exits without one)")]
+        );
+        let twice = r#"{"resourceList": [{"resourceName": "a", "selectors": {"vendors": ["15b3"]}},
+                                          {"resourceName": "a", "selectors": {"vendors": ["15b3"]}},
+                                          {"resourceName": "a", "resourcePrefix": "other.com", "selectors": {"vendors": ["15b3"]}}]}"#;
+        assert_eq!(
+            problems(twice),
+            [format!(
+                "{FIELD}.resourceList[1].resourceName: \"a\" is already the name of {FIELD}.resourceList[0] (the plugin exits on a duplicate)"
+            )]
+        );
     }
 
     #[test]
