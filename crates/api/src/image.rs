@@ -44,6 +44,61 @@ pub const REPOSITORIES_REFUSED: &[&str] = &[
     "registry.local:5000/",
 ];
 
+/// Pattern of `image`: lowercase path components of an image reference, e.g. `mofed` or
+/// `team/plugin` (the CRD's pattern, checked at render too).
+pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)*$";
+/// Pattern of `version`: an image tag, or a `sha256:` digest.
+pub const VERSION_PATTERN: &str = r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64})$";
+
+static IMAGE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(IMAGE_PATTERN).expect("valid pattern"));
+static VERSION: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(VERSION_PATTERN).expect("valid pattern"));
+static REPOSITORY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    let pattern = REPOSITORY_RULE.split("matches('").nth(1).and_then(|p| p.split("')").next()).unwrap_or_default();
+    regex::Regex::new(&pattern.replace(r"\\", r"\")).expect("valid pattern")
+});
+
+/// Checks that `spec`, the image of the policy section `section` (e.g.
+/// `spec.rdmaSharedDevicePlugin`), composes a valid image reference: every problem named with
+/// its field, before anything is rendered (a reference no runtime can pull would replace
+/// working pods with ones that cannot start).
+pub fn check(section: &str, spec: &ImageSpec) -> Result<(), crate::FieldError> {
+    let mut errors = Vec::new();
+    if !REPOSITORY.is_match(&spec.repository) {
+        errors.push(crate::FieldError::new(
+            format!("{section}.repository"),
+            format!("{:?} is not an image repository (a registry host, a lowercase path, or both)", spec.repository),
+        ));
+    }
+    if !IMAGE.is_match(&spec.image) {
+        errors.push(crate::FieldError::new(
+            format!("{section}.image"),
+            format!("{:?} is not an image name (lowercase letters, digits, '.', '_', '-' and '/')", spec.image),
+        ));
+    }
+    if !VERSION.is_match(&spec.version) {
+        errors.push(crate::FieldError::new(
+            format!("{section}.version"),
+            format!(
+                "{:?} is neither an image tag (up to 128 letters, digits, '_', '.', '-') nor a sha256: digest",
+                spec.version
+            ),
+        ));
+    }
+    let name = format!("{}/{}", spec.repository.trim_end_matches('/'), spec.image);
+    if errors.is_empty() && name.len() > 255 {
+        errors.push(crate::FieldError::new(
+            format!("{section}.image"),
+            format!("the image name {name:?} is longer than 255 characters"),
+        ));
+    }
+    match crate::FieldError::join(errors) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
 /// Where a component's container image comes from, plus per-container resources.
 ///
 /// Embedded inline (flattened) into every component section of the policy.
@@ -51,7 +106,7 @@ pub const REPOSITORIES_REFUSED: &[&str] = &[
 #[serde(rename_all = "camelCase")]
 pub struct ImageSpec {
     /// Image name, e.g. `k8s-rdma-shared-dev-plugin`.
-    #[schemars(regex(pattern = r"[a-zA-Z0-9\-]+"))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 255))]
     pub image: String,
     /// Image repository, e.g. `ghcr.io/mellanox`.
     #[schemars(regex(pattern = r"[a-zA-Z0-9\.\-\/]+"), length(max = 255), extend("x-kubernetes-validations" = [{
@@ -60,7 +115,7 @@ pub struct ImageSpec {
     }]))]
     pub repository: String,
     /// Image tag, or a `sha256:` digest.
-    #[schemars(regex(pattern = r"[a-zA-Z0-9\.-]+"))]
+    #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
     /// Names of Secrets in the operands' namespace used to pull the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +169,32 @@ mod tests {
             version: version.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn unusable_image_references_are_errors_naming_each_field() {
+        assert_eq!(check("spec.x", &spec("v1.5.1")), Ok(()));
+        assert_eq!(check("spec.x", &spec(&format!("sha256:{}", "a".repeat(64)))), Ok(()));
+        for (image, version, field) in [
+            ("plugin", "v1 2", "spec.x.version"),
+            ("plugin", "v1\nkind: Secret", "spec.x.version"),
+            ("plugin", "sha256:zz", "spec.x.version"),
+            ("plugin", "$(reboot)-x", "spec.x.version"),
+            ("img:tag", "v1", "spec.x.image"),
+            ("../../etc/x", "v1", "spec.x.image"),
+            ("Plugin", "v1", "spec.x.image"),
+        ] {
+            let mut bad = spec(version);
+            bad.image = image.into();
+            let error = check("spec.x", &bad).unwrap_err();
+            assert!(error.to_string().starts_with(&format!("{field}: ")), "{image} {version}: {error}");
+        }
+        let mut long = spec("v1");
+        long.image = "a".repeat(300);
+        assert!(check("spec.x", &long).unwrap_err().to_string().contains("longer than 255"));
+        let mut port = spec("v1");
+        port.repository = "localhost:99999x/r".into();
+        assert!(check("spec.x", &port).is_err());
     }
 
     #[test]

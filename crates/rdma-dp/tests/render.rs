@@ -169,12 +169,13 @@ fn every_object_carries_the_state_label_and_the_owner_reference() {
 #[test]
 fn a_digest_version_gives_an_image_reference_by_digest() {
     let mut policy = seed_without_ofed();
-    plugin(&mut policy).image.version = "sha256:0123456789abcdef".into();
+    plugin(&mut policy).image.version =
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into();
     let objects = testing::render::<RdmaDevicePlugin>(&policy, false);
     let ds = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "DaemonSet").unwrap();
     assert_eq!(
         ds.data["spec"]["template"]["spec"]["containers"][0]["image"],
-        "ghcr.io/mellanox/k8s-rdma-shared-dev-plugin@sha256:0123456789abcdef"
+        "ghcr.io/mellanox/k8s-rdma-shared-dev-plugin@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     );
 }
 

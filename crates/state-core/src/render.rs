@@ -13,6 +13,7 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
     let Some(spec) = S::spec(ctx.policy) else {
         return Ok(None);
     };
+    api::image::check(S::field_path(), S::image(spec))?;
     let mut objects = S::render(spec, ctx)?;
     let kinds = S::kinds();
     let edits = Edits { state: S::NAME, policy: ctx.policy, image: S::image(spec), needs_driver: S::NEEDS_DRIVER };

@@ -78,6 +78,19 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
     let err = create(&env.client, &network).await.expect_err("a blank in resourceName is refused");
     assert!(err.contains("spec.resourceName") && err.contains("device-plugin resource name"), "{err}");
 
+    // Anchored patterns: an image or version no runtime can pull is refused at apply time.
+    for (field, value) in [
+        ("image", "img:tag"),
+        ("image", "../../etc/x"),
+        ("version", "v1\nkind: Secret"),
+        ("version", "sha256:zz"),
+        ("version", "$(reboot)-x"),
+    ] {
+        let mut rdma = image();
+        rdma[field] = json!(value);
+        let err = create(&env.client, &policy(json!({"rdmaSharedDevicePlugin": rdma}))).await.expect_err(value);
+        assert!(err.contains(&format!("spec.rdmaSharedDevicePlugin.{field}")), "{value:?}: {err}");
+    }
     for repository in api::image::REPOSITORIES_REFUSED {
         let mut ofed = image();
         ofed["repository"] = json!(repository);
