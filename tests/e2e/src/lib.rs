@@ -116,22 +116,20 @@ pub async fn install_crds(client: &Client) {
         crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&definition))
             .await
             .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-        eventually(&format!("CRD {name} to be Established"), WAIT, || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let live = crds.get(&name).await.map_err(|e| e.to_string())?;
-                let established = live
-                    .status
-                    .and_then(|s| s.conditions)
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(()).ok_or_else(|| "not Established yet".to_string())
-            }
-        })
-        .await;
+        wait_established(client, &name).await;
     }
+}
+
+/// Waits until CRD `name` is Established (its API is served).
+pub async fn wait_established(client: &Client, name: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    eventually(&format!("CRD {name} to be Established"), WAIT, || async {
+        let live = crds.get(name).await.map_err(|e| e.to_string())?;
+        let conditions = live.status.and_then(|s| s.conditions).unwrap_or_default();
+        let established = conditions.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(()).ok_or_else(|| "not Established yet".to_string())
+    })
+    .await;
 }
 
 /// Server-side applies the CRDs of `files` (names under the repository's `crds/`), as a user or
@@ -148,16 +146,7 @@ pub async fn install_crd_files(client: &Client, files: &[&str]) {
         crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
             .await
             .unwrap_or_else(|e| panic!("the API server refused crds/{file}: {e}"));
-        eventually(&format!("CRD {name} to be Established"), WAIT, || async {
-            let live = crds.get(&name).await.map_err(|e| e.to_string())?;
-            let conditions = live.status.and_then(|s| s.conditions).unwrap_or_default();
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-                .ok_or("not yet".to_string())
-        })
-        .await;
+        wait_established(client, &name).await;
     }
 }
 

@@ -157,21 +157,7 @@ fn apply_our_crds() -> Result<(), String> {
 /// until they are Established.
 pub async fn upgrade_crds_as_users_do(client: &Client) {
     apply_our_crds().unwrap_or_else(|e| panic!("kubectl apply of our CRDs: {e}"));
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    eventually("our CRDs to be Established", WAIT, || async {
-        for name in SHARED_CRDS {
-            let crd = crds.get(name).await.map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if !established {
-                return Err(format!("{name} not Established"));
-            }
-        }
-        Ok(())
-    })
-    .await;
+    for name in SHARED_CRDS {
+        crate::wait_established(client, name).await;
+    }
 }
