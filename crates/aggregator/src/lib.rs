@@ -7,16 +7,19 @@
 pub mod controller;
 pub mod fold;
 
-use state_core::rbac::{ControllerRbac, READ_VERBS};
+use state_core::rbac::ControllerRbac;
 
 /// The RBAC rules of the aggregator: read and watch the policy, patch its status, record Events
 /// (those of the cluster-scoped policy go to the `default` namespace, so the rule is
 /// cluster-wide), and its Lease.
 pub fn rbac() -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
-    rbac.cluster
-        .allow(api::GROUP, "nicclusterpolicies", &READ_VERBS)
-        .allow(api::GROUP, "nicclusterpolicies/status", &["patch"])
-        .allow("events.k8s.io", "events", &["create", "patch"]);
+    rbac.allow_policy_status();
+    rbac.cluster.allow_every(
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        "records an Event on the policy at each change of its state; Event names are generated",
+    );
     rbac
 }

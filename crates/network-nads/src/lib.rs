@@ -10,7 +10,7 @@ pub mod render;
 
 use api::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
 use kube::Resource;
-use state_core::rbac::{ControllerRbac, READ_VERBS};
+use state_core::rbac::{ControllerRbac, OBJECT_VERBS, READ_VERBS};
 
 /// The RBAC rules of the network controller, all cluster-wide: read and watch the three network
 /// kinds and patch their status, reconcile NetworkAttachmentDefinitions in any namespace, watch
@@ -18,8 +18,22 @@ use state_core::rbac::{ControllerRbac, READ_VERBS};
 pub fn rbac() -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
     for plural in [MacvlanNetwork::plural(&()), HostDeviceNetwork::plural(&()), IPoIBNetwork::plural(&())] {
-        rbac.cluster.allow(api::GROUP, &plural, &READ_VERBS).allow(api::GROUP, &format!("{plural}/status"), &["patch"]);
+        rbac.cluster.allow(api::GROUP, &plural, &READ_VERBS).allow_every(
+            api::GROUP,
+            &format!("{plural}/status"),
+            &["patch"],
+            "writes the status of the network CRs, whose names are the user's",
+        );
     }
-    rbac.cluster.allow_objects(&controller::nad_kind()).allow("", "namespaces", &READ_VERBS);
+    let nads = controller::nad_kind();
+    rbac.cluster
+        .allow_every(
+            &nads.resource.group,
+            &nads.resource.plural,
+            &OBJECT_VERBS,
+            "a NetworkAttachmentDefinition per network CR, in the namespace and with the name the user gives; \
+             it changes and deletes only NADs a network CR of ours owns (controller owner reference)",
+        )
+        .allow("", "namespaces", &READ_VERBS);
     rbac
 }

@@ -425,7 +425,13 @@ pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
         cluster.config_maps.insert(name, config_map);
     }
     let mut rbac = state_core::rbac::state_rbac::<OfedDriver>(sample, &cluster);
-    rbac.cluster.allow("", "nodes", &["get", "list", "watch", "patch"]);
+    rbac.cluster.allow_every(
+        "",
+        "nodes",
+        &["get", "list", "watch", "patch"],
+        "labels its NIC nodes (mofed.wait, the upgrade state) and cordons them during driver upgrades; \
+         it patches only nodes of its driver pools, and only those labels and spec.unschedulable",
+    );
     // OpenShift: the driver-toolkit images and the cluster-wide proxy.
     rbac.cluster.allow("image.openshift.io", "imagestreams", &["get"]).allow(
         "config.openshift.io",
@@ -435,11 +441,25 @@ pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
     rbac.operands.allow("", "pods", &READ_VERBS).allow("", "secrets", &["get"]);
     // Upgrades: replace outdated driver pods, read their DaemonSets' template revisions; list
     // and evict workload pods of any namespace (waitForCompletion, drain); Events on nodes.
-    rbac.operands.allow("", "pods", &["delete"]).allow("apps", "controllerrevisions", &["list"]);
-    rbac.cluster.allow("", "pods", &["list"]).allow("", "pods/eviction", &["create"]).allow(
+    rbac.operands.allow_every(
+        "",
+        "pods",
+        &["delete"],
+        "deletes the outdated driver pods of its own DaemonSets (updateStrategy OnDelete), one upgrade slot at a time",
+    );
+    rbac.operands.allow("apps", "controllerrevisions", &["list"]);
+    rbac.cluster.allow("", "pods", &["list"]).allow_every(
+        "",
+        "pods/eviction",
+        &["create"],
+        "drains a node before its driver is replaced, only when upgradePolicy.drainSpec.enable is set, \
+         through the Eviction API (PodDisruptionBudgets hold)",
+    );
+    rbac.cluster.allow_every(
         "events.k8s.io",
         "events",
         &["create", "patch"],
+        "records Events on the nodes it upgrades; Event names are generated, so they cannot be listed",
     );
     rbac
 }
