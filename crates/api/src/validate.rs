@@ -17,6 +17,10 @@ pub static RESOURCE_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z]{2,})+$").expect("valid pattern")
 });
 
+/// A device plugin's `resourceName`, as both plugins (RDMA shared, SR-IOV) check it at start-up:
+/// they exit on any other.
+pub static RESOURCE_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_]+$").expect("valid pattern"));
+
 /// An entry of a device plugin's config with its field path, e.g.
 /// (`spec.rdmaSharedDevicePlugin.config.configList[0]`, the entry's object).
 pub type ConfigEntry = (String, serde_json::Map<String, serde_json::Value>);
@@ -69,21 +73,22 @@ pub fn config_entries(field: &str, text: &str, list: &str) -> (Vec<ConfigEntry>,
     (entries, errors)
 }
 
-/// Checks a device plugin entry's `resourceName` (required, matching `pattern`, described by
-/// `rule`) and optional `resourcePrefix` (a domain name) at `path`.
+/// Checks a device plugin entry's `resourceName` (required, matching [`RESOURCE_NAME`]) and
+/// optional `resourcePrefix` (a domain name) at `path`.
 pub fn check_resource_naming(
     path: &str,
     entry: &serde_json::Map<String, serde_json::Value>,
-    pattern: &Regex,
-    rule: &str,
     errors: &mut Vec<FieldError>,
 ) {
     use serde_json::Value;
     let at = |key: &str| format!("{path}.{key}");
     match entry.get("resourceName") {
         None => errors.push(FieldError::new(at("resourceName"), "required")),
-        Some(Value::String(name)) if pattern.is_match(name) => {}
-        Some(Value::String(name)) => errors.push(FieldError::new(at("resourceName"), format!("{name:?} {rule}"))),
+        Some(Value::String(name)) if RESOURCE_NAME.is_match(name) => {}
+        Some(Value::String(name)) => errors.push(FieldError::new(
+            at("resourceName"),
+            format!("{name:?} must consist of letters, digits and '_' only (the plugin exits on any other name)"),
+        )),
         Some(_) => errors.push(FieldError::new(at("resourceName"), "must be a string")),
     }
     match entry.get("resourcePrefix") {

@@ -3,15 +3,10 @@
 //! an error naming the exact field, never rolled out to every node.
 
 use api::{FieldError, validate};
-use regex::Regex;
 use serde_json::{Map, Value};
-use std::sync::LazyLock;
 
 /// Keys a `selectors` object may have.
 pub const SELECTOR_KEYS: [&str; 5] = ["vendors", "deviceIDs", "drivers", "ifNames", "linkTypes"];
-
-static RESOURCE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid pattern"));
 
 /// Every problem of the config `text`, the value of the policy field `field` (empty when it is
 /// usable): JSON; an object with a `configList` array; each entry with a `resourceName` (letters,
@@ -28,8 +23,7 @@ pub fn validate(field: &str, text: &str) -> Vec<FieldError> {
 
 fn check_entry(path: &str, entry: &Map<String, Value>, errors: &mut Vec<FieldError>) {
     let at = |key: &str| format!("{path}.{key}");
-    let rule = "must consist of letters, digits, '-', '_' or '.' and start and end with a letter or digit";
-    validate::check_resource_naming(path, entry, &RESOURCE_NAME, rule, errors);
+    validate::check_resource_naming(path, entry, errors);
     match entry.get("rdmaHcaMax") {
         None => errors.push(FieldError::new(at("rdmaHcaMax"), "required")),
         Some(n) if n.is_i64() || n.is_u64() => {}
@@ -82,7 +76,7 @@ mod tests {
         let seed = r#"{"configList": [{"resourceName": "rdma_shared_device_a", "rdmaHcaMax": 63,
                        "selectors": {"vendors": [], "deviceIDs": [], "drivers": [], "ifNames": ["ens1f0"], "linkTypes": []}}]}"#;
         assert_eq!(problems(seed), Vec::<String>::new());
-        let with_devices = r#"{"configList": [{"resourceName": "a-b.c_d", "resourcePrefix": "example.com", "rdmaHcaMax": 1, "devices": ["mlx5_0"]}]}"#;
+        let with_devices = r#"{"configList": [{"resourceName": "rdma_B_9", "resourcePrefix": "example.com", "rdmaHcaMax": 1, "devices": ["mlx5_0"]}]}"#;
         assert_eq!(problems(with_devices), Vec::<String>::new());
     }
 
@@ -110,11 +104,22 @@ mod tests {
                     "{FIELD}.configList[0].selectors.vendor: unknown selector; expected one of vendors, deviceIDs, drivers, ifNames, linkTypes"
                 ),
                 format!(
-                    "{FIELD}.configList[1].resourceName: \"has space\" must consist of letters, digits, '-', '_' or '.' and start and end with a letter or digit"
+                    "{FIELD}.configList[1].resourceName: \"has space\" must consist of letters, digits and '_' only (the plugin exits on any other name)"
                 ),
                 format!("{FIELD}.configList[1]: needs selectors or devices"),
             ]
         );
+    }
+
+    #[test]
+    fn resource_names_the_plugin_refuses_are_errors() {
+        for name in ["rdma-a", "rdma.a", "", "a/b", "ä"] {
+            let config =
+                format!(r#"{{"configList": [{{"resourceName": "{name}", "rdmaHcaMax": 1, "devices": ["mlx5_0"]}}]}}"#);
+            let found = problems(&config);
+            assert_eq!(found.len(), 1, "{name:?}: {found:?}");
+            assert!(found[0].starts_with(&format!("{FIELD}.configList[0].resourceName: ")), "{found:?}");
+        }
     }
 
     #[test]

@@ -8,9 +8,7 @@
 //! and newer plugins know more selectors.
 
 use api::{FieldError, validate};
-use regex::Regex;
 use serde_json::{Map, Value};
-use std::sync::LazyLock;
 
 /// Selector keys every device type has (all an `accelerator` has).
 const COMMON: &[&str] = &["vendors", "devices", "drivers", "pciAddresses", "acpiIndexes"];
@@ -21,9 +19,6 @@ const NET_DEVICE: &[&str] =
     &["pfNames", "rootDevices", "linkTypes", "ddpProfiles", "isRdma", "needVhostNet", "vdpaType", "pKeys"];
 /// Selector keys whose value is a boolean; `vdpaType` is a string; every other one a list.
 const BOOLEAN_KEYS: &[&str] = &["isRdma", "needVhostNet"];
-
-static RESOURCE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^([A-Za-z0-9][A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid pattern"));
 
 /// Every problem of the config `text`, the value of the policy field `field` (empty when it is
 /// usable).
@@ -56,8 +51,7 @@ fn check(field: &str, text: &str) -> Findings {
 fn check_resource(path: &str, resource: &Map<String, Value>, findings: &mut Findings) {
     let errors = &mut findings.errors;
     let at = |key: &str| format!("{path}.{key}");
-    let rule = "must consist of letters, digits, '_' or '.' (no '-') and start and end with a letter or digit";
-    validate::check_resource_naming(path, resource, &RESOURCE_NAME, rule, errors);
+    validate::check_resource_naming(path, resource, errors);
     if resource.get("excludeTopology").is_some_and(|v| !v.is_boolean()) {
         errors.push(FieldError::new(at("excludeTopology"), "must be true or false"));
     }
@@ -200,7 +194,7 @@ mod tests {
             [
                 format!("{FIELD}.resourceList[0].resourceName: required"),
                 format!(
-                    "{FIELD}.resourceList[1].resourceName: \"host-dev\" must consist of letters, digits, '_' or '.' (no '-') and start and end with a letter or digit"
+                    "{FIELD}.resourceList[1].resourceName: \"host-dev\" must consist of letters, digits and '_' only (the plugin exits on any other name)"
                 ),
                 format!("{FIELD}.resourceList[1].resourcePrefix: \"nvidia\" must be a domain name, e.g. nvidia.com"),
                 format!("{FIELD}.resourceList[2].selectors.auxTypes[0]: must be a non-empty string"),
