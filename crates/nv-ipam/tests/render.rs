@@ -199,23 +199,24 @@ fn the_old_config_map_and_the_pool_crds_are_released_and_its_controller_may_read
 }
 
 #[test]
-fn the_controllers_rbac_covers_cert_manager_the_webhook_and_what_its_cluster_roles_grant() {
+fn the_controller_writes_cert_manager_objects_its_webhook_and_its_cluster_roles_by_name_only() {
     let rbac = state_core::rbac::state_rbac::<NvIpam>(&example(true), &with_cert_manager());
-    let rules = |scope: &state_core::rbac::Rules| -> Vec<(String, String, Vec<String>)> {
-        scope
-            .to_policy_rules()
-            .into_iter()
-            .map(|r| (r.api_groups.unwrap()[0].clone(), r.resources.unwrap()[0].clone(), r.verbs))
-            .collect()
-    };
-    let operands = rules(&rbac.operands);
     for resource in ["issuers", "certificates"] {
-        assert!(operands.iter().any(|(g, r, _)| g == "cert-manager.io" && r == resource), "{resource}: {operands:?}");
+        assert!(rbac.operands.allows("cert-manager.io", resource, "any", "patch"), "{resource}");
     }
-    let cluster = rules(&rbac.cluster);
-    assert!(
-        cluster.iter().any(|(g, r, _)| g == "admissionregistration.k8s.io" && r == "validatingwebhookconfigurations")
-    );
-    let status = cluster.iter().find(|(g, r, _)| g == "nv-ipam.nvidia.com" && r == "ippools/status").unwrap();
-    assert_eq!(status.2, ["get", "update", "patch"], "granted by the nv-ipam-controller ClusterRole");
+    let webhooks = "validatingwebhookconfigurations";
+    let group = "admissionregistration.k8s.io";
+    assert!(rbac.cluster.allows(group, webhooks, "nv-ipam-validating-webhook-configuration", "patch"));
+    assert!(rbac.cluster.allows(group, webhooks, "any", "watch"));
+    assert!(!rbac.cluster.allows(group, webhooks, "another-product", "delete"));
+    let rbac_group = "rbac.authorization.k8s.io";
+    for role in ["nv-ipam-controller", "nv-ipam-node"] {
+        assert!(rbac.cluster.allows(rbac_group, "clusterroles", role, "escalate"), "{role}");
+        assert!(rbac.cluster.allows(rbac_group, "clusterroles", role, "bind"), "{role}");
+    }
+    // What those ClusterRoles grant (pool status, ConfigMaps, nodes) the controller does not hold.
+    assert!(!rbac.cluster.allows("nv-ipam.nvidia.com", "ippools/status", "any", "update"));
+    assert!(!rbac.cluster.allows("", "configmaps", "any", "delete"));
+    assert!(!rbac.cluster.allows("", "nodes", "any", "patch"));
+    assert!(rbac.unjustified().is_empty(), "{:?}", rbac.unjustified());
 }
