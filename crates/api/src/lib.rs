@@ -54,6 +54,7 @@ pub mod nad;
 pub mod networks;
 pub mod nv_ipam;
 pub mod parse;
+pub mod pod_spec;
 pub mod policy;
 pub mod schema;
 pub mod selector;

@@ -80,7 +80,8 @@ fn check_requirement(requirement: &str) -> Result<(), String> {
     check_key(requirement)
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+/// Checks a label key (an optional DNS-subdomain prefix and a name), as the API server does.
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -98,7 +99,8 @@ fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_value(value: &str) -> Result<(), String> {
+/// Checks a label value (empty, or a name of at most 63 characters), as the API server does.
+pub(crate) fn check_value(value: &str) -> Result<(), String> {
     if !value.is_empty() && (value.len() > 63 || !NAME.is_match(value)) {
         return Err(format!(
             "has value {value:?}: a label value is empty or 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"

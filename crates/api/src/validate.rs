@@ -195,7 +195,23 @@ pub fn policy(policy: &NicClusterPolicy) -> Vec<FieldError> {
     {
         errors.push(error);
     }
+    errors.extend(crate::pod_spec::placement(policy));
+    if let Some(ofed) = &policy.spec.ofed_driver {
+        errors.extend(crate::pod_spec::env("spec.ofedDriver.env", ofed.env.as_deref().unwrap_or_default()));
+        for (field, reference) in [("certConfig", &ofed.cert_config), ("repoConfig", &ofed.repo_config)] {
+            if let Some(name) = reference.as_ref().and_then(|r| r.name.as_deref()).filter(|n| !n.is_empty()) {
+                errors.extend(crate::pod_spec::object_name(&format!("spec.ofedDriver.{field}.name"), name).err());
+            }
+        }
+    }
+    let doca_config = policy.spec.doca_telemetry_service.as_ref().and_then(|d| d.config.as_ref());
+    if let Some(name) = doca_config.and_then(|c| c.from_config_map.as_deref()).filter(|n| !n.is_empty()) {
+        errors.extend(crate::pod_spec::object_name("spec.docaTelemetryService.config.fromConfigMap", name).err());
+    }
     if let Some(ib) = &policy.spec.ib_kubernetes {
+        if let Some(secret) = ib.ufm_secret.as_deref().filter(|n| !n.is_empty()) {
+            errors.extend(crate::pod_spec::object_name("spec.ibKubernetes.ufmSecret", secret).err());
+        }
         let start = ib.p_key_guid_pool_range_start.as_deref();
         let end = ib.p_key_guid_pool_range_end.as_deref();
         for (field, value) in [("pKeyGUIDPoolRangeStart", start), ("pKeyGUIDPoolRangeEnd", end)] {

@@ -38,6 +38,9 @@ const MANIFESTS: &[Manifest] = state_core::manifests!(
 /// The DOCA telemetry service state.
 pub struct DocaTelemetry;
 
+/// The policy field naming the user's ConfigMap.
+const FROM_CONFIG_MAP: &str = "spec.docaTelemetryService.config.fromConfigMap";
+
 /// The user's ConfigMap the section names, if it names one (empty counts as none).
 fn from_config_map(spec: &DocaTelemetryServiceSpec) -> Option<&str> {
     spec.config.as_ref()?.from_config_map.as_deref().filter(|name| !name.is_empty())
@@ -81,18 +84,21 @@ impl State for DocaTelemetry {
             (None, _) => DEFAULT_CONFIG_MAP,
             (Some(_), None) => {
                 return Err(FieldError::new(
-                    "spec.docaTelemetryService.config.fromConfigMap",
+                    FROM_CONFIG_MAP,
                     "required when config is set: the name of a ConfigMap in the operands' namespace (or remove config for the default)",
                 )
                 .into());
             }
-            (Some(_), Some(name)) if !ctx.observed.config_maps.contains_key(name) => {
-                return Err(RenderError::Waiting(format!(
-                    "ConfigMap {}/{name} named by spec.docaTelemetryService.config.fromConfigMap does not exist",
-                    ctx.namespace
-                )));
+            (Some(_), Some(name)) => {
+                api::pod_spec::object_name(FROM_CONFIG_MAP, name)?;
+                if !ctx.observed.config_maps.contains_key(name) {
+                    return Err(RenderError::Waiting(format!(
+                        "ConfigMap {}/{name} named by {FROM_CONFIG_MAP} does not exist",
+                        ctx.namespace
+                    )));
+                }
+                name
             }
-            (Some(_), Some(name)) => name,
         };
         let values = json!({
             "namespace": ctx.namespace,

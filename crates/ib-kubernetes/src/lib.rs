@@ -67,6 +67,7 @@ impl State for IbKubernetes {
                 "required: the name of the Secret with UFM_USERNAME, UFM_PASSWORD and UFM_ADDRESS",
             )
         })?;
+        api::pod_spec::object_name("spec.ibKubernetes.ufmSecret", secret)?;
         let values = json!({
             "namespace": ctx.namespace,
             "openshift": ctx.openshift,

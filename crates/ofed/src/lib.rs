@@ -139,6 +139,11 @@ impl State for OfedDriver {
     }
 
     fn render(spec: &OfedDriverSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
+        if let Some(error) =
+            FieldError::join(api::pod_spec::env("spec.ofedDriver.env", spec.env.as_deref().unwrap_or_default()))
+        {
+            return Err(error.into());
+        }
         if let Some(policy) = &spec.upgrade_policy {
             policy.max_unavailable_of(1)?;
             upgrade::check_selectors(policy)?;
@@ -345,6 +350,7 @@ fn extra_mounts(
         let path = format!("spec.ofedDriver.{field}.name");
         let (name, keys): (&str, Vec<String>) = match named(reference) {
             Some(name) => {
+                api::pod_spec::object_name(&path, name)?;
                 let config_map = ctx.observed.config_maps.get(name).ok_or_else(|| {
                     FieldError::new(&path, format!("ConfigMap {name} does not exist in namespace {}", ctx.namespace))
                 })?;
@@ -379,10 +385,16 @@ fn extra_mounts(
             }
         };
         let items: Vec<Value> = keys.iter().map(|k| json!({"key": k, "path": file(k)})).collect();
-        // The volume is named after its ConfigMap, as the original names it (unless both fields
-        // name the same ConfigMap).
+        // The volume is named after its ConfigMap, as the original names it, unless both fields
+        // name the same ConfigMap or the name is not a volume name (a DNS label: no '.', at
+        // most 63 characters), which the API server would refuse.
         let taken = volumes.iter().any(|v: &Value| v["name"] == name);
-        let volume = if taken { format!("{name}-{volume}") } else { name.to_string() };
+        let label = name.len() <= 63 && !name.contains('.');
+        let volume = match (label, taken) {
+            (true, false) => name.to_string(),
+            (true, true) if name.len() + volume.len() < 63 => format!("{name}-{volume}"),
+            _ => volume.to_string(),
+        };
         volumes.push(json!({"name": volume, "configMap": {"name": name, "items": items}}));
         for key in &keys {
             let file = file(key);

@@ -170,6 +170,50 @@ fn a_missing_cert_config_is_an_error_naming_the_field() {
 }
 
 #[test]
+fn a_cert_config_name_no_config_map_can_have_is_an_error_naming_the_field() {
+    for name in ["..", "My_Certs", "a/b"] {
+        let mut policy = seed();
+        ofed(&mut policy).cert_config = Some(ConfigMapNameReference { name: Some(name.into()) });
+        let err = render(&policy, false, &observed(vec![ubuntu("a")])).unwrap_err();
+        assert!(err.starts_with(&format!("spec.ofedDriver.certConfig.name: {name:?} is not an object name")), "{err}");
+    }
+}
+
+#[test]
+fn a_config_map_whose_name_is_no_volume_name_is_mounted_under_a_volume_name_that_is() {
+    let mut policy = seed();
+    ofed(&mut policy).cert_config = Some(ConfigMapNameReference { name: Some("corp.ca-bundle".into()) });
+    let mut observed = observed(vec![ubuntu("a")]);
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "corp.ca-bundle"}, "data": {"ca.crt": "x"}})).unwrap();
+    observed.config_maps.insert("corp.ca-bundle".into(), cm);
+    let objects = render(&policy, false, &observed).unwrap();
+    let pod = &daemon_sets(&objects)[0].data["spec"]["template"]["spec"];
+    let volume =
+        pod["volumes"].as_array().unwrap().iter().find(|v| v["configMap"]["name"] == "corp.ca-bundle").unwrap();
+    assert_eq!(volume["name"], "cert-config", "a DNS label, as the API server requires of a volume name");
+}
+
+#[test]
+fn env_names_set_twice_are_an_error_naming_the_second() {
+    let mut policy = seed();
+    ofed(&mut policy).env = Some(
+        serde_json::from_value(json!([{"name": "HTTP_PROXY", "value": "a"}, {"name": "HTTP_PROXY", "value": "b"}]))
+            .unwrap(),
+    );
+    let err = render(&policy, false, &observed(vec![ubuntu("a")])).unwrap_err();
+    assert_eq!(err, "spec.ofedDriver.env[1].name: \"HTTP_PROXY\" is already set by spec.ofedDriver.env[0]");
+}
+
+#[test]
+fn a_toleration_the_api_server_would_refuse_is_an_error_naming_the_policy_field() {
+    let mut policy = seed();
+    policy.spec.tolerations = Some(vec![serde_json::from_value(json!({"key": "a", "operator": "Foo"})).unwrap()]);
+    let err = render(&policy, false, &observed(vec![ubuntu("a")])).unwrap_err();
+    assert!(err.starts_with("spec.tolerations[0].operator: \"Foo\" is not an operator"), "{err}");
+}
+
+#[test]
 fn node_affinity_is_merged_with_the_drivers_anti_affinity() {
     let mut policy = seed();
     policy.spec.node_affinity = Some(

@@ -262,7 +262,7 @@ async fn an_apply_failure_is_reported_not_ready_with_the_error() {
 }
 
 #[tokio::test]
-async fn an_object_the_api_server_finds_invalid_is_an_error_with_its_message_not_a_debug_dump() {
+async fn an_object_the_api_server_finds_invalid_is_an_error_naming_the_section_with_the_servers_message() {
     let (mut server, task) = start(policy(), vec![]);
     server.expect_absent(CONFIG_MAP).await;
     let too_long = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422, "reason": "Invalid",
@@ -273,7 +273,7 @@ async fn an_object_the_api_server_finds_invalid_is_an_error_with_its_message_not
     assert_eq!(entry["state"], "error");
     assert_eq!(
         entry["message"],
-        "applying ConfigMap nvidia-network-operator/rdma-devices: ConfigMap \"rdma-devices\" is invalid: []: Too long: must have at most 1048576 bytes (Invalid, HTTP 422)"
+        "spec.rdmaSharedDevicePlugin: the API server refuses what this section renders: applying ConfigMap nvidia-network-operator/rdma-devices: ConfigMap \"rdma-devices\" is invalid: []: Too long: must have at most 1048576 bytes (Invalid, HTTP 422)"
     );
     server.expect_no_more().await;
     task.await.unwrap().unwrap();

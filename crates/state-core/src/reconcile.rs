@@ -2,7 +2,7 @@
 //! render → apply what changed → prune what is no longer rendered → readiness → report.
 
 use crate::adopt;
-use crate::apply::{self, Applied};
+use crate::apply::{self, Applied, ApplyError};
 use crate::metrics::Metrics;
 use crate::nodes::NodeCache;
 use crate::objects::{Kind, ObjectKey};
@@ -216,7 +216,9 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
     };
     let names = S::spec(policy).map(S::referenced_config_maps).unwrap_or_default();
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    for name in names {
+    // A name no ConfigMap can have is not asked for (the URL would not name one); the render
+    // reports it as an error naming the field.
+    for name in names.into_iter().filter(|name| api::pod_spec::object_name("", name).is_ok()) {
         match config_maps.get_opt(&name).await {
             Ok(Some(config_map)) => {
                 observed.config_maps.insert(name, config_map);
@@ -313,10 +315,22 @@ async fn apply_if_changed<S: State>(
             ctx.metrics.objects_applied.with_label_values(&[S::NAME]).inc();
             Ok(live)
         }
-        Err(e) => {
-            let state = if e.is_input_error() { SyncState::Error } else { SyncState::NotReady };
-            Err(Outcome::new(state, e.to_string()))
-        }
+        Err(e) => Err(refused(S::field_path(), &e)),
+    }
+}
+
+/// The outcome of an apply that failed: `error` when the input is at fault, otherwise
+/// `notReady` (retried). An object the API server refuses as invalid was rendered from the
+/// state's `section`, so the message starts with that policy field: the user reads what to fix
+/// (the field paths after it are the rendered object's).
+fn refused(section: &str, error: &ApplyError) -> Outcome {
+    match error {
+        ApplyError::Api { .. } if error.is_input_error() => Outcome::new(
+            SyncState::Error,
+            format!("{section}: the API server refuses what this section renders: {error}"),
+        ),
+        _ if error.is_input_error() => Outcome::new(SyncState::Error, error.to_string()),
+        _ => Outcome::new(SyncState::NotReady, error.to_string()),
     }
 }
 
@@ -427,6 +441,39 @@ mod tests {
         server.expect("GET", "/apis/cert-manager.io/v1", 503, status_error(503, "ServiceUnavailable")).await;
         let err = task.await.unwrap().unwrap_err();
         assert!(err.starts_with("discovering the API cert-manager.io/v1: ServiceUnavailable"), "{err}");
+    }
+
+    #[test]
+    fn an_object_the_api_server_refuses_is_an_error_starting_with_the_policy_field() {
+        const SECTION: &str = "spec.rdmaSharedDevicePlugin";
+        let key = ObjectKey {
+            api_version: "apps/v1".into(),
+            kind: "DaemonSet".into(),
+            namespace: Some("ns".into()),
+            name: "x-ds".into(),
+        };
+        let status = |code: u16, message: &str| {
+            let status: kube::core::Status = serde_json::from_value(
+                json!({"status": "Failure", "message": message, "reason": "Invalid", "code": code}),
+            )
+            .unwrap();
+            kube::Error::Api(status.into())
+        };
+        let invalid = ApplyError::Api {
+            key: key.clone(),
+            source: status(422, "spec.template.spec.containers[0].env[1].name: Invalid value"),
+        };
+        let outcome = refused(SECTION, &invalid);
+        assert_eq!(outcome.state, SyncState::Error);
+        let message = outcome.message.unwrap();
+        assert!(message.starts_with("spec.rdmaSharedDevicePlugin: the API server refuses"), "{message}");
+        assert!(message.contains("env[1].name"), "{message}");
+
+        let unavailable = ApplyError::Api { key: key.clone(), source: status(503, "etcd timeout") };
+        assert_eq!(refused(SECTION, &unavailable).state, SyncState::NotReady);
+        let foreign = ApplyError::NotManaged { key };
+        let outcome = refused(SECTION, &foreign);
+        assert_eq!((outcome.state, outcome.message.unwrap()), (SyncState::Error, foreign.to_string()));
     }
 
     #[tokio::test]

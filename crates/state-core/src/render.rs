@@ -14,6 +14,9 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
         return Ok(None);
     };
     api::image::check(S::field_path(), S::image(spec))?;
+    if let Some(error) = FieldError::join(api::pod_spec::placement(ctx.policy)) {
+        return Err(error.into());
+    }
     let mut objects = S::render(spec, ctx)?;
     let kinds = S::kinds();
     let edits = Edits { state: S::NAME, policy: ctx.policy, image: S::image(spec), needs_driver: S::NEEDS_DRIVER };

@@ -121,6 +121,50 @@ async fn a_config_the_plugin_cannot_use_is_an_error_and_nothing_is_rolled_out() 
 }
 
 #[tokio::test]
+async fn a_placement_the_api_server_would_refuse_is_an_error_naming_the_policy_field_and_nothing_changes() {
+    let Some(env) = TestEnv::new("netop-e2e-badplace").await else { return };
+    let client = env.client.clone();
+    fresh_policy(&env, &seed_policy()).await;
+    let controller = ControllerProcess::start("rdma-dp-controller", &env.namespace, &[]);
+    reconciled(&controller).await;
+    let before = identities(&client, &env.namespace).await;
+
+    // The API server refuses this toleration in a pod template: our check says the same, first.
+    let bad = json!({"key": "dedicated", "operator": "Foo"});
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &env.namespace);
+    let template = json!({"spec": {"template": {"spec": {"tolerations": [bad]}}}});
+    let refused = daemon_sets
+        .patch("rdma-shared-dp-ds", &PatchParams { dry_run: true, ..Default::default() }, &Patch::Merge(&template))
+        .await
+        .expect_err("the API server refuses the toleration");
+    assert!(matches!(&refused, kube::Error::Api(s) if s.code == 422), "{refused}");
+    // Server-side apply refuses an env list with a name twice (what a duplicated
+    // spec.ofedDriver.env entry would be): the render reports it before.
+    let twice = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "rdma-shared-dp-ds"},
+        "spec": {"template": {"spec": {"containers": [{"name": "rdma-shared-dp", "env": [
+            {"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}]}}}});
+    let refused = daemon_sets
+        .patch("rdma-shared-dp-ds", &PatchParams::apply("netop-e2e").dry_run(), &Patch::Apply(&twice))
+        .await
+        .expect_err("server-side apply refuses a duplicated env name");
+    assert!(refused.to_string().contains("duplicate"), "{refused}");
+
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"tolerations": [bad]}})))
+        .await
+        .expect("the CRD schema accepts it");
+    let message = wait_for_entry(&client, STATE, "error").await.unwrap_or_default();
+    assert!(message.starts_with("spec.tolerations[0].operator: \"Foo\" is not an operator"), "{message}");
+    assert_eq!(identities(&client, &env.namespace).await, before, "the running plugin was left as it was");
+
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"tolerations": null}})))
+        .await
+        .unwrap();
+    wait_for_entry(&client, STATE, "ready").await;
+}
+
+#[tokio::test]
 async fn a_users_object_with_a_rendered_name_is_never_taken_over() {
     let Some(env) = TestEnv::new("netop-e2e-foreign").await else { return };
     let client = env.client.clone();
