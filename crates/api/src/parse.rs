@@ -58,7 +58,8 @@ impl std::error::Error for ParseError {}
 pub fn documents(text: &str) -> Result<Vec<Value>, ParseError> {
     let docs: Vec<Value> = serde_saphyr::from_str_multiple(text).map_err(|e| ParseError {
         document: None,
-        errors: vec![FieldError::new("<yaml>", one_line(&e.to_string()))],
+        // The parser's message points at the line with a snippet of the text: kept as written.
+        errors: vec![FieldError::new("<yaml>", e.to_string().trim_end())],
     })?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
@@ -118,8 +119,43 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "<root>".to_string() } else { path };
-        FieldError::new(path, one_line(&e.into_inner().to_string()))
+        let message = one_line(&e.into_inner().to_string());
+        match did_you_mean(&message) {
+            Some(suggestion) => FieldError::new(path, format!("{message} (did you mean `{suggestion}`?)")),
+            None => FieldError::new(path, message),
+        }
     })
+}
+
+/// For serde's "unknown field `forc`, expected one of `force`, ..." the expected name closest to
+/// the unknown one, when it is close enough to be a typo.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, expected) = rest.split_once('`')?;
+    closest(unknown, expected.split('`').skip(1).step_by(2)).map(String::from)
+}
+
+/// The name among `known` that `unknown` is most likely a typo of (at most a third of its
+/// letters, and at least two, differ), if any.
+pub(crate) fn closest<'a>(unknown: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let (distance, best) = known.map(|k| (edit_distance(unknown, k), k)).min_by_key(|(d, _)| *d)?;
+    (distance <= (unknown.chars().count() / 3).max(2)).then_some(best)
+}
+
+/// Levenshtein distance, case-insensitive (`ofeddriver` is a typo of `ofedDriver`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, y) in b.iter().enumerate() {
+            let cost = usize::from(x != y);
+            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// Paths of `input` that a typed round trip through `T` would drop or change.
@@ -168,6 +204,23 @@ fn one_line(message: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_unknown_field_close_to_a_known_one_gets_a_suggestion() {
+        let message = "unknown field `ofeddriver`, expected one of `nodeAffinity`, `tolerations`, `ofedDriver`";
+        assert_eq!(did_you_mean(message).as_deref(), Some("ofedDriver"));
+        assert_eq!(did_you_mean("unknown field `forc`, expected `force` or `enable`").as_deref(), Some("force"));
+        assert_eq!(did_you_mean("unknown field `zzzzzz`, expected `force` or `enable`"), None, "nothing close");
+        assert_eq!(did_you_mean("invalid type: string, expected i32"), None);
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_keeps_the_parsers_snippet_on_its_lines() {
+        let error = documents("a: b\nc: d: e\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.starts_with("<yaml>: "), "{message}");
+        assert!(message.lines().count() > 1, "the snippet is on lines of its own: {message}");
+    }
+
     const POLICY: &str = "apiVersion: mellanox.com/v1alpha1
 kind: NicClusterPolicy
 metadata:
@@ -191,11 +244,11 @@ spec:
         let err = parse_all(&text).unwrap_err().to_string();
         assert_eq!(
             err,
-            "spec.rdmaSharedDevicePlugin.repository: missing field; spec.rdmaSharedDevicePlugin.repositry: unknown field"
+            "spec.rdmaSharedDevicePlugin.repository: missing field; spec.rdmaSharedDevicePlugin.repositry: unknown field (did you mean repository?)"
         );
         let text = POLICY.replace("  rdmaSharedDevicePlugin:", "  rdmaSharedDevicePlugn:");
         let err = parse_all(&text).unwrap_err().to_string();
-        assert_eq!(err, "spec.rdmaSharedDevicePlugn: unknown field");
+        assert_eq!(err, "spec.rdmaSharedDevicePlugn: unknown field (did you mean rdmaSharedDevicePlugin?)");
     }
 
     #[test]

@@ -153,7 +153,13 @@ fn check_object(schema: &Value, fields: &Map<String, Value>, path: &str, out: &m
             (None, Some(Value::Bool(true))) => {}
             (None, Some(extra)) if extra.is_object() => check(extra, field, &field_path, out),
             _ if preserve => {}
-            _ => violation(out, &field_path, "unknown field"),
+            _ => {
+                let known = properties.into_iter().flat_map(|p| p.keys().map(String::as_str));
+                match crate::parse::closest(name, known) {
+                    Some(typo_of) => violation(out, &field_path, format!("unknown field (did you mean {typo_of}?)")),
+                    None => violation(out, &field_path, "unknown field"),
+                }
+            }
         }
     }
 }
@@ -301,7 +307,12 @@ mod tests {
     #[test]
     fn unknown_fields_are_named_with_their_path() {
         let doc = json!({"spec": {"version": "1", "versoin": "2", "list": [{"k": "v", "kk": 1}]}});
-        assert_eq!(messages(doc), ["spec.list[0].kk: unknown field", "spec.versoin: unknown field"]);
+        assert_eq!(
+            messages(doc),
+            ["spec.list[0].kk: unknown field (did you mean k?)", "spec.versoin: unknown field (did you mean version?)"]
+        );
+        let far = json!({"spec": {"version": "1", "zzzzzzzz": 1}});
+        assert_eq!(messages(far), ["spec.zzzzzzzz: unknown field"], "no suggestion when nothing is close");
     }
 
     #[test]

@@ -80,6 +80,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout; a reader that went away (`nicctl rbac | head`) ends the output
+/// quietly, as other command-line tools do.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
 fn crds(dir: Option<&Path>) -> anyhow::Result<()> {
     let mut stream = String::new();
     for crd in api::crd::all() {
@@ -96,6 +107,5 @@ fn crds(dir: Option<&Path>) -> anyhow::Result<()> {
             }
         }
     }
-    print!("{stream}");
-    Ok(())
+    emit(&stream)
 }

@@ -42,6 +42,19 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     };
     observed.cni_bin_dir = args.cni_bin_dir.clone();
     let mut objects: Vec<DynamicObject> = Vec::new();
+    let foreign: Vec<String> = documents
+        .iter()
+        .filter_map(|d| match d {
+            Document::Foreign { api_version, kind } => Some(format!("{api_version} {kind}")),
+            _ => None,
+        })
+        .collect();
+    if foreign.len() == documents.len() {
+        return Err(input_error(
+            &args.file,
+            format!("no NicClusterPolicy or network CR in the file (found: {})", foreign.join(", ")),
+        ));
+    }
     for document in &documents {
         match document {
             Document::Policy(policy) => {
@@ -66,7 +79,7 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
         stream.push_str("---\n");
         stream.push_str(&serde_saphyr::to_string(object).context("serialising an object")?);
     }
-    print!("{stream}");
+    crate::emit(&stream)?;
     Ok(())
 }
 
@@ -78,17 +91,17 @@ fn render_policy(
 ) -> Result<Vec<DynamicObject>, Failure> {
     let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, observed };
     let mut objects = Vec::new();
-    objects.extend(state::<multus::Multus>(&ctx, &args.file)?);
-    objects.extend(state::<cni_plugins::CniPlugins>(&ctx, &args.file)?);
-    objects.extend(state::<ipoib::IpoibCni>(&ctx, &args.file)?);
-    objects.extend(state::<whereabouts::Whereabouts>(&ctx, &args.file)?);
-    objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file)?);
-    objects.extend(state::<sriov_dp::SriovDevicePlugin>(&ctx, &args.file)?);
-    objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file)?);
-    objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file)?);
-    objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file)?);
-    objects.extend(state::<nv_ipam::NvIpam>(&ctx, &args.file)?);
-    objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file)?);
+    objects.extend(state::<multus::Multus>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<cni_plugins::CniPlugins>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<ipoib::IpoibCni>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<whereabouts::Whereabouts>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<sriov_dp::SriovDevicePlugin>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<nv_ipam::NvIpam>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file, args.nodes.is_some())?);
     let compiled_in = [
         multus::Multus::NAME,
         cni_plugins::CniPlugins::NAME,
@@ -118,14 +131,16 @@ fn network_nad<N: Network>(network: &N, file: &Path) -> Result<DynamicObject, Fa
 }
 
 /// The objects of state `S`, as a cluster serving every optional API of the state gets them
-/// (e.g. cert-manager's); bad input is an input error naming the field.
-fn state<S: State>(ctx: &RenderContext<'_>, file: &Path) -> Result<Vec<DynamicObject>, Failure> {
+/// (e.g. cert-manager's); bad input is an input error naming the field. A state that waits for
+/// nodes says so, with a hint to pass them unless `nodes_given`.
+fn state<S: State>(ctx: &RenderContext<'_>, file: &Path, nodes_given: bool) -> Result<Vec<DynamicObject>, Failure> {
     let observed = ctx.observed.clone().serving_all(&S::kinds());
     match render_state::<S>(&RenderContext { observed: &observed, ..*ctx }) {
         Ok(objects) => Ok(objects.unwrap_or_default()),
         Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
         Err(RenderError::Waiting(reason)) => {
-            eprintln!("note: {}: nothing rendered: {reason} (pass the cluster's Nodes with --nodes)", S::NAME);
+            let hint = if nodes_given { "" } else { " (pass the cluster's Nodes with --nodes)" };
+            eprintln!("note: {}: nothing rendered: {reason}{hint}", S::NAME);
             Ok(Vec::new())
         }
         Err(e) => Err(Failure::Internal(anyhow::anyhow!("{}: {e}", S::NAME))),

@@ -24,12 +24,18 @@ fn write_temp(name: &str, text: &str) -> PathBuf {
 const SEED_POLICY: &str = "example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr.yaml";
 
 #[test]
-fn render_exits_0_on_every_example() {
+fn render_exits_0_on_every_example_with_an_operator_kind_and_2_on_the_others() {
     for entry in std::fs::read_dir(repo().join("example/crs")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
-            assert!(output.status.success(), "{}: {}", path.display(), stderr(&output));
+            // The IPPool example is NVIDIA IPAM's own kind, which no state renders.
+            if path.file_name().is_some_and(|n| n.to_string_lossy().contains("ippool")) {
+                assert_eq!(output.status.code(), Some(2), "{}", path.display());
+                assert!(stderr(&output).contains("found: nv-ipam.nvidia.com/v1alpha1 IPPool"), "{}", stderr(&output));
+            } else {
+                assert!(output.status.success(), "{}: {}", path.display(), stderr(&output));
+            }
         }
     }
 }
@@ -42,7 +48,7 @@ fn a_misspelled_field_exits_2_naming_the_file_and_the_field() {
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     assert!(message.contains(path.to_str().unwrap()), "{message}");
-    assert!(message.contains("spec.ofedDriverr: unknown field"), "{message}");
+    assert!(message.contains("spec.ofedDriverr: unknown field (did you mean ofedDriver?)"), "{message}");
     assert_eq!(message.trim().lines().count(), 1, "{message}");
 }
 
@@ -166,4 +172,60 @@ fn invalid_ipam_exits_2_naming_the_field() {
     let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("spec.ipam: invalid JSON"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_file_without_an_operator_kind_exits_2_naming_what_it_found() {
+    let path = write_temp("foreign.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n");
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("no NicClusterPolicy or network CR") && message.contains("apps/v1 Deployment"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_yaml_syntax_error_exits_2_with_the_parsers_snippet() {
+    let path =
+        write_temp("syntax.yaml", "apiVersion: mellanox.com/v1alpha1\nkind: NicClusterPolicy\nmetadata: name: x: y\n");
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.lines().count() > 1 && message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn the_nodes_hint_is_given_only_without_nodes() {
+    let without = nicctl(&["render", "-f", SEED_POLICY]);
+    assert!(stderr(&without).contains("--nodes"), "{}", stderr(&without));
+    let nodes = write_temp("no-nic-nodes.yaml", "apiVersion: v1\nkind: Node\nmetadata:\n  name: plain\n");
+    let with = nicctl(&["render", "-f", SEED_POLICY, "--nodes", nodes.to_str().unwrap()]);
+    assert!(with.status.success(), "{}", stderr(&with));
+    assert!(!stderr(&with).contains("pass the cluster's Nodes"), "{}", stderr(&with));
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    for args in [&["rbac"][..], &["render", "-f", SEED_POLICY], &["crds"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nicctl"))
+            .args(args)
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nicctl runs");
+        // Read one byte, then close the pipe, as `| head -c1` does.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        stdout.read_exact(&mut byte).unwrap();
+        drop(stdout);
+        let output = child.wait_with_output().unwrap();
+        let message = stderr(&output);
+        assert!(!message.contains("panicked") && !message.contains("Broken pipe"), "{args:?}: {message}");
+        assert!(output.status.success(), "{args:?}: {:?} {message}", output.status);
+    }
 }
