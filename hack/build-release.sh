@@ -18,5 +18,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no" \
+    NETOP_COMMIT="${NETOP_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
     cargo build --release --locked --target "$target" --workspace --bins "$@" >&2
 echo "$PWD/target/$target/release"

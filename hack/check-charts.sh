@@ -159,6 +159,26 @@ if render all "${all_apis[@]}" \
     expect all "dashboard ConfigMap labelled grafana_dashboard" grep -q 'grafana_dashboard: "1"' "$tmp/all.yaml"
 fi
 
+# The install examples of README.md and the chart README, each with the controllers it installs.
+readme_values="$tmp/readme-some.yaml"
+sed -n "/^cat > some.yaml <<'VALUES'/,/^VALUES/p" "$umbrella/README.md" | sed '1d;$d' >"$readme_values"
+examples=(
+    "example-all-but-nads|12|--set network-nads.enabled=false"
+    "example-some-yaml|3|-f $readme_values"
+    "example-networks-only|1|-f $umbrella/values-networks-only.yaml"
+    "example-all-in-one|1|-f $umbrella/values-all-in-one.yaml"
+    "example-defaults|13|"
+)
+for example in "${examples[@]}"; do
+    IFS='|' read -r name deployments args <<<"$example"
+    # shellcheck disable=SC2086 # the arguments are words
+    if render "$name" $args; then
+        expect "$name" "the README's example installs $deployments controller(s)" \
+            test "$(count Deployment "$tmp/$name.yaml")" = "$deployments"
+    fi
+done
+[ -s "$readme_values" ] || fail "example-some-yaml: no some.yaml heredoc found in $umbrella/README.md"
+
 for c in "${controllers[@]}"; do
     off=()
     for other in "${controllers[@]}"; do [ "$other" = "$c" ] || off+=(--set "$other.enabled=false"); done
@@ -273,6 +293,75 @@ check_dashboard() {
     else ok "dashboard: valid JSON, known metric names only"; fi
 }
 check_dashboard
+
+# The packaged chart (hack/package-chart.sh): the same objects, and no symlink lines from Helm.
+check_package() {
+    local log="$tmp/package.log"
+    if ! helm package "$umbrella" -d "$tmp/package" >"$log" 2>&1; then fail "package" "$log"; return; fi
+    helm template "$release" "$tmp"/package/network-operator-*.tgz -n "$namespace" >"$tmp/packaged.yaml" 2>"$log"
+    if grep -q 'found symbolic link' "$log"; then
+        fail "package: helm still follows symlinks in the packaged chart" "$log"
+    elif [ "$(count Deployment "$tmp/packaged.yaml")" != 13 ]; then
+        fail "package: the packaged chart renders $(count Deployment "$tmp/packaged.yaml") Deployments, not 13" "$log"
+    else
+        ok "package: the packaged chart renders the 13 controllers with no symlink lines"
+    fi
+}
+check_package
+
+# The OFED controller's settings ConfigMap: the registry lookup on by default, off on request.
+if render ofed-lookup-off --set ofedDriver.precompiledLookup=false; then
+    expect ofed-lookup-off "OFED_PRECOMPILED_LOOKUP false in <release>-ofed-settings" \
+        grep -q 'OFED_PRECOMPILED_LOOKUP: "false"' "$tmp/ofed-lookup-off.yaml"
+    expect defaults "OFED_PRECOMPILED_LOOKUP true by default" grep -q 'OFED_PRECOMPILED_LOOKUP: "true"' "$tmp/defaults.yaml"
+fi
+
+# The install notes: a warning for each monitoring object requested whose API is absent, none
+# when it is there; the CRD command with --force-conflicts.
+notes() { # NAME ARGS...: the notes `helm install --dry-run=client` prints
+    local name="$1"; shift
+    helm install "$release" "$umbrella" -n "$namespace" --dry-run=client "$@" 2>"$tmp/$name.log" \
+        | sed -n '/^NOTES:/,$p' >"$tmp/$name.notes"
+}
+check_notes() {
+    notes notes-absent --set prometheusRule.enabled=true --set global.serviceMonitor.enabled=true --set upgradeCRDs=true
+    if grep -q "WARNING: ServiceMonitors were requested" "$tmp/notes-absent.notes" \
+        && grep -q "WARNING: prometheusRule.enabled is set" "$tmp/notes-absent.notes" \
+        && grep -q "apply --server-side --force-conflicts" "$tmp/notes-absent.notes"; then
+        ok "notes: warn when ServiceMonitor/PrometheusRule were requested without their API"
+    else
+        fail "notes: no warning for requested monitoring without its API" "$tmp/notes-absent.notes"
+    fi
+    notes notes-present "${all_apis[@]}" --set prometheusRule.enabled=true --set global.serviceMonitor.enabled=true
+    if grep -q "WARNING" "$tmp/notes-present.notes"; then
+        fail "notes: a monitoring warning although the APIs are served" "$tmp/notes-present.notes"
+    else
+        ok "notes: no monitoring warning when the APIs are served"
+    fi
+}
+check_notes
+
+# The alerts: the rendered PrometheusRule's rules checked and unit-tested with promtool
+# (hack/alerts.test.yaml: each alert fires while its problem lasts and clears soon after).
+check_alerts() {
+    local dir="$tmp/alerts" log="$tmp/alerts.log"
+    mkdir -p "$dir"
+    if ! hack/install-promtool.sh 2>"$log"; then fail "alerts: promtool" "$log"; return; fi
+    if ! helm template "$release" "$umbrella" -n "$namespace" "${all_apis[@]}" \
+        --set prometheusRule.enabled=true --set global.serviceMonitor.enabled=true \
+        --show-only templates/prometheusrule.yaml >"$dir/rule.yaml" 2>"$log"; then
+        fail "alerts: template" "$log"; return
+    fi
+    # A PrometheusRule's spec is a Prometheus rule file, indented under `spec:`.
+    sed -n '/^spec:/,$p' "$dir/rule.yaml" | tail -n +2 | sed 's/^  //' >"$dir/rules.yaml"
+    cp hack/alerts.test.yaml "$dir/"
+    if promtool check rules "$dir/rules.yaml" >"$log" 2>&1 && promtool test rules "$dir/alerts.test.yaml" >>"$log" 2>&1; then
+        ok "alerts: promtool check rules and test rules (fire while the problem lasts, clear after)"
+    else
+        fail "alerts: promtool" "$log"
+    fi
+}
+check_alerts
 
 if [ "$failures" -gt 0 ]; then
     echo "$failures check(s) failed"

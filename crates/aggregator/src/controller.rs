@@ -2,17 +2,21 @@
 //! `appliedStates`), only when it changed, and records an Event when the global state changes.
 
 use crate::fold::{Summary, fold};
+use crate::liveness;
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
+use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
+use state_core::events::{Event, EventType, Recorder, Reporter};
 use state_core::metrics::Metrics;
-use state_core::run::{Process, drive, run_marking_ready, shutdown_signal};
+use state_core::run::{Process, drive, forget_states_when_deleted, run_marking_ready, shutdown_signal};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -34,6 +38,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Records Events on the policy.
     pub recorder: Recorder,
+    /// The controllers' leader Leases (empty when not watched, e.g. in unit tests).
+    pub leases: Option<Store<Lease>>,
 }
 
 impl Context {
@@ -41,7 +47,13 @@ impl Context {
     pub fn new(client: Client, metrics: Metrics) -> Self {
         let reporter =
             Reporter { controller: "network-operator-aggregator".into(), instance: std::env::var("HOSTNAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics }
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, leases: None }
+    }
+
+    /// The same context, knowing whose controllers still run from `leases`.
+    pub fn with_leases(mut self, leases: Store<Lease>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 }
 
@@ -95,7 +107,20 @@ pub fn ready_condition(
 /// Folds one policy and writes its global status when it changed.
 pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = policy.name_any();
-    let summary = fold(&policy);
+    let now = Timestamp::now();
+    let expiries = liveness::expiries(&ctx.leases.as_ref().map(Store::state).unwrap_or_default());
+    let summary = fold(&policy, &liveness::stopped(&expiries, now), now);
+    // Nothing announces a controller that stops renewing its Lease, or the end of a new policy's
+    // grace: fold again when either would change the result.
+    let grace_ends = policy.metadata.creation_timestamp.as_ref().map(|t| t.0 + crate::fold::FIRST_REPORT_GRACE);
+    let requeue = liveness::next_check(&expiries, now)
+        .into_iter()
+        .chain(grace_ends.filter(|at| *at > now))
+        .min()
+        .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map_or(state_core::reconcile::RESYNC, |wait| {
+            wait.clamp(Duration::from_secs(1), state_core::reconcile::RESYNC)
+        });
     if name == POLICY_NAME {
         ctx.metrics.set_policy_state(summary.state);
         for (state, value) in &summary.states {
@@ -104,11 +129,11 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
     }
     let status = policy.status.clone().unwrap_or_default();
     let previous = status.conditions.iter().flatten().find(|c| c.type_ == READY_CONDITION);
-    let condition = ready_condition(&summary, policy.metadata.generation, previous, Timestamp::now());
+    let condition = ready_condition(&summary, policy.metadata.generation, previous, now);
     let unchanged =
         status.state == Some(summary.state) && status.reason == summary.reason && previous == Some(&condition);
     if unchanged {
-        return Ok(Action::requeue(state_core::reconcile::RESYNC));
+        return Ok(Action::requeue(requeue));
     }
     let mut new_status = json!({ "state": summary.state, "conditions": [condition] });
     if let Some(reason) = &summary.reason {
@@ -125,26 +150,38 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
         .await
         .map_err(|source| Error { name: name.clone(), source })?;
     ctx.metrics.status_writes.with_label_values(&["aggregator"]).inc();
-    ctx.metrics.reconcile_total.with_label_values(&["aggregator", summary.state.as_str()]).inc();
+    // Its own outcome (a status written), not the policy's state: the states count theirs.
+    ctx.metrics.reconcile_total.with_label_values(&["aggregator", "written"]).inc();
     let old = status.state.map_or("unknown".to_string(), |s| s.to_string());
     if status.state != Some(summary.state) {
-        tracing::info!(policy = %name, from = %old, to = %summary.state, reason = ?summary.reason, "global state changed");
+        tracing::info!(policy = %name, from = %old, to = %summary.state, reason = summary.reason.as_deref().unwrap_or(""), "global state changed");
         let note = match &summary.reason {
             Some(reason) => format!("{old} -> {}: {reason}", summary.state),
             None => format!("{old} -> {}", summary.state),
         };
         let event = Event {
             type_: if summary.state == SyncState::Error { EventType::Warning } else { EventType::Normal },
-            reason: "StateChanged".into(),
+            reason: event_reason(summary.state).into(),
             note: Some(truncate(&note, MAX_NOTE)),
             action: "Aggregate".into(),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-            tracing::warn!(policy = %name, error = %e, "could not record the StateChanged event");
+            tracing::warn!(policy = %name, error = %state_core::apply::describe(&e), "could not record the state-change Event");
         }
     }
-    Ok(Action::requeue(state_core::reconcile::RESYNC))
+    Ok(Action::requeue(requeue))
+}
+
+/// The reason of the Event announcing a change to `state`: one per state, so each transition
+/// reads as itself in `kubectl get events`.
+pub fn event_reason(state: SyncState) -> &'static str {
+    match state {
+        SyncState::Ready => "StateReady",
+        SyncState::NotReady => "StateNotReady",
+        SyncState::Error => "StateError",
+        SyncState::Ignore => "StateIgnored",
+    }
 }
 
 /// Retry a failed status write soon.
@@ -157,21 +194,44 @@ pub fn error_policy(_policy: Arc<NicClusterPolicy>, error: &Error, ctx: Arc<Cont
 /// Runs the aggregator's controller until SIGTERM: every NicClusterPolicy is watched (those
 /// with another name get `ignore`).
 pub async fn run(process: Process) {
-    run_controller(process.client, process.metrics, process.ready).await;
+    let flags = &process.flags;
+    let lease_namespace = flags.lease_namespace.clone().unwrap_or_else(|| flags.namespace.clone());
+    run_controller(process.client, process.metrics, process.ready, &lease_namespace).await;
 }
 
-/// The aggregator's kube-runtime controller, until SIGTERM.
-pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicBool>) {
+/// The aggregator's kube-runtime controller, until SIGTERM; the controllers' Leases are
+/// watched in `lease_namespace`.
+pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicBool>, lease_namespace: &str) {
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    let ctx = Arc::new(Context::new(client, metrics));
+    for result in ["written", "failed"] {
+        metrics.reconcile_total.with_label_values(&["aggregator", result]);
+    }
+    let deleted_metrics = metrics.clone();
+    let (leases, writer) = reflector::store();
+    let lease_watch = reflector::reflector(writer, watcher(Api::<Lease>::namespaced(client.clone(), lease_namespace), watcher::Config::default()))
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %state_core::apply::describe_watch(&e), "watching the controllers' Leases; retrying");
+            }
+        });
+    let ctx = Arc::new(Context::new(client, metrics).with_leases(leases));
     tracing::info!("starting the aggregator");
     let controller = Controller::new(policies, watcher::Config::default());
     let store = controller.store();
+    let deleted = forget_states_when_deleted(controller.store(), deleted_metrics);
     let synced = async move {
         let _ = store.wait_until_ready().await;
     };
     let results = controller.graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);
-    run_marking_ready(drive(results), synced, &ready).await;
+    let work = async {
+        tokio::select! {
+            () = drive(results) => {}
+            () = deleted => {}
+            () = lease_watch => {}
+        }
+    };
+    run_marking_ready(work, synced, &ready).await;
 }
 
 #[cfg(test)]

@@ -4,13 +4,16 @@
 //! - `error` when any enabled section reports `error`; the reason names each and its message.
 //! - `ready` only when every enabled section reports `ready` for the current generation.
 //! - Otherwise `notReady`, the reason naming each section that holds the policy back and why:
-//!   its message, a stale generation, or no entry at all (its controller is not installed).
+//!   its message, a stale generation, or no entry at all (its controller is not installed), or
+//!   an entry whose controller has stopped (its Lease expired: the chart was uninstalled).
 //! - A policy with another name than `nic-cluster-policy` is `ignore`, as in the original.
 
 use api::policy::AppliedState;
 use api::state::names;
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
+use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
+use std::collections::BTreeMap;
 
 /// The global state of a policy and the state of each known section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +31,15 @@ pub fn unsupported_reason(name: &str) -> String {
     format!("Unsupported NicClusterPolicy instance {name}. Only instance with name {POLICY_NAME} is supported")
 }
 
-/// Folds the policy's entries into its global state.
-pub fn fold(policy: &NicClusterPolicy) -> Summary {
+/// How long after a policy is created its controllers may take to report before the policy's
+/// reason asks whether they are installed.
+pub const FIRST_REPORT_GRACE: SignedDuration = SignedDuration::from_secs(60);
+
+/// Folds the policy's entries into its global state at `now`; the entries of the states in
+/// `stopped` (whose controllers no longer run, with why we know: [`crate::liveness`]) count as
+/// never reported. A state not reported yet within [`FIRST_REPORT_GRACE`] of the policy's
+/// creation is simply awaited, not an alarm.
+pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: Timestamp) -> Summary {
     let name = policy.name_any();
     if name != POLICY_NAME {
         let states = names::ALL.iter().map(|s| (*s, SyncState::Ignore)).collect();
@@ -44,12 +54,20 @@ pub fn fold(policy: &NicClusterPolicy) -> Summary {
             states.push((state, SyncState::Ignore));
             continue;
         }
-        let value = match policy.applied_state(state) {
-            None => {
+        let value = match (policy.applied_state(state), stopped.get(state)) {
+            (_, Some(why)) => {
+                waiting.push(format!("{state}: no controller has reported; is its chart enabled? ({why})"));
+                SyncState::NotReady
+            }
+            (None, None) if is_new(policy, now) => {
+                waiting.push(format!("{state}: waiting for its controller's first report"));
+                SyncState::NotReady
+            }
+            (None, None) => {
                 waiting.push(format!("{state}: no controller has reported; is its chart enabled?"));
                 SyncState::NotReady
             }
-            Some(entry) => judge(entry, generation, &mut errors, &mut waiting),
+            (Some(entry), None) => judge(entry, generation, &mut errors, &mut waiting),
         };
         states.push((state, value));
     }
@@ -64,6 +82,11 @@ pub fn fold(policy: &NicClusterPolicy) -> Summary {
         (SyncState::Ready, Some("no section is set".to_string()))
     };
     Summary { state, reason, states }
+}
+
+/// Whether `policy` was created less than [`FIRST_REPORT_GRACE`] before `now`.
+pub fn is_new(policy: &NicClusterPolicy, now: Timestamp) -> bool {
+    policy.metadata.creation_timestamp.as_ref().is_some_and(|created| now < created.0 + FIRST_REPORT_GRACE)
 }
 
 fn judge(entry: &AppliedState, generation: i64, errors: &mut Vec<String>, waiting: &mut Vec<String>) -> SyncState {
@@ -122,7 +145,7 @@ mod tests {
     }
 
     fn global(p: &NicClusterPolicy) -> (SyncState, Option<String>) {
-        let s = fold(p);
+        let s = fold(p, &BTreeMap::new(), Timestamp::now());
         (s.state, s.reason)
     }
 
@@ -130,7 +153,7 @@ mod tests {
     fn all_sections_absent_is_ready_with_nothing_to_do() {
         let p = policy(POLICY_NAME, NicClusterPolicySpec::default(), vec![]);
         assert_eq!(global(&p), (SyncState::Ready, Some("no section is set".into())));
-        assert!(fold(&p).states.iter().all(|(_, s)| *s == SyncState::Ignore));
+        assert!(fold(&p, &BTreeMap::new(), Timestamp::now()).states.iter().all(|(_, s)| *s == SyncState::Ignore));
     }
 
     #[test]
@@ -249,9 +272,38 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_entry_whose_controller_stopped_holds_the_policy_back_as_unreported() {
+        let entries =
+            vec![entry(names::RDMA_DP, SyncState::Ready, None, 3), entry(names::OFED, SyncState::Ready, None, 3)];
+        let p = policy(POLICY_NAME, rdma_and_ofed(), entries);
+        let stopped = BTreeMap::from([(names::OFED.to_string(), "its controller's Lease x expired at T".to_string())]);
+        let summary = fold(&p, &stopped, Timestamp::now());
+        assert_eq!(summary.state, SyncState::NotReady);
+        assert_eq!(
+            summary.reason.as_deref(),
+            Some(
+                "state-OFED: no controller has reported; is its chart enabled? (its controller's Lease x expired at T)"
+            )
+        );
+        assert!(summary.states.contains(&(names::OFED, SyncState::NotReady)));
+        assert!(summary.states.contains(&(names::RDMA_DP, SyncState::Ready)));
+    }
+
+    #[test]
+    fn a_new_policy_awaits_its_controllers_before_asking_whether_they_are_installed() {
+        let mut p = policy(POLICY_NAME, rdma_and_ofed(), vec![entry(names::RDMA_DP, SyncState::Ready, None, 3)]);
+        let created: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created));
+        let early = fold(&p, &BTreeMap::new(), created + SignedDuration::from_secs(20));
+        assert_eq!(early.reason.as_deref(), Some("state-OFED: waiting for its controller's first report"));
+        let late = fold(&p, &BTreeMap::new(), created + SignedDuration::from_secs(61));
+        assert_eq!(late.reason.as_deref(), Some("state-OFED: no controller has reported; is its chart enabled?"));
+    }
+
+    #[test]
     fn per_state_values_cover_every_known_state() {
         let p = policy(POLICY_NAME, rdma_and_ofed(), vec![entry(names::RDMA_DP, SyncState::Ready, None, 3)]);
-        let states = fold(&p).states;
+        let states = fold(&p, &BTreeMap::new(), Timestamp::now()).states;
         assert_eq!(states.len(), names::ALL.len());
         assert!(states.contains(&(names::RDMA_DP, SyncState::Ready)));
         assert!(states.contains(&(names::OFED, SyncState::NotReady)));

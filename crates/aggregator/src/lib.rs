@@ -6,6 +6,7 @@
 
 pub mod controller;
 pub mod fold;
+pub mod liveness;
 
 use state_core::rbac::ControllerRbac;
 
@@ -14,6 +15,8 @@ use state_core::rbac::ControllerRbac;
 /// cluster-wide), and its Lease.
 pub fn rbac() -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
+    // Whose controllers still run: their leader Leases, in the release's namespace.
+    rbac.lease.allow("coordination.k8s.io", "leases", &["list", "watch"]);
     rbac.allow_policy_status();
     rbac.cluster.allow_every(
         "events.k8s.io",

@@ -2,5 +2,5 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    state_core::run::run_process("aggregator", aggregator::controller::run).await
+    state_core::run::run_process("aggregator", &[], aggregator::controller::run).await
 }

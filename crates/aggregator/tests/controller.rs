@@ -64,7 +64,7 @@ async fn a_change_is_written_once_without_applied_states_and_announced_by_an_eve
         (&json!("Ready"), &json!("True"), &json!("Ready"), &json!(4))
     );
     let event = server.handle("POST", EVENTS, |r| (201, echo(&r.body))).await;
-    assert_eq!(event.body["reason"], "StateChanged");
+    assert_eq!(event.body["reason"], "StateReady");
     assert_eq!(event.body["note"], "unknown -> ready");
     assert_eq!(event.body["regarding"]["kind"], "NicClusterPolicy");
     server.expect_no_more().await;

@@ -36,6 +36,6 @@ pub fn controllers() -> Vec<(&'static str, Body)> {
 pub async fn run(process: Process) {
     let controllers = controllers();
     let names: Vec<&str> = controllers.iter().map(|(name, _)| *name).collect();
-    tracing::info!(controllers = ?names, "starting every controller in one process");
+    tracing::info!(controllers = %names.join(","), "starting every controller in one process");
     run_together(process, controllers.into_iter().map(|(_, body)| body).collect()).await;
 }

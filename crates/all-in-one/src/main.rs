@@ -3,5 +3,5 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     ofed::configure(ofed::Settings::from_env());
-    state_core::run::run_process(all_in_one::COMPONENT, all_in_one::run).await
+    state_core::run::run_process(all_in_one::COMPONENT, &api::state::names::ALL, all_in_one::run).await
 }

@@ -92,8 +92,12 @@ pub async fn reconcile<N: Network>(network: Arc<N>, ctx: Arc<Context>) -> Result
     let (status, action) = sync(&*network, &ctx).await;
     let kind = N::kind(&()).to_string();
     match status.state {
-        NetworkState::Ready => tracing::info!(%kind, %name, reference = ?status.reference, "ready"),
-        state => tracing::warn!(%kind, %name, ?state, reason = ?status.reason, "not ready"),
+        NetworkState::Ready => {
+            tracing::info!(%kind, %name, reference = status.reference.as_deref().unwrap_or(""), "ready")
+        }
+        state => {
+            tracing::warn!(%kind, %name, state = state_name(state), reason = status.reason.as_deref().unwrap_or(""), "not ready")
+        }
     }
     ctx.metrics.reconcile_total.with_label_values(&[N::STATE, state_name(status.state)]).inc();
     report(&*network, &ctx, &status).await?;

@@ -48,6 +48,7 @@ fn one_per_controller() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
 
 /// Prints every controller's `files/rbac.yaml`, or writes `<dir>/<chart>/files/rbac.yaml`.
 pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut stream = String::new();
     for (chart, rbac) in controllers()? {
         let yaml = rbac.to_yaml();
         match dir {
@@ -56,10 +57,10 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
                 std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {} ({} verb x resource grants)", path.display(), rbac.grants());
             }
-            None => print!("--- # {chart}: {} verb x resource grants\n{yaml}", rbac.grants()),
+            None => stream.push_str(&format!("--- # {chart}: {} verb x resource grants\n{yaml}", rbac.grants())),
         }
     }
-    Ok(())
+    crate::emit(&stream)
 }
 
 #[cfg(test)]

@@ -205,18 +205,19 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
     let mut registry_note = None;
     // Pools that need the registry's answer: those that do not run a candidate image yet.
     let mut choosing = 0;
-    if let Some(spec) = OfedDriver::spec(policy) {
+    if let Some(spec) = OfedDriver::spec(policy).filter(|_| crate::settings().precompiled_lookup) {
         let repository = repository(spec);
         let tags = ctx.tags.tags(&repository, spec.image.image_pull_secrets.as_deref().unwrap_or_default());
         choosing = pools
             .iter()
             .filter(|pool| crate::images::kept(spec, pool, crate::live_image_in(&observed.owned, pool)).is_none())
             .count();
-        if let ImageTags::Failed(e) = &tags {
-            registry_note = Some(match choosing {
-                0 => format!("precompiled images not checked ({e}); every pool keeps its image"),
-                _ => format!("precompiled images not checked ({e}); new pools use the source image"),
-            });
+        // Only when it changes an image: pools that keep theirs need no answer (the failure
+        // is logged where the registry is asked).
+        if let ImageTags::Failed(e) = &tags
+            && choosing > 0
+        {
+            registry_note = Some(format!("precompiled images not checked ({e}); new pools use the source image"));
         }
         observed.image_tags.insert(repository.clone(), tags);
     }
@@ -226,7 +227,8 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
         Outcome::new(SyncState::NotReady, "listing the driver image's tags for precompiled images".to_string())
     } else {
         let outcome = reconcile::sync_with::<OfedDriver>(policy, core, &observed).await;
-        summarize(outcome, &pools, core)
+        let auto_upgrade = matches!(upgrade::Settings::of(OfedDriver::spec(policy)), Ok(Some(_)));
+        summarize(outcome, &pools, core, auto_upgrade)
     };
     let mut notes: Vec<String> = outcome.message.take().into_iter().collect();
     notes.extend(registry_note.filter(|_| !pools.is_empty()));
@@ -249,14 +251,27 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
     outcome
 }
 
+/// What to do when driver pods run an older template and nothing replaces them: the driver
+/// DaemonSets update `OnDelete`, as the original's, so that no driver reloads by surprise.
+pub const MANUAL_UPGRADE_HINT: &str = "the driver DaemonSets update on delete: delete the driver pods node by node \
+     (each node's driver reloads), or set spec.ofedDriver.upgradePolicy.autoUpgrade: true";
+
+/// Whether the DaemonSet `ds` has pods on an older template.
+fn has_outdated_pods(ds: &DynamicObject) -> bool {
+    let int = |key: &str| ds.data["status"][key].as_i64().unwrap_or(0);
+    int("updatedNumberScheduled") < int("desiredNumberScheduled")
+}
+
 /// Replaces the message of a rendered outcome by one about the pools: `2/3 pools ready;
-/// mofed-...-ds: 3 of 5 pods available`.
-fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context) -> Outcome {
+/// mofed-...-ds: 3 of 5 pods available`; when pods run an older driver and upgrades are not
+/// automatic (`auto_upgrade` false), what to do about it.
+fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, auto_upgrade: bool) -> Outcome {
     if pools.is_empty() || !matches!(outcome.state, SyncState::Ready | SyncState::NotReady) {
         return outcome;
     }
     let mut ready = 0;
     let mut first_problem = None;
+    let mut outdated = false;
     for pool in pools {
         let key = ObjectKey {
             api_version: "apps/v1".into(),
@@ -264,7 +279,9 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context) -> Outcome {
             namespace: Some(core.namespace.clone()),
             name: pool.daemon_set(),
         };
-        match core.owned.get(&key).map(|ds| readiness::of(&ds)) {
+        let live = core.owned.get(&key);
+        outdated |= live.as_ref().is_some_and(|ds| has_outdated_pods(ds));
+        match live.map(|ds| readiness::of(&ds)) {
             Some(r) if r.ready => ready += 1,
             Some(r) => {
                 first_problem
@@ -276,8 +293,9 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context) -> Outcome {
         }
     }
     let nodes: usize = pools.iter().map(|p| p.nodes.len()).sum();
+    let hint = if outdated && !auto_upgrade { format!("; {MANUAL_UPGRADE_HINT}") } else { String::new() };
     outcome.message = Some(match (outcome.state, first_problem) {
-        (SyncState::NotReady, Some(problem)) => format!("{ready}/{} pools ready; {problem}", pools.len()),
+        (SyncState::NotReady, Some(problem)) => format!("{ready}/{} pools ready; {problem}{hint}", pools.len()),
         (SyncState::NotReady, None) => outcome.message.unwrap_or_default(),
         _ => format!("{} pool(s) ready on {nodes} node(s)", pools.len()),
     });
@@ -335,7 +353,16 @@ pub async fn run_controller(
     });
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let (tags, tag_changes) = TagCache::new(Registry::new(), Some(secrets));
-    let refresher = tokio::spawn(tags.clone().refresh_forever());
+    let refresher = tokio::spawn({
+        let tags = tags.clone();
+        async move {
+            if crate::settings().precompiled_lookup {
+                tags.refresh_forever().await;
+            } else {
+                tracing::info!("precompiled-image lookup is off: no registry is asked");
+            }
+        }
+    });
     let (upgrade_nodes, upgrade_node_changes) = upgrade::pass::watch_nodes(&client);
     let upgrades = Upgrades::new(client.clone(), namespace.clone(), upgrade_nodes, &metrics);
     let core =

@@ -72,6 +72,10 @@ pub fn choose(
     }
     if spec.force_precompiled == Some(true) {
         let why = match known {
+            _ if !crate::settings().precompiled_lookup => {
+                "the precompiled-image lookup is off (OFED_PRECOMPILED_LOOKUP=false): turn it on, or remove forcePrecompiled"
+                    .to_string()
+            }
             Some(ImageTags::Listed(_)) => "the registry does not list it".to_string(),
             Some(ImageTags::Failed(e)) => format!("the registry could not be asked: {e}"),
             Some(ImageTags::Pending) | None => "the registry has not been asked yet".to_string(),

@@ -59,23 +59,36 @@ pub struct Settings {
     pub init_container_image: Option<String>,
     /// On OpenShift, build drivers with the driver toolkit (`USE_DTK`, default true).
     pub use_dtk: bool,
+    /// Ask the driver repository's registry which precompiled images it has
+    /// (`OFED_PRECOMPILED_LOOKUP`, default true). Off (air-gapped clusters), the controller never
+    /// contacts a registry and every pool uses the source image.
+    pub precompiled_lookup: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { init_container_image: Some(DEFAULT_INIT_CONTAINER_IMAGE.to_string()), use_dtk: true }
+        Self {
+            init_container_image: Some(DEFAULT_INIT_CONTAINER_IMAGE.to_string()),
+            use_dtk: true,
+            precompiled_lookup: true,
+        }
     }
 }
 
 impl Settings {
-    /// The settings of the environment variables `OFED_INIT_CONTAINER_IMAGE` and `USE_DTK`.
+    /// The settings of the environment variables `OFED_INIT_CONTAINER_IMAGE`, `USE_DTK` and
+    /// `OFED_PRECOMPILED_LOOKUP`.
     pub fn from_env() -> Self {
         let mut settings = Self::default();
         if let Ok(image) = std::env::var("OFED_INIT_CONTAINER_IMAGE") {
             settings.init_container_image = Some(image.trim().to_string()).filter(|i| !i.is_empty());
         }
+        let off = |value: String| matches!(value.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
         if let Ok(dtk) = std::env::var("USE_DTK") {
-            settings.use_dtk = !matches!(dtk.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no");
+            settings.use_dtk = !off(dtk);
+        }
+        if let Ok(lookup) = std::env::var("OFED_PRECOMPILED_LOOKUP") {
+            settings.precompiled_lookup = !off(lookup);
         }
         settings
     }
@@ -88,7 +101,8 @@ pub fn configure(settings: Settings) {
     let _ = SETTINGS.set(settings);
 }
 
-fn settings() -> &'static Settings {
+/// The settings in effect.
+pub fn settings() -> &'static Settings {
     SETTINGS.get_or_init(Settings::default)
 }
 

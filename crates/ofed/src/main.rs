@@ -4,5 +4,10 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     ofed::configure(ofed::Settings::from_env());
-    state_core::run::run_process(<ofed::OfedDriver as state_core::State>::COMPONENT, ofed::controller::run).await
+    state_core::run::run_process(
+        <ofed::OfedDriver as state_core::State>::COMPONENT,
+        &[<ofed::OfedDriver as state_core::State>::NAME],
+        ofed::controller::run,
+    )
+    .await
 }

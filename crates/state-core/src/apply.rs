@@ -65,6 +65,20 @@ pub fn describe(error: &kube::Error) -> String {
     }
 }
 
+/// A watch failure as one line: the API server's message and reason, not a debug dump.
+pub fn describe_watch(error: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error;
+    match error {
+        Error::InitialListFailed(e) => format!("listing failed: {}", describe(e)),
+        Error::WatchStartFailed(e) => format!("starting the watch failed: {}", describe(e)),
+        Error::WatchFailed(e) => format!("the watch failed: {}", describe(e)),
+        Error::WatchError(status) => {
+            format!("the watch failed: {} ({}, HTTP {})", status.message, status.reason, status.code)
+        }
+        Error::NoResourceVersion => error.to_string(),
+    }
+}
+
 /// Whether `live` is the operator's own copy of `desired`: its controller owner reference names
 /// an owner of `desired` (the policy or CR), or it carries the same state label and, when
 /// `desired` names owners, an owner reference to one of them. Everything the original operator

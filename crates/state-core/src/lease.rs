@@ -32,7 +32,13 @@ pub struct LeaseSettings {
     pub renew_deadline: Duration,
     /// How often the leader renews and candidates retry.
     pub retry: Duration,
+    /// The policy states the leader runs, written on the Lease ([`SERVES_ANNOTATION`]) so the
+    /// aggregator knows whose controller stopped.
+    pub serves: Vec<String>,
 }
+
+/// Annotation of a controller's Lease: the policy states (`state-OFED,...`) its leader runs.
+pub const SERVES_ANNOTATION: &str = "network.nvidia.com/serves-states";
 
 /// What a candidate should do with the lease it read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +102,13 @@ pub fn next_spec(
     Some(spec)
 }
 
+/// Writes which states the holder runs on `lease` (nothing for a controller of no state).
+fn annotate(lease: &mut Lease, settings: &LeaseSettings) {
+    if !settings.serves.is_empty() {
+        lease.metadata.annotations.get_or_insert_default().insert(SERVES_ANNOTATION.into(), settings.serves.join(","));
+    }
+}
+
 /// One round: read the lease, decide, write. `Ok(true)` when we hold the lease afterwards.
 pub async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, kube::Error> {
     Ok(attempt(api, settings).await?.is_none())
@@ -112,14 +125,16 @@ async fn attempt(api: &Api<Lease>, settings: &LeaseSettings) -> Result<Option<Du
     };
     let result = match current {
         None => {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta { name: Some(settings.name.clone()), ..Default::default() },
                 spec: Some(spec),
             };
+            annotate(&mut lease, settings);
             api.create(&PostParams::default(), &lease).await
         }
         Some(mut lease) => {
             lease.spec = Some(spec);
+            annotate(&mut lease, settings);
             api.replace(&settings.name, &PostParams::default(), &lease).await
         }
     };
@@ -165,7 +180,7 @@ pub async fn acquire(client: &Client, settings: &LeaseSettings, reachable: &Atom
                 wait
             }
             Err(e) => {
-                tracing::warn!(lease = %settings.name, error = %e, "lease not readable; retrying");
+                tracing::warn!(lease = %settings.name, error = %crate::apply::describe(&e), "lease not readable; retrying");
                 settings.retry
             }
         };
@@ -183,7 +198,7 @@ pub async fn hold(client: &Client, settings: &LeaseSettings) {
         let next = (last_renewal + settings.renew_deadline).min(tokio::time::Instant::now() + settings.retry);
         tokio::time::sleep_until(next).await;
         if last_renewal.elapsed() >= settings.renew_deadline {
-            tracing::error!(lease = %settings.name, deadline = ?settings.renew_deadline, "lease not renewed in time; stopping");
+            tracing::error!(lease = %settings.name, deadline_seconds = settings.renew_deadline.as_secs(), "lease not renewed in time; stopping");
             return;
         }
         let renewal = tokio::time::timeout_at(last_renewal + settings.renew_deadline, attempt(&api, settings)).await;
@@ -193,7 +208,9 @@ pub async fn hold(client: &Client, settings: &LeaseSettings) {
                 tracing::error!(lease = %settings.name, "lease taken by another replica; stopping");
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(lease = %settings.name, error = %e, "lease renewal failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %settings.name, error = %crate::apply::describe(&e), "lease renewal failed")
+            }
             Err(_) => tracing::warn!(lease = %settings.name, "lease renewal timed out"),
         }
     }
@@ -208,7 +225,9 @@ pub async fn release(client: &Client, settings: &LeaseSettings) {
             Ok(true) => return tracing::info!(lease = %settings.name, "lease released"),
             Ok(false) => return,
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(e) => return tracing::warn!(lease = %settings.name, error = %e, "lease not released; it will expire"),
+            Err(e) => {
+                return tracing::warn!(lease = %settings.name, error = %crate::apply::describe(&e), "lease not released; it will expire");
+            }
         }
     }
     tracing::warn!(lease = %settings.name, "lease not released (conflicts); it will expire");
@@ -242,6 +261,7 @@ mod tests {
             duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry: Duration::from_secs(2),
+            serves: vec!["state-RDMA-device-plugin".into()],
         }
     }
 

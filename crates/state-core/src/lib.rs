@@ -12,6 +12,7 @@
 pub mod adopt;
 pub mod apply;
 pub mod edits;
+pub mod events;
 pub mod lease;
 pub mod leftovers;
 pub mod metrics;

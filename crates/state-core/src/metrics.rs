@@ -22,9 +22,11 @@ pub struct Metrics {
     pub status_writes: IntCounterVec,
     /// `network_operator_policy_state{value}`: 1 for the policy's global state (aggregator).
     pub policy_state: IntGaugeVec,
-    /// `network_operator_api_requests_total{verb,kind}`: requests sent to the API server
+    /// `network_operator_api_requests_total{verb,resource}`: requests sent to the API server
     /// (counted by [`Metrics::request_layer`] on the client).
     pub api_requests: IntCounterVec,
+    /// `network_operator_build_info{component,version,commit}`: 1, naming what runs.
+    pub build_info: IntGaugeVec,
     /// `network_operator_leader`: 1 while this process acts (holds the lease, or runs without
     /// leader election), 0 while it stands by.
     pub leader: IntGauge,
@@ -77,7 +79,12 @@ impl Metrics {
         .expect("valid metric");
         let api_requests = IntCounterVec::new(
             Opts::new("network_operator_api_requests_total", "Requests sent to the API server, by verb and resource"),
-            &["verb", "kind"],
+            &["verb", "resource"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("network_operator_build_info", "The controller's name, version and commit (always 1)"),
+            &["component", "version", "commit"],
         )
         .expect("valid metric");
         let leader = IntGauge::new("network_operator_leader", "Whether this replica acts (1) or stands by (0)")
@@ -98,6 +105,7 @@ impl Metrics {
             Box::new(policy_state.clone()),
             Box::new(api_requests.clone()),
             Box::new(leader.clone()),
+            Box::new(build_info.clone()),
             Box::new(resident_memory.clone()),
             Box::new(start_time.clone()),
         ] {
@@ -113,6 +121,7 @@ impl Metrics {
             policy_state,
             api_requests,
             leader,
+            build_info,
             resident_memory,
             start_time,
         }
@@ -130,6 +139,14 @@ impl Metrics {
         }
     }
 
+    /// Starts every `network_operator_reconcile_total{state=name}` series at zero (each result,
+    /// and `failed`), so `rate()` and `increase()` see the first one counted.
+    pub fn init_reconciles(&self, name: &str) {
+        for result in SyncState::ALL.iter().map(|s| s.as_str()).chain(["failed"]) {
+            self.reconcile_total.with_label_values(&[name, result]);
+        }
+    }
+
     /// Sets `network_operator_state{state=name}` to `current`.
     pub fn set_state(&self, name: &str, current: SyncState) {
         for value in SyncState::ALL {
@@ -144,9 +161,16 @@ impl Metrics {
         }
     }
 
+    /// Withdraws every state series (`network_operator_state`, `network_operator_policy_state`)
+    /// once the policy is gone: absent, as after a restart, instead of its last value.
+    pub fn forget_states(&self) {
+        self.state.reset();
+        self.policy_state.reset();
+    }
+
     /// The name of every metric this process exports (histograms without their suffixes).
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 10] = [
+        let collectors: [&dyn Collector; 11] = [
             &self.reconcile_total,
             &self.reconcile_duration,
             &self.state,
@@ -155,6 +179,7 @@ impl Metrics {
             &self.policy_state,
             &self.api_requests,
             &self.leader,
+            &self.build_info,
             &self.resident_memory,
             &self.start_time,
         ];
@@ -187,11 +212,33 @@ mod tests {
     #[test]
     fn every_metric_is_named_and_memory_is_read_at_each_scrape() {
         let metrics = Metrics::new();
-        assert_eq!(metrics.names().len(), 10);
+        assert_eq!(metrics.names().len(), 11);
         assert!(metrics.names().contains(&"network_operator_reconcile_duration_seconds".to_string()));
         let text = metrics.encode();
         let rss = text.lines().find(|l| l.starts_with("process_resident_memory_bytes ")).expect("exported");
         assert_ne!(rss, "process_resident_memory_bytes 0", "read from /proc/self/status");
+    }
+
+    #[test]
+    fn every_reconcile_result_is_exported_at_zero_before_the_first() {
+        let metrics = Metrics::new();
+        metrics.init_reconciles("state-OFED");
+        let text = metrics.encode();
+        for result in ["ready", "notReady", "ignore", "error", "failed"] {
+            let series = format!(r#"network_operator_reconcile_total{{result="{result}",state="state-OFED"}} 0"#);
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn forgotten_states_are_absent_from_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.set_state("state-RDMA-device-plugin", SyncState::Ready);
+        metrics.set_policy_state(SyncState::Ready);
+        metrics.forget_states();
+        let text = metrics.encode();
+        assert!(!text.contains("network_operator_state{"), "{text}");
+        assert!(!text.contains("network_operator_policy_state{"), "{text}");
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl NodeCache {
                         true
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "watch of NIC nodes failed; retrying");
+                        tracing::warn!(error = %crate::apply::describe_watch(&e), "watch of NIC nodes failed; retrying");
                         false
                     }
                 };

@@ -57,11 +57,11 @@ impl OwnedObjects {
                         Ok(_) => None,
                         // An optional kind's API may simply not be installed (yet): no alarm.
                         Err(e) if optional => {
-                            tracing::debug!(error = %e, "watch of owned objects of an optional API failed; retrying");
+                            tracing::debug!(error = %crate::apply::describe_watch(&e), "watch of owned objects of an optional API failed; retrying");
                             None
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "watch of owned objects failed; retrying");
+                            tracing::warn!(error = %crate::apply::describe_watch(&e), "watch of owned objects failed; retrying");
                             None
                         }
                     }

@@ -134,19 +134,31 @@ pub async fn finish<S: State>(
     outcome: Outcome,
     started: Instant,
 ) -> Result<Action, Error> {
-    match outcome.state {
-        SyncState::Error => {
-            tracing::warn!(state = S::NAME, message = ?outcome.message, "state error")
-        }
-        state => {
-            tracing::info!(state = S::NAME, value = %state, message = ?outcome.message, "reconciled")
-        }
-    }
+    log_outcome(S::NAME, policy, &outcome);
     report::<S>(policy, ctx, &outcome).await?;
     ctx.metrics.set_state(S::NAME, outcome.state);
     ctx.metrics.reconcile_total.with_label_values(&[S::NAME, outcome.state.as_str()]).inc();
     ctx.metrics.reconcile_duration.with_label_values(&[S::NAME]).observe(started.elapsed().as_secs_f64());
     Ok(requeue(ctx, outcome.state))
+}
+
+/// Logs the outcome of a reconcile of `state`: at info when it changes the state's entry in
+/// `policy` (value, message or generation), at debug when it says again what the entry says; an
+/// error at warn the first time. Fields: `state`, `value`, `detail` (plain text, empty when there
+/// is nothing to say).
+pub fn log_outcome(state: &str, policy: &NicClusterPolicy, outcome: &Outcome) {
+    let detail = outcome.message.as_deref().unwrap_or("");
+    let value = outcome.state.as_str();
+    let unchanged = policy.applied_state(state).is_some_and(|entry| {
+        entry.state == outcome.state
+            && entry.message == outcome.message
+            && entry.observed_generation == policy.metadata.generation
+    });
+    match (outcome.state, unchanged) {
+        (_, true) => tracing::debug!(state, value, detail, "reconciled; nothing changed"),
+        (SyncState::Error, false) => tracing::warn!(state, value, detail, "state error"),
+        (_, false) => tracing::info!(state, value, detail, "reconciled"),
+    }
 }
 
 /// What to do after a failed reconcile: retry soon.
@@ -474,6 +486,55 @@ mod tests {
         let foreign = ApplyError::NotManaged { key };
         let outcome = refused(SECTION, &foreign);
         assert_eq!((outcome.state, outcome.message.unwrap()), (SyncState::Error, foreign.to_string()));
+    }
+
+    /// The log lines `emit` writes through the binaries' JSON subscriber.
+    fn json_log(emit: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = crate::run::subscriber(crate::run::LogFormat::Json, move || writer.clone(), false);
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_reconcile_logs_one_json_object_with_plain_fields_and_nothing_at_info_when_nothing_changed() {
+        let mut policy = NicClusterPolicy::new(api::POLICY_NAME, Default::default());
+        policy.metadata.generation = Some(3);
+        let outcome = Outcome::new(SyncState::NotReady, "waiting for 2 pods".to_string());
+        let lines = json_log(|| log_outcome("state-OFED", &policy, &outcome));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].matches("\"message\"").count(), 1, "one message key: {}", lines[0]);
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["message"], "reconciled");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(
+            (&line["state"], &line["value"], &line["detail"]),
+            (&json!("state-OFED"), &json!("notReady"), &json!("waiting for 2 pods"))
+        );
+
+        policy.status = Some(api::policy::NicClusterPolicyStatus {
+            applied_states: Some(vec![AppliedState {
+                name: "state-OFED".into(),
+                state: SyncState::NotReady,
+                message: Some("waiting for 2 pods".into()),
+                observed_generation: Some(3),
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(json_log(|| log_outcome("state-OFED", &policy, &outcome)), Vec::<String>::new());
     }
 
     #[tokio::test]

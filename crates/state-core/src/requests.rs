@@ -1,4 +1,4 @@
-//! `network_operator_api_requests_total{verb,kind}`: every request a controller's client sends,
+//! `network_operator_api_requests_total{verb,resource}`: every request a controller's client sends,
 //! counted client-side by a layer on the client ([`CountRequests`]), so convergence and steady
 //! state can be measured (steady state must show no writes).
 
@@ -13,7 +13,7 @@ pub struct CountRequests {
 }
 
 impl CountRequests {
-    /// Counts into `counter` (labels `verb`, `kind`).
+    /// Counts into `counter` (labels `verb`, `resource`).
     pub fn new(counter: IntCounterVec) -> Self {
         Self { counter }
     }

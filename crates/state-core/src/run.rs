@@ -16,7 +16,7 @@ use axum::routing::get;
 use clap::{Parser, ValueEnum};
 use futures::{Stream, StreamExt};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
@@ -44,9 +44,24 @@ pub enum ClusterType {
     Openshift,
 }
 
-/// Flags shared by every controller; each has an environment fallback.
+/// This build's version (the workspace's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this build was made from (`NETOP_COMMIT` at build time, set by
+/// `hack/build-release.sh`), or `unknown`.
+pub const COMMIT: &str = match option_env!("NETOP_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// Flags shared by every controller; each has an environment fallback (but `--kubeconfig`: the
+/// client reads `KUBECONFIG` itself, a list of files included).
 #[derive(Clone, Debug, Parser)]
+#[command(version)]
 pub struct Flags {
+    /// Kubeconfig file to use out of cluster (default: `KUBECONFIG`, then ~/.kube/config, then the
+    /// in-cluster ServiceAccount).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// Namespace of the operands (DaemonSets, ConfigMaps, ...).
     #[arg(long, env = "OPERANDS_NAMESPACE", default_value = "nvidia-network-operator")]
     pub namespace: String,
@@ -88,12 +103,27 @@ pub struct Flags {
 
 /// Initialises logging (`RUST_LOG` filters, default `info`).
 pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::util::SubscriberInitExt;
+    subscriber(format, std::io::stdout, std::io::stdout().is_terminal()).init();
+}
+
+/// The log subscriber of every binary, writing to `writer`: JSON, one object per line with the
+/// event's fields at the top level beside `timestamp`, `level`, `target` and its one `message`;
+/// or text, coloured only when `ansi` (a terminal). The level comes from `RUST_LOG` (default
+/// `info`).
+pub fn subscriber<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            Box::new(builder.json().flatten_event(true).with_current_span(false).with_span_list(false).finish())
+        }
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
     }
 }
 
@@ -129,7 +159,8 @@ pub async fn serve(
             }),
         )
         .with_state(Served { metrics, ready });
-    tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics, /healthz, /readyz");
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")
 }
 
@@ -160,7 +191,7 @@ pub async fn is_openshift(client: &Client, cluster_type: ClusterType) -> bool {
             Ok(_) => return true,
             Err(kube::Error::Api(status)) if status.code == 404 => return false,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the API to detect the cluster type; retrying")
+                tracing::warn!(error = %crate::apply::describe(&e), "cannot reach the API to detect the cluster type; retrying")
             }
         }
         tokio::time::sleep(delay).await;
@@ -168,9 +199,24 @@ pub async fn is_openshift(client: &Client, cluster_type: ClusterType) -> bool {
     }
 }
 
+/// The command line of controller `component`, which runs the policy states `serves`: its
+/// name, what it runs (in `--help`), the shared flags, `--version`.
+pub fn command(component: &'static str, serves: &[&str]) -> clap::Command {
+    use clap::CommandFactory;
+    let runs = match serves {
+        [] if component == "aggregator" => {
+            "folds every state's entry into the NicClusterPolicy's global status".to_string()
+        }
+        [] => "reconciles the network CRs into NetworkAttachmentDefinitions".to_string(),
+        [one] => format!("reconciles {one} of the NicClusterPolicy"),
+        many => format!("reconciles every state of the NicClusterPolicy ({})", many.join(", ")),
+    };
+    Flags::command().name(component).about(format!("NVIDIA Network Operator controller {component}: {runs}."))
+}
+
 /// Leader-election settings from the flags, for a controller named `component`; the timings
 /// must satisfy retry < renew deadline < lease duration, as in client-go.
-pub fn lease_settings(flags: &Flags, component: &str) -> anyhow::Result<LeaseSettings> {
+pub fn lease_settings(flags: &Flags, component: &str, serves: &[&str]) -> anyhow::Result<LeaseSettings> {
     if !(0 < flags.retry_period
         && flags.retry_period < flags.renew_deadline
         && flags.renew_deadline < flags.lease_duration)
@@ -193,6 +239,7 @@ pub fn lease_settings(flags: &Flags, component: &str) -> anyhow::Result<LeaseSet
         duration: Duration::from_secs(flags.lease_duration),
         renew_deadline: Duration::from_secs(flags.renew_deadline),
         retry: Duration::from_secs(flags.retry_period),
+        serves: serves.iter().map(|s| s.to_string()).collect(),
     })
 }
 
@@ -208,24 +255,40 @@ pub struct Process {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The `main` of every controller binary named `component`: flags, logs, client, the
+/// The `main` of every controller binary named `component`, running the policy states
+/// `serves` (written on its Lease): flags, logs, client, the
 /// metrics/health server, leader election when asked, then `body` until it returns (on
 /// SIGTERM; the lease is then released) or the lease is lost (an error, so that the pod
 /// restarts as a candidate).
 ///
 /// `/readyz` answers 200 on a standby once it has read the lease (it can take over), and on
 /// the acting replica once the body says its watches are synced.
-pub async fn run_process<F, Fut>(component: &'static str, body: F) -> anyhow::Result<()>
+pub async fn run_process<F, Fut>(component: &'static str, serves: &[&str], body: F) -> anyhow::Result<()>
 where
     F: FnOnce(Process) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let flags = Flags::parse();
+    let flags = {
+        use clap::FromArgMatches;
+        Flags::from_arg_matches(&command(component, serves).get_matches())?
+    };
     init_tracing(flags.log_format);
-    let leader_elect = if flags.leader_elect { Some(lease_settings(&flags, component)?) } else { None };
+    tracing::info!(component, version = VERSION, commit = COMMIT, states = %serves.join(","), "starting");
+    let leader_elect = if flags.leader_elect { Some(lease_settings(&flags, component, serves)?) } else { None };
     let metrics = Metrics::new();
-    let mut config =
-        kube::Config::infer().await.context("reading the Kubernetes client config (kubeconfig or in-cluster)")?;
+    metrics.build_info.with_label_values(&[component, VERSION, COMMIT]).set(1);
+    let mut config = match &flags.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None => {
+            kube::Config::infer().await.context("reading the Kubernetes client config (kubeconfig or in-cluster)")?
+        }
+    };
     // No hidden retries: a 429 is also how the Eviction API says "a PodDisruptionBudget forbids
     // it", and the client's default would retry that for many minutes inside one call. Every
     // caller has its own retry (requeue, watcher backoff, drain loop).
@@ -296,7 +359,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the controller of state `S` until shutdown: the whole `main` of a state binary.
 pub async fn run<S: State>() -> anyhow::Result<()> {
-    run_process(S::COMPONENT, state_body::<S>).await
+    run_process(S::COMPONENT, &[S::NAME], state_body::<S>).await
 }
 
 /// The body of state `S`'s process (see [`run_process`]): detects the cluster type, then runs
@@ -403,7 +466,9 @@ pub async fn run_controller_with<S: State>(
     let controller =
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
             .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
+    ctx.metrics.init_reconciles(S::NAME);
     let policy_store = controller.store();
+    let deleted = forget_states_when_deleted(controller.store(), ctx.metrics.clone());
     let node_cache = ctx.nodes.clone();
     let synced = async move {
         let _ = policy_store.wait_until_ready().await;
@@ -423,7 +488,13 @@ pub async fn run_controller_with<S: State>(
         reconcile::error_policy::<S>,
         Arc::new(ctx),
     );
-    run_marking_ready(drive(results), synced, &ready).await;
+    let work = async {
+        tokio::select! {
+            () = drive(results) => {}
+            () = deleted => {}
+        }
+    };
+    run_marking_ready(work, synced, &ready).await;
 }
 
 /// A stream that yields when a ConfigMap of `namespace` is created, changed or deleted
@@ -451,26 +522,45 @@ pub async fn run_marking_ready(work: impl Future<Output = ()>, synced: impl Futu
     }
 }
 
+/// Withdraws the state series of `metrics` when the policy leaves the controller's cache
+/// (deleted): a dashboard then shows nothing deployed, not the last state. Polls the cache, which
+/// costs no request.
+pub async fn forget_states_when_deleted(policies: Store<NicClusterPolicy>, metrics: Metrics) {
+    let key = ObjectRef::new(api::POLICY_NAME);
+    let mut present = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = policies.get(&key).is_some();
+        if present && !now {
+            metrics.forget_states();
+            tracing::info!(policy = api::POLICY_NAME, "the policy is gone; its state metrics are withdrawn");
+        }
+        present = now;
+    }
+}
+
 /// Drives a controller's results until it stops (on SIGTERM). Failed reconciles are logged by
 /// the error policies; watch failures (e.g. a CRD that is not installed) are logged here.
-pub async fn drive<K, R, Q>(results: impl Stream<Item = ControllerResult<K, R, Q>>)
+pub async fn drive<K, R>(results: impl Stream<Item = ControllerResult<K, R>>)
 where
     K: kube::Resource,
     R: std::error::Error + 'static,
-    Q: std::error::Error + 'static,
 {
     results
         .for_each(|result| async move {
             match result {
                 Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
-                Err(e) => tracing::warn!(error = %e, "controller: watch or queue failure; retrying"),
+                Err(controller::Error::QueueError(e)) => {
+                    tracing::warn!(error = %crate::apply::describe_watch(&e), "controller: watch failure; retrying")
+                }
+                Err(e) => tracing::warn!(error = %e, "controller: queue failure; retrying"),
             }
         })
         .await;
 }
 
 /// One item of a kube-runtime controller's result stream.
-pub type ControllerResult<K, R, Q> = Result<(ObjectRef<K>, Action), controller::Error<R, Q>>;
+pub type ControllerResult<K, R> = Result<(ObjectRef<K>, Action), controller::Error<R, watcher::Error>>;
 
 #[cfg(test)]
 mod tests {
@@ -511,7 +601,22 @@ mod tests {
     fn every_flag_has_an_environment_variable() {
         use clap::CommandFactory;
         for arg in Flags::command().get_arguments() {
-            assert!(arg.get_env().is_some(), "--{} has no environment fallback", arg.get_id());
+            let id = arg.get_id().as_str();
+            if ["kubeconfig", "help", "version"].contains(&id) {
+                continue; // KUBECONFIG is read by the client itself
+            }
+            assert!(arg.get_env().is_some(), "--{id} has no environment fallback");
         }
+    }
+
+    #[test]
+    fn help_names_the_state_the_binary_runs_and_version_and_kubeconfig_are_there() {
+        let mut rdma = command("rdma-dp", &["state-RDMA-device-plugin"]);
+        let help = rdma.render_help().to_string();
+        assert!(help.contains("rdma-dp: reconciles state-RDMA-device-plugin of the NicClusterPolicy"), "{help}");
+        assert!(help.contains("--kubeconfig") && help.contains("--version"), "{help}");
+        assert_eq!(rdma.render_version().trim(), format!("rdma-dp {VERSION}"));
+        let aggregator = command("aggregator", &[]).render_help().to_string();
+        assert!(aggregator.contains("global status"), "{aggregator}");
     }
 }

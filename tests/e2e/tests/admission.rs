@@ -50,6 +50,7 @@ async fn serving_cert(client: &Client, namespace: &str) -> Option<Vec<u8>> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn bad_policies_are_refused_at_apply_time_with_every_field_and_self_managed_certificates_renew() {
     let Some(env) = TestEnv::new("netop-e2e-admission").await else { return };
     let client = env.client.clone();

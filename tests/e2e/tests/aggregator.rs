@@ -35,6 +35,7 @@ async fn status_column(client: &Client) -> Result<String, String> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
     let Some(env) = TestEnv::new("netop-e2e-agg").await else { return };
     let client = env.client.clone();
@@ -106,8 +107,194 @@ async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
     assert!(metrics.contains(r#"network_operator_policy_state{value="ready"} 1"#), "{metrics}");
     assert!(metrics.contains(&format!(r#"network_operator_state{{state="{RDMA}",value="ready"}} 1"#)), "{metrics}");
 
+    // The policy deleted: neither process goes on exporting a state, as after a restart.
+    policies.delete(POLICY_NAME, &Default::default()).await.unwrap();
+    for process in [&aggregator, &rdma] {
+        eventually("the state series to be withdrawn", WAIT, || async {
+            let metrics = process.metrics().await;
+            let stale = metrics
+                .lines()
+                .any(|l| l.starts_with("network_operator_state{") || l.starts_with("network_operator_policy_state{"));
+            if stale { Err(metrics) } else { Ok(()) }
+        })
+        .await;
+    }
+
     for process in [&mut aggregator, &mut rdma] {
         let (status, took) = process.terminate(Duration::from_secs(5)).await;
         assert!(status.success(), "exit status {status:?} after {took:?}");
     }
+}
+
+/// `kubectl get events` about the policy with `uid`, oldest first: (reason, message) rows.
+fn kubectl_events(uid: &str) -> Option<Vec<(String, String)>> {
+    let kubeconfig = e2e::kubeconfig_path()?;
+    let output = std::process::Command::new("kubectl")
+        .args(["get", "events", "--namespace", "default", "--kubeconfig", &kubeconfig])
+        .args(["--field-selector", &format!("involvedObject.uid={uid}"), "--sort-by", ".metadata.creationTimestamp"])
+        .args(["--output", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers"])
+        .output()
+        .ok()?;
+    assert!(output.status.success(), "kubectl: {}", String::from_utf8_lossy(&output.stderr));
+    let rows = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .map(|(reason, message)| (reason.to_string(), message.trim().to_string()))
+        .collect();
+    Some(rows)
+}
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn each_transition_of_the_policy_reads_as_itself_in_kubectl_get_events() {
+    let Some(env) = TestEnv::new("netop-e2e-events").await else { return };
+    if std::process::Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        eprintln!("skipping: no kubectl on the PATH (hack/e2e.sh installs one)");
+        return;
+    }
+    let client = env.client.clone();
+    create_node(&env, &unique_name("netop-nic"), &nic_node_labels()).await;
+    let mut policy = seed_policy();
+    policy.spec.rdma_shared_device_plugin.as_mut().unwrap().config = Some("[]".into());
+    let created = fresh_policy(&env, &policy).await;
+    let uid = created.metadata.uid.clone().unwrap_or_default();
+    let generation = created.metadata.generation.unwrap_or(1);
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    for state in OTHER_STATES {
+        let patch = json!({
+            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
+            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation}]},
+        });
+        policies
+            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
+            .await
+            .expect("stand-in entry written");
+    }
+    let _aggregator = ControllerProcess::start("aggregator", &env.namespace, &[]);
+    let _rdma = ControllerProcess::start("rdma-dp-controller", &env.namespace, &[]);
+
+    // error (a config the plugin refuses) -> notReady (fixed; its pod pending) -> ready.
+    eventually("the policy in error", WAIT, || async {
+        match global(&client).await? {
+            (SyncState::Error, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let config =
+        r#"{"configList": [{"resourceName": "rdma_shared_device_a", "rdmaHcaMax": 63, "devices": ["mlx5_0"]}]}"#;
+    policies
+        .patch(
+            POLICY_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"rdmaSharedDevicePlugin": {"config": config}}})),
+        )
+        .await
+        .unwrap();
+    // The other entries follow the new generation.
+    for state in OTHER_STATES {
+        let patch = json!({
+            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
+            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation + 1}]},
+        });
+        policies
+            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
+            .await
+            .unwrap();
+    }
+    eventually("the policy notReady", WAIT, || async {
+        match global(&client).await? {
+            (SyncState::NotReady, Some(reason)) if reason.contains(RDMA) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eventually("the plugin pod to run", WAIT, || async {
+        match run_pods(&client, &env.namespace, "app=rdma-shared-dp", None).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
+    let rows = eventually("the three transitions in kubectl get events", WAIT, || async {
+        let rows = kubectl_events(&uid).ok_or("kubectl did not run")?;
+        let reasons: Vec<&str> = rows.iter().map(|(reason, _)| reason.as_str()).collect();
+        if reasons.ends_with(&["StateError", "StateNotReady", "StateReady"]) {
+            Ok(rows)
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    })
+    .await;
+    let last = &rows[rows.len() - 3..];
+    assert!(last[0].1.contains("-> error:") && last[0].1.contains("spec.rdmaSharedDevicePlugin.config"), "{rows:?}");
+    assert!(last[1].1.starts_with("error -> notReady:"), "the notReady Event says this transition: {rows:?}");
+    assert_eq!(last[2].1, "notReady -> ready", "{rows:?}");
+}
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn a_ready_entry_whose_controller_stopped_reads_as_no_controller_once_its_lease_expires() {
+    let Some(env) = TestEnv::new("netop-e2e-stopped").await else { return };
+    let client = env.client.clone();
+    create_node(&env, &unique_name("netop-nic"), &nic_node_labels()).await;
+    let created = fresh_policy(&env, &seed_policy()).await;
+    let generation = created.metadata.generation.unwrap_or(1);
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    for state in OTHER_STATES {
+        let patch = json!({
+            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
+            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation}]},
+        });
+        policies
+            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
+            .await
+            .expect("stand-in entry written");
+    }
+    // As the chart runs them: leader election in the release's namespace, short leases.
+    let elect = [
+        ("LEADER_ELECT", "true"),
+        ("LEASE_NAMESPACE", env.namespace.as_str()),
+        ("LEASE_DURATION", "3"),
+        ("RENEW_DEADLINE", "2"),
+        ("RETRY_PERIOD", "1"),
+    ];
+    let _aggregator = ControllerProcess::start("aggregator", &env.namespace, &elect);
+    let mut rdma = ControllerProcess::start("rdma-dp-controller", &env.namespace, &elect);
+    wait_for_entry(&client, RDMA, "notReady").await;
+    eventually("the plugin pod to run", WAIT, || async {
+        match run_pods(&client, &env.namespace, "app=rdma-shared-dp", None).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
+    eventually("the policy to be ready", WAIT, || async {
+        match global(&client).await? {
+            (SyncState::Ready, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Its chart uninstalled: the controller stops; its entry still says ready.
+    let (status, _) = rdma.terminate(Duration::from_secs(5)).await;
+    assert!(status.success());
+    let reason = eventually("the policy to say the RDMA controller is gone", Duration::from_secs(90), || async {
+        match global(&client).await? {
+            (SyncState::NotReady, Some(reason)) if reason.contains("no controller has reported") => Ok(reason),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        reason
+            .starts_with(&format!("{RDMA}: no controller has reported; is its chart enabled? (its controller's Lease")),
+        "{reason}"
+    );
+    assert_eq!(
+        Some("ready"),
+        e2e::applied_state(&client, RDMA).await.ok().map(|(s, _)| s).as_deref(),
+        "the entry itself is left as it was"
+    );
 }

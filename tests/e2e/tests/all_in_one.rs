@@ -34,6 +34,7 @@ fn policy() -> NicClusterPolicy {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn one_process_runs_every_controller_with_the_all_in_one_charts_rbac() {
     let Some(env) = TestEnv::new("netop-e2e-one").await else { return };
     if helm().is_none() {

@@ -40,6 +40,7 @@ async fn deployments(client: &Client, namespace: &str) -> Vec<(String, String)> 
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn helm_installs_the_whole_chart_and_a_subset() {
     let Some(env) = TestEnv::new("netop-e2e-chart").await else { return };
     if helm().is_none() {
@@ -157,6 +158,7 @@ where
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn every_controller_does_its_job_with_only_its_charts_rbac() {
     let Some(env) = TestEnv::new("netop-e2e-rbac").await else { return };
     if helm().is_none() {
@@ -214,7 +216,7 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
         .await
         .unwrap();
     assert!(
-        events.items.iter().any(|e| e.reason.as_deref() == Some("StateChanged")),
+        events.items.iter().any(|e| e.reason.as_deref().is_some_and(|r| r.starts_with("State"))),
         "the aggregator recorded no event"
     );
     assert_never_forbidden(&rdma);

@@ -42,6 +42,7 @@ fn image() -> Value {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
     let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
     let policies: Api<NicClusterPolicy> = Api::all(env.client.clone());
@@ -110,6 +111,7 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn every_example_cr_of_the_original_is_accepted() {
     let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example/crs");
@@ -133,6 +135,7 @@ async fn every_example_cr_of_the_original_is_accepted() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_originals_optional_shapes_are_accepted() {
     let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
     // No spec at all, for every kind.
@@ -160,6 +163,7 @@ async fn the_originals_optional_shapes_are_accepted() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn resource_quantities_are_checked_when_the_policy_is_applied() {
     let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
     let mut rdma = image();

@@ -303,6 +303,7 @@ fn ours_ready(policy: &NicClusterPolicy) -> Result<(), String> {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn ours_creates_what_the_original_creates_for_every_example_policy_up_to_the_listed_differences() {
     let Some(script) = e2e::original::script() else { return };
     let Some(env) = TestEnv::new("netop-e2e-diff").await else { return };

@@ -15,6 +15,7 @@ use serde_json::json;
 const STATE: &str = "state-doca-telemetry-service";
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_service_waits_for_the_users_config_map_runs_and_leaves_it_alone() {
     let Some(env) = TestEnv::new("netop-e2e-dts").await else { return };
     let client = env.client.clone();

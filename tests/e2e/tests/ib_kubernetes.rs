@@ -13,6 +13,7 @@ use serde_json::json;
 const STATE: &str = "state-ib-kubernetes";
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_binary_is_ready_once_the_deployment_is_available_and_cleans_up() {
     let Some(env) = TestEnv::new("netop-e2e-ib").await else { return };
     let client = env.client.clone();

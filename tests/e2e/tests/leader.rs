@@ -50,6 +50,7 @@ async fn wait_for_holder(client: &Client, namespace: &str, identity: &str) -> Du
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn one_replica_acts_and_a_standby_takes_over_a_killed_or_stopped_leader() {
     let Some(env) = TestEnv::new("netop-e2e-leader").await else { return };
     let client = env.client.clone();

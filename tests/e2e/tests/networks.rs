@@ -76,6 +76,7 @@ async fn nad_exists(client: &Client, namespace: &str, name: &str) -> Result<bool
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_binary_gives_every_network_example_its_nad_and_follows_moves_and_deletions() {
     let Some(env) = TestEnv::new("netop-e2e-nad").await else { return };
     let client = env.client.clone();
@@ -155,6 +156,7 @@ fn metric_sum(metrics: &str, name: &str, label: &str) -> f64 {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_users_nad_is_never_taken_over_and_a_waiting_network_is_ready_once_its_namespace_appears() {
     let Some(env) = TestEnv::new("netop-e2e-nad-edge").await else { return };
     let client = env.client.clone();
@@ -231,6 +233,7 @@ async fn a_users_nad_is_never_taken_over_and_a_waiting_network_is_ready_once_its
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn three_hundred_networks_in_three_namespaces_are_ready_quickly_with_little_work() {
     let Some(env) = TestEnv::new("netop-e2e-nad-scale").await else { return };
     let client = env.client.clone();

@@ -14,6 +14,7 @@ use std::time::Duration;
 const STATE: &str = "state-nic-feature-discovery";
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_binary_runs_discovery_on_every_node_and_cleans_up() {
     let Some(env) = TestEnv::new("netop-e2e-nfd").await else { return };
     let client = env.client.clone();

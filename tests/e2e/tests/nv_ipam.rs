@@ -82,6 +82,7 @@ async fn assert_pools_kept(client: &Client, namespace: &str, when: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn nv_ipam_is_ready_with_its_controller_needs_cert_manager_for_the_webhook_and_never_deletes_a_pool() {
     let Some(env) = TestEnv::new("netop-e2e-nv-ipam").await else { return };
     let client = env.client.clone();

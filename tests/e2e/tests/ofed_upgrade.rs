@@ -86,7 +86,7 @@ fn writes(metrics: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in metrics.lines().filter(|l| l.starts_with("network_operator_api_requests_total{")) {
         let verb = line.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
-        let kind = line.split("kind=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
+        let kind = line.split("resource=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         if matches!(verb, "create" | "update" | "patch" | "delete") {
             *out.entry(kind.to_string()).or_default() += value;
@@ -245,6 +245,7 @@ async fn roll(
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_only_its_node() {
     let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
     let client = env.client.clone();
@@ -359,6 +360,7 @@ async fn a_version_bump_upgrades_one_node_at_a_time_and_a_blocking_budget_fails_
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_skipped_node_keeps_its_driver_and_turning_upgrades_off_uncordons_the_node_mid_upgrade() {
     let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
     let client = env.client.clone();
@@ -423,6 +425,7 @@ async fn a_skipped_node_keeps_its_driver_and_turning_upgrades_off_uncordons_the_
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn deleting_the_policy_during_a_blocked_drain_stops_it_and_leaves_the_node_as_before() {
     let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
     let client = env.client.clone();
@@ -470,6 +473,7 @@ async fn deleting_the_policy_during_a_blocked_drain_stops_it_and_leaves_the_node
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_broken_drain_selector_is_an_error_naming_it_and_no_node_is_cordoned() {
     let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
     let client = env.client.clone();

@@ -145,6 +145,7 @@ fn refused(result: &kube::Result<()>) -> bool {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn no_service_account_may_damage_what_its_controller_does_not_own() {
     let Some(env) = TestEnv::new("netop-e2e-least").await else { return };
     if helm().is_none() {

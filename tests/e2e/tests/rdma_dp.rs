@@ -33,6 +33,7 @@ async fn objects_become(client: &kube::Client, namespace: &str, present: bool, w
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_binary_deploys_the_plugin_is_ready_once_its_pods_run_and_cleans_up() {
     let Some(env) = TestEnv::new("netop-e2e-rdma").await else { return };
     let client = env.client.clone();
@@ -111,6 +112,7 @@ async fn the_binary_deploys_the_plugin_is_ready_once_its_pods_run_and_cleans_up(
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn deleting_the_policy_garbage_collects_the_plugins_objects() {
     let Some(env) = TestEnv::new("netop-e2e-rdma-gc").await else { return };
     let client = env.client.clone();

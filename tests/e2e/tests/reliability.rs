@@ -43,6 +43,7 @@ fn assert_wrote_nothing(process: &ControllerProcess, metrics: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_restart_and_a_leader_hand_over_leave_running_operands_untouched() {
     let Some(env) = TestEnv::new("netop-e2e-restart").await else { return };
     let client = env.client.clone();
@@ -95,6 +96,7 @@ async fn set_rdma_config(client: &Client, config: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_config_the_plugin_cannot_use_is_an_error_and_nothing_is_rolled_out() {
     let Some(env) = TestEnv::new("netop-e2e-badconfig").await else { return };
     let client = env.client.clone();
@@ -121,6 +123,7 @@ async fn a_config_the_plugin_cannot_use_is_an_error_and_nothing_is_rolled_out() 
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_placement_the_api_server_would_refuse_is_an_error_naming_the_policy_field_and_nothing_changes() {
     let Some(env) = TestEnv::new("netop-e2e-badplace").await else { return };
     let client = env.client.clone();
@@ -165,6 +168,7 @@ async fn a_placement_the_api_server_would_refuse_is_an_error_naming_the_policy_f
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn a_users_object_with_a_rendered_name_is_never_taken_over() {
     let Some(env) = TestEnv::new("netop-e2e-foreign").await else { return };
     let client = env.client.clone();

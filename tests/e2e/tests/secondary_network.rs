@@ -130,6 +130,7 @@ async fn removed(env: &TestEnv, case: &Case) {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn multus_is_ready_refuses_a_broken_config_without_touching_it_and_cleans_up() {
     let Some(env) = TestEnv::new("netop-e2e-multus").await else { return };
     let client = env.client.clone();
@@ -167,6 +168,7 @@ async fn multus_is_ready_refuses_a_broken_config_without_touching_it_and_cleans_
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn cni_plugins_are_ready_and_cleaned_up() {
     let Some(env) = TestEnv::new("netop-e2e-cni").await else { return };
     let _controller = ready(&env, &CNI_PLUGINS).await;
@@ -174,6 +176,7 @@ async fn cni_plugins_are_ready_and_cleaned_up() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn ipoib_is_ready_and_cleaned_up() {
     let Some(env) = TestEnv::new("netop-e2e-ipoib").await else { return };
     let _controller = ready(&env, &IPOIB).await;
@@ -181,6 +184,7 @@ async fn ipoib_is_ready_and_cleaned_up() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn whereabouts_never_deletes_ip_allocations_and_deletes_the_old_cron_job_once() {
     let Some(env) = TestEnv::new("netop-e2e-whereabouts").await else { return };
     let client = env.client.clone();

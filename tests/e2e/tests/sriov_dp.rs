@@ -27,6 +27,7 @@ async fn set_config(client: &kube::Client, config: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn an_invalid_config_leaves_the_running_plugin_untouched() {
     let Some(env) = TestEnv::new("netop-e2e-sriov").await else { return };
     let client = env.client.clone();

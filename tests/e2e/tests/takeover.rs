@@ -151,6 +151,7 @@ async fn writes_by_kind(controllers: &[ControllerProcess]) -> BTreeMap<String, u
 }
 
 #[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn switching_from_the_running_original_touches_no_operand() {
     let Some(script) = e2e::original::script() else { return };
     let Some(env) = TestEnv::new("netop-e2e-takeover").await else { return };

@@ -222,29 +222,87 @@ pub struct Plan {
 /// cordon and uncordon hold a slot, whatever their pods do) and `maxUnavailable` (cordoned, not
 /// Ready, failed while cordoned, and driverless nodes count against it).
 pub fn slots(settings: &Settings, snapshot: &Snapshot) -> usize {
-    let views = || snapshot.nodes.iter().map(|m| &m.node).chain(&snapshot.podless);
-    let count = |state: NodeState| views().filter(|n| n.state == state).count();
-    let in_progress = views()
-        .filter(|n| {
-            !matches!(
-                n.state,
-                NodeState::Unknown | NodeState::UpgradeDone | NodeState::UpgradeRequired | NodeState::UpgradeFailed
-            )
-        })
-        .count();
-    let driverless: BTreeSet<&str> = snapshot.podless.iter().map(|n| n.name.as_str()).collect();
-    let unavailable = views()
-        .filter(|n| {
-            n.unschedulable || !n.ready || driverless.contains(n.name.as_str()) || n.state == NodeState::UpgradeFailed
-        })
-        .count();
-    let parallel = match settings.max_parallel {
-        0 => count(NodeState::UpgradeRequired),
-        max => max.saturating_sub(in_progress),
-    };
-    let total = snapshot.nodes.len() + snapshot.podless.len();
-    let headroom = settings.max_unavailable_of(total).saturating_sub(unavailable + count(NodeState::CordonRequired));
-    parallel.min(headroom)
+    let limits = Limits::of(settings, snapshot);
+    limits.parallel.min(limits.headroom)
+}
+
+/// The two limits on starting upgrades in one pass, and what they were counted from.
+struct Limits {
+    /// Slots left by `maxParallelUpgrades`.
+    parallel: usize,
+    /// Slots left by `maxUnavailable`.
+    headroom: usize,
+    /// Nodes between cordon and uncordon.
+    in_progress: usize,
+    /// The unavailable nodes (cordoned, not Ready, driverless, failed), by name.
+    unavailable: Vec<String>,
+    /// Nodes about to be cordoned.
+    cordoning: usize,
+    /// `maxUnavailable` resolved against the node count.
+    max_unavailable: usize,
+    /// Nodes with a driver pod, or that should have one.
+    total: usize,
+}
+
+impl Limits {
+    fn of(settings: &Settings, snapshot: &Snapshot) -> Self {
+        let views = || snapshot.nodes.iter().map(|m| &m.node).chain(&snapshot.podless);
+        let count = |state: NodeState| views().filter(|n| n.state == state).count();
+        let in_progress = views()
+            .filter(|n| {
+                !matches!(
+                    n.state,
+                    NodeState::Unknown | NodeState::UpgradeDone | NodeState::UpgradeRequired | NodeState::UpgradeFailed
+                )
+            })
+            .count();
+        let driverless: BTreeSet<&str> = snapshot.podless.iter().map(|n| n.name.as_str()).collect();
+        let unavailable: Vec<String> = views()
+            .filter(|n| {
+                n.unschedulable
+                    || !n.ready
+                    || driverless.contains(n.name.as_str())
+                    || n.state == NodeState::UpgradeFailed
+            })
+            .map(|n| n.name.clone())
+            .collect();
+        let parallel = match settings.max_parallel {
+            0 => count(NodeState::UpgradeRequired),
+            max => max.saturating_sub(in_progress),
+        };
+        let total = snapshot.nodes.len() + snapshot.podless.len();
+        let max_unavailable = settings.max_unavailable_of(total);
+        let cordoning = count(NodeState::CordonRequired);
+        let headroom = max_unavailable.saturating_sub(unavailable.len() + cordoning);
+        Limits { parallel, headroom, in_progress, unavailable, cordoning, max_unavailable, total }
+    }
+}
+
+/// Why nodes that need an upgrade wait in this pass, naming the limit and the nodes it counts:
+/// `None` when a slot is free or no node waits.
+pub fn holding(settings: &Settings, snapshot: &Snapshot) -> Option<String> {
+    let waiting = snapshot
+        .nodes
+        .iter()
+        .any(|m| m.node.state == NodeState::UpgradeRequired && !m.node.skip && !m.node.unschedulable);
+    let limits = Limits::of(settings, snapshot);
+    if !waiting || limits.parallel.min(limits.headroom) > 0 {
+        return None;
+    }
+    if limits.headroom == 0 {
+        let named = limits.unavailable.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let more = limits.unavailable.len().saturating_sub(5);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let cordoning =
+            if limits.cordoning > 0 { format!(", {} being cordoned", limits.cordoning) } else { String::new() };
+        return Some(format!(
+            "held by maxUnavailable: {} of {} nodes unavailable ({named}{more}){cordoning}; it allows {}",
+            limits.unavailable.len(),
+            limits.total,
+            limits.max_unavailable
+        ));
+    }
+    Some(format!("held by maxParallelUpgrades: {} of {} upgrading", limits.in_progress, settings.max_parallel))
 }
 
 /// The actions of one pass.

@@ -495,3 +495,20 @@ fn progress_is_reported_as_it_is_once_the_pass_is_done() {
         Some("upgrading: 1/2 done, 1 waiting")
     );
 }
+
+#[test]
+fn a_waiting_upgrade_says_which_limit_holds_it_and_names_the_nodes() {
+    let not_ready = |name: &str| with(outdated(node(name, NodeState::UpgradeRequired)), |n, _| n.ready = false);
+    let nodes = vec![not_ready("a"), not_ready("b")];
+    let held = holding(&settings(), &snapshot(nodes)).expect("held");
+    assert_eq!(held, "held by maxUnavailable: 2 of 2 nodes unavailable (a, b); it allows 1");
+
+    let busy = with(node("c", NodeState::DrainRequired), |n, _| n.unschedulable = true);
+    let waiting = outdated(node("d", NodeState::UpgradeRequired));
+    let all = Settings { max_unavailable: Some(IntOrString::String("100%".into())), ..settings() };
+    let held = holding(&all, &snapshot(vec![busy, waiting])).expect("held");
+    assert_eq!(held, "held by maxParallelUpgrades: 1 of 1 upgrading");
+
+    let free = outdated(node("e", NodeState::UpgradeRequired));
+    assert_eq!(holding(&all, &snapshot(vec![free])), None, "a slot is free");
+}

@@ -14,13 +14,13 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus::{IntCounter, IntGaugeVec, Opts};
 use serde_json::{Value, json};
 use state_core::apply::describe;
+use state_core::events::{Event, EventType, Recorder, Reporter};
 use state_core::metrics::Metrics;
 use state_core::nodes::NIC_LABEL;
 use state_core::reconcile::field_manager;
@@ -155,6 +155,7 @@ impl Upgrades {
         let podless = observe::podless(&nodes, &managed);
         let snapshot = Snapshot { nodes: managed, podless, jobs_running, draining, now: drain::unix_now() };
         let plan = decide(&settings, &snapshot);
+        let held = decide::holding(&settings, &snapshot);
         let progress = Progress::of(&decide::after(&snapshot.nodes, &plan.actions));
         self.metrics.show(&progress);
         let mut errors = Vec::new();
@@ -172,7 +173,10 @@ impl Upgrades {
             };
             errors.extend(result.err());
         }
-        let mut message = progress.message();
+        let mut message = match (progress.message(), held) {
+            (Some(progress), Some(held)) => Some(format!("{progress}; {held}")),
+            (progress, _) => progress,
+        };
         if let Some(first) = errors.first() {
             let note = format!("upgrade: {first}");
             message = Some(message.map_or(note.clone(), |m| format!("{m}; {note}")));
