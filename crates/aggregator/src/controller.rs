@@ -124,7 +124,7 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
     if name == POLICY_NAME {
         ctx.metrics.set_policy_state(summary.state);
         for (state, value) in &summary.states {
-            ctx.metrics.set_state(state, *value);
+            ctx.metrics.set_section_state(state, *value);
         }
     }
     let status = policy.status.clone().unwrap_or_default();

@@ -72,8 +72,12 @@ async fn a_change_is_written_once_without_applied_states_and_announced_by_an_eve
 
     let text = metrics.encode();
     assert!(text.contains(r#"network_operator_policy_state{value="ready"} 1"#), "{text}");
-    assert!(text.contains(r#"network_operator_state{state="state-OFED",value="ready"} 1"#), "{text}");
-    assert!(text.contains(r#"network_operator_state{state="state-SRIOV-device-plugin",value="ignore"} 1"#), "{text}");
+    assert!(text.contains(r#"network_operator_policy_section_state{state="state-OFED",value="ready"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"network_operator_policy_section_state{state="state-SRIOV-device-plugin",value="ignore"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("network_operator_state{"), "each state's own controller exports that one: {text}");
 }
 
 #[tokio::test]

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub status_writes: IntCounterVec,
     /// `network_operator_policy_state{value}`: 1 for the policy's global state (aggregator).
     pub policy_state: IntGaugeVec,
+    /// `network_operator_policy_section_state{state,value}`: each state as the aggregator folds
+    /// it (a state whose controller never reported or stopped is `notReady` here), apart from
+    /// the `network_operator_state` each state's own controller exports.
+    pub section_state: IntGaugeVec,
     /// `network_operator_api_requests_total{verb,resource}`: requests sent to the API server
     /// (counted by [`Metrics::request_layer`] on the client).
     pub api_requests: IntCounterVec,
@@ -30,6 +34,11 @@ pub struct Metrics {
     /// `network_operator_leader`: 1 while this process acts (holds the lease, or runs without
     /// leader election), 0 while it stands by.
     pub leader: IntGauge,
+    /// `process_cpu_seconds_total`: user and system CPU time, read from `/proc/self/stat` at
+    /// each scrape.
+    pub cpu_seconds: prometheus::Counter,
+    /// `process_open_fds`: open file descriptors, counted in `/proc/self/fd` at each scrape.
+    pub open_fds: IntGauge,
     /// `process_resident_memory_bytes`, read from `/proc/self/status` at each scrape.
     resident_memory: IntGauge,
     /// `process_start_time_seconds`: a change means the controller restarted.
@@ -77,6 +86,14 @@ impl Metrics {
             &["value"],
         )
         .expect("valid metric");
+        let section_state = IntGaugeVec::new(
+            Opts::new(
+                "network_operator_policy_section_state",
+                "Each state as the aggregator folds it into the policy's status: 1 for its current value",
+            ),
+            &["state", "value"],
+        )
+        .expect("valid metric");
         let api_requests = IntCounterVec::new(
             Opts::new("network_operator_api_requests_total", "Requests sent to the API server, by verb and resource"),
             &["verb", "resource"],
@@ -91,6 +108,10 @@ impl Metrics {
             .expect("valid metric");
         let resident_memory =
             IntGauge::new("process_resident_memory_bytes", "Resident memory size in bytes").expect("valid metric");
+        let cpu_seconds =
+            prometheus::Counter::new("process_cpu_seconds_total", "Total user and system CPU time spent in seconds")
+                .expect("valid metric");
+        let open_fds = IntGauge::new("process_open_fds", "Number of open file descriptors").expect("valid metric");
         let start_time =
             IntGauge::new("process_start_time_seconds", "Start time of the process since the Unix epoch in seconds")
                 .expect("valid metric");
@@ -103,10 +124,13 @@ impl Metrics {
             Box::new(objects_applied.clone()),
             Box::new(status_writes.clone()),
             Box::new(policy_state.clone()),
+            Box::new(section_state.clone()),
             Box::new(api_requests.clone()),
             Box::new(leader.clone()),
             Box::new(build_info.clone()),
             Box::new(resident_memory.clone()),
+            Box::new(cpu_seconds.clone()),
+            Box::new(open_fds.clone()),
             Box::new(start_time.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
@@ -119,10 +143,13 @@ impl Metrics {
             objects_applied,
             status_writes,
             policy_state,
+            section_state,
             api_requests,
             leader,
             build_info,
             resident_memory,
+            cpu_seconds,
+            open_fds,
             start_time,
         }
     }
@@ -161,26 +188,38 @@ impl Metrics {
         }
     }
 
-    /// Withdraws every state series (`network_operator_state`, `network_operator_policy_state`)
-    /// once the policy is gone: absent, as after a restart, instead of its last value.
+    /// Withdraws every state series (`network_operator_state`, `network_operator_policy_state`,
+    /// `network_operator_policy_section_state`) once the policy is gone: absent, as after a
+    /// restart, instead of its last value.
     pub fn forget_states(&self) {
         self.state.reset();
         self.policy_state.reset();
+        self.section_state.reset();
+    }
+
+    /// Sets `network_operator_policy_section_state{state=name}` to `current` (aggregator).
+    pub fn set_section_state(&self, name: &str, current: SyncState) {
+        for value in SyncState::ALL {
+            self.section_state.with_label_values(&[name, value.as_str()]).set(i64::from(value == current));
+        }
     }
 
     /// The name of every metric this process exports (histograms without their suffixes).
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 11] = [
+        let collectors: [&dyn Collector; 14] = [
             &self.reconcile_total,
             &self.reconcile_duration,
             &self.state,
             &self.objects_applied,
             &self.status_writes,
             &self.policy_state,
+            &self.section_state,
             &self.api_requests,
             &self.leader,
             &self.build_info,
             &self.resident_memory,
+            &self.cpu_seconds,
+            &self.open_fds,
             &self.start_time,
         ];
         collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
@@ -190,6 +229,15 @@ impl Metrics {
     pub fn encode(&self) -> String {
         if let Some(bytes) = resident_memory_bytes() {
             self.resident_memory.set(bytes);
+        }
+        if let Some(seconds) = cpu_seconds() {
+            let counted = self.cpu_seconds.get();
+            if seconds > counted {
+                self.cpu_seconds.inc_by(seconds - counted);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(i64::try_from(fds.count()).unwrap_or(i64::MAX));
         }
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
@@ -205,6 +253,17 @@ fn resident_memory_bytes() -> Option<i64> {
     Some(kilobytes * 1024)
 }
 
+/// The process's user and system CPU time (`utime` and `stime` of `/proc/self/stat`, in the
+/// kernel's USER_HZ of 100 ticks a second), where there is one.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,11 +271,22 @@ mod tests {
     #[test]
     fn every_metric_is_named_and_memory_is_read_at_each_scrape() {
         let metrics = Metrics::new();
-        assert_eq!(metrics.names().len(), 11);
+        assert_eq!(metrics.names().len(), 14);
         assert!(metrics.names().contains(&"network_operator_reconcile_duration_seconds".to_string()));
         let text = metrics.encode();
         let rss = text.lines().find(|l| l.starts_with("process_resident_memory_bytes ")).expect("exported");
         assert_ne!(rss, "process_resident_memory_bytes 0", "read from /proc/self/status");
+        let fds = text.lines().find(|l| l.starts_with("process_open_fds ")).expect("exported");
+        assert_ne!(fds, "process_open_fds 0", "counted in /proc/self/fd");
+        // Burn a little CPU: the counter follows.
+        let mut x = 0u64;
+        for i in 0..30_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        let text = metrics.encode();
+        let cpu = text.lines().find(|l| l.starts_with("process_cpu_seconds_total ")).expect("exported");
+        assert_ne!(cpu, "process_cpu_seconds_total 0", "read from /proc/self/stat");
     }
 
     #[test]

@@ -105,7 +105,11 @@ async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
     .await;
     let metrics = aggregator.metrics().await;
     assert!(metrics.contains(r#"network_operator_policy_state{value="ready"} 1"#), "{metrics}");
-    assert!(metrics.contains(&format!(r#"network_operator_state{{state="{RDMA}",value="ready"}} 1"#)), "{metrics}");
+    let section = format!(r#"network_operator_policy_section_state{{state="{RDMA}",value="ready"}} 1"#);
+    assert!(metrics.contains(&section), "{metrics}");
+    assert!(!metrics.contains("network_operator_state{"), "one exporter per series: {metrics}");
+    let own = rdma.metrics().await;
+    assert!(own.contains(&format!(r#"network_operator_state{{state="{RDMA}",value="ready"}} 1"#)), "{own}");
 
     // The policy deleted: neither process goes on exporting a state, as after a restart.
     policies.delete(POLICY_NAME, &Default::default()).await.unwrap();
@@ -114,7 +118,7 @@ async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
             let metrics = process.metrics().await;
             let stale = metrics
                 .lines()
-                .any(|l| l.starts_with("network_operator_state{") || l.starts_with("network_operator_policy_state{"));
+                .any(|l| l.starts_with("network_operator_state{") || l.starts_with("network_operator_policy_"));
             if stale { Err(metrics) } else { Ok(()) }
         })
         .await;
