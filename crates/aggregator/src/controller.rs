@@ -104,6 +104,34 @@ pub fn ready_condition(
     }
 }
 
+/// Type of the condition saying whether every NIC node gets what the ready states deploy.
+pub const NODES_SERVED_CONDITION: &str = "NodesServed";
+
+/// The `NodesServed` condition for `summary`: False, naming the nodes, while a ready state leaves
+/// nodes out (e.g. NIC nodes without the labels the driver needs); `lastTransitionTime` as for
+/// [`ready_condition`].
+pub fn nodes_served_condition(
+    summary: &Summary,
+    generation: Option<i64>,
+    previous: Option<&Condition>,
+    now: Timestamp,
+) -> Condition {
+    let (status, reason, message) = match summary.left_out.as_slice() {
+        [] => ("True", "AllNodesServed", "no ready state leaves a node out".to_string()),
+        notes => ("False", "NodesLeftOut", notes.join("; ")),
+    };
+    let last_transition_time =
+        previous.filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or(Time(now));
+    Condition {
+        type_: NODES_SERVED_CONDITION.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: truncate(&message, MAX_MESSAGE),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
 /// Folds one policy and writes its global status when it changed.
 pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = policy.name_any();
@@ -128,14 +156,17 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
         }
     }
     let status = policy.status.clone().unwrap_or_default();
-    let previous = status.conditions.iter().flatten().find(|c| c.type_ == READY_CONDITION);
-    let condition = ready_condition(&summary, policy.metadata.generation, previous, now);
-    let unchanged =
-        status.state == Some(summary.state) && status.reason == summary.reason && previous == Some(&condition);
+    let previous = |type_: &str| status.conditions.iter().flatten().find(|c| c.type_ == type_);
+    let condition = ready_condition(&summary, policy.metadata.generation, previous(READY_CONDITION), now);
+    let served = nodes_served_condition(&summary, policy.metadata.generation, previous(NODES_SERVED_CONDITION), now);
+    let unchanged = status.state == Some(summary.state)
+        && status.reason == summary.reason
+        && previous(READY_CONDITION) == Some(&condition)
+        && previous(NODES_SERVED_CONDITION) == Some(&served);
     if unchanged {
         return Ok(Action::requeue(requeue));
     }
-    let mut new_status = json!({ "state": summary.state, "conditions": [condition] });
+    let mut new_status = json!({ "state": summary.state, "conditions": [condition, served] });
     if let Some(reason) = &summary.reason {
         new_status["reason"] = json!(reason);
     }
@@ -239,7 +270,7 @@ mod tests {
     use super::*;
 
     fn summary(state: SyncState) -> Summary {
-        Summary { state, reason: Some("why".into()), states: vec![] }
+        Summary { state, reason: Some("why".into()), states: vec![], left_out: vec![] }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Summary {
     pub reason: Option<String>,
     /// Every known state with its value as the policy stands.
     pub states: Vec<(&'static str, SyncState)>,
+    /// The nodes ready states leave without their operand ([`api::state::LEFT_OUT_NOTE`]),
+    /// each part prefixed with its state.
+    pub left_out: Vec<String>,
 }
 
 /// The reason written on a policy that is not the one acted on (the original's words).
@@ -43,12 +46,13 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
     let name = policy.name_any();
     if name != POLICY_NAME {
         let states = names::ALL.iter().map(|s| (*s, SyncState::Ignore)).collect();
-        return Summary { state: SyncState::Ignore, reason: Some(unsupported_reason(&name)), states };
+        return Summary { state: SyncState::Ignore, reason: Some(unsupported_reason(&name)), states, left_out: vec![] };
     }
     let generation = policy.metadata.generation.unwrap_or(0);
     let mut errors = Vec::new();
     let mut waiting = Vec::new();
     let mut states = Vec::new();
+    let mut left_out = Vec::new();
     for state in names::ALL {
         if !policy.spec.has_section(state) {
             states.push((state, SyncState::Ignore));
@@ -69,6 +73,11 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
             }
             (Some(entry), None) => judge(entry, generation, &mut errors, &mut waiting),
         };
+        if value == SyncState::Ready {
+            let message = policy.applied_state(state).and_then(|e| e.message.as_deref()).unwrap_or_default();
+            let notes = message.split("; ").filter(|part| part.starts_with(api::state::LEFT_OUT_NOTE));
+            left_out.extend(notes.map(|part| format!("{state}: {part}")));
+        }
         states.push((state, value));
     }
     let enabled = states.iter().any(|(_, s)| *s != SyncState::Ignore);
@@ -76,12 +85,14 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
         (SyncState::Error, Some(errors.join("; ")))
     } else if !waiting.is_empty() {
         (SyncState::NotReady, Some(waiting.join("; ")))
+    } else if enabled && !left_out.is_empty() {
+        (SyncState::Ready, Some(left_out.join("; ")))
     } else if enabled {
         (SyncState::Ready, None)
     } else {
         (SyncState::Ready, Some("no section is set".to_string()))
     };
-    Summary { state, reason, states }
+    Summary { state, reason, states, left_out }
 }
 
 /// Whether `policy` was created less than [`FIRST_REPORT_GRACE`] before `now`.
@@ -298,6 +309,18 @@ mod tests {
         assert_eq!(early.reason.as_deref(), Some("state-OFED: waiting for its controller's first report"));
         let late = fold(&p, &BTreeMap::new(), created + SignedDuration::from_secs(61));
         assert_eq!(late.reason.as_deref(), Some("state-OFED: no controller has reported; is its chart enabled?"));
+    }
+
+    #[test]
+    fn a_ready_state_that_leaves_nodes_out_says_so_in_the_ready_policys_reason() {
+        let note = "1 pool(s) ready on 2 node(s); left out: 1 NIC node(s) without NFD labels get no driver: n3";
+        let entries =
+            vec![entry(names::RDMA_DP, SyncState::Ready, None, 3), entry(names::OFED, SyncState::Ready, Some(note), 3)];
+        let summary = fold(&policy(POLICY_NAME, rdma_and_ofed(), entries), &BTreeMap::new(), Timestamp::now());
+        assert_eq!(summary.state, SyncState::Ready);
+        let expected = "state-OFED: left out: 1 NIC node(s) without NFD labels get no driver: n3";
+        assert_eq!(summary.reason.as_deref(), Some(expected));
+        assert_eq!(summary.left_out, [expected]);
     }
 
     #[test]

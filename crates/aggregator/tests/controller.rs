@@ -63,6 +63,8 @@ async fn a_change_is_written_once_without_applied_states_and_announced_by_an_eve
         (&condition["type"], &condition["status"], &condition["reason"], &condition["observedGeneration"]),
         (&json!("Ready"), &json!("True"), &json!("Ready"), &json!(4))
     );
+    let served = &status["conditions"][1];
+    assert_eq!((&served["type"], &served["status"]), (&json!("NodesServed"), &json!("True")), "{status}");
     let event = server.handle("POST", EVENTS, |r| (201, echo(&r.body))).await;
     assert_eq!(event.body["reason"], "StateReady");
     assert_eq!(event.body["note"], "unknown -> ready");

@@ -42,6 +42,12 @@ impl fmt::Display for SyncState {
     }
 }
 
+/// How a state that is ready but leaves nodes without its operand starts that part of its
+/// message (parts are separated by `; `), e.g. `left out: 1 NIC node(s) without NFD labels get no
+/// driver: node-3`. The aggregator carries such parts into the policy's `reason` and its
+/// `NodesServed` condition, so "ready" never hides them.
+pub const LEFT_OUT_NOTE: &str = "left out: ";
+
 /// The state names of the policy's sections, in the original's execution order.
 pub mod names {
     /// `spec.secondaryNetwork.multus`

@@ -236,7 +236,8 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
         let names: Vec<String> = unpooled.iter().map(|u| u.node.clone()).collect();
         let missing: BTreeSet<&str> = unpooled.iter().flat_map(|u| u.missing.iter().copied()).collect();
         notes.push(format!(
-            "{} NIC node(s) without NFD labels get no driver: {} (missing {})",
+            "{}{} NIC node(s) without NFD labels get no driver: {} (missing {})",
+            api::state::LEFT_OUT_NOTE,
             names.len(),
             some_of(&names, 3),
             missing.into_iter().collect::<Vec<_>>().join(", ")

@@ -306,6 +306,9 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
     rbac.allow_rendered_roles(&rendered);
     if !S::NODE_LABELS.is_empty() {
         rbac.cluster.allow("", "nodes", &READ_VERBS);
+    } else if S::NEEDS_DRIVER {
+        // A driver-gated workload on no node: are nodes waiting for their driver?
+        rbac.cluster.allow("", "nodes", &["list"]);
     }
     for leftover in S::leftovers() {
         let scope = if leftover.kind.namespaced { &mut rbac.operands } else { &mut rbac.cluster };

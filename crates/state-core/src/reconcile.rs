@@ -294,6 +294,21 @@ pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, obser
     if let Err(message) = prune::<S>(ctx, &keys).await {
         return Outcome::new(SyncState::NotReady, message);
     }
+    if S::NEEDS_DRIVER && policy.spec.ofed_driver.is_some() && live.iter().any(|o| matches_no_node(o)) {
+        match nodes_waiting_for_driver(&ctx.client).await {
+            Ok(waiting) if !waiting.is_empty() => {
+                let named = waiting.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                let more = if waiting.len() > 5 { format!(" and {} more", waiting.len() - 5) } else { String::new() };
+                let message = format!("waiting for the driver on {} node(s): {named}{more}", waiting.len());
+                return Outcome::new(SyncState::NotReady, message);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let message = format!("listing the nodes that wait for the driver: {}", apply::describe(&e));
+                return Outcome::new(SyncState::NotReady, message);
+            }
+        }
+    }
     let warnings = S::spec(policy).map(S::warnings).unwrap_or_default();
     let mut notes = Vec::new();
     for object in &live {
@@ -306,6 +321,23 @@ pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, obser
     }
     notes.extend(warnings);
     Outcome::new(SyncState::Ready, (!notes.is_empty()).then(|| notes.join("; ")))
+}
+
+/// Whether `object` is a DaemonSet that runs on no node (its status observed).
+fn matches_no_node(object: &DynamicObject) -> bool {
+    let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
+    let status = &object.data["status"];
+    kind == "DaemonSet" && status["observedGeneration"].is_i64() && status["desiredNumberScheduled"].as_i64() == Some(0)
+}
+
+/// The nodes whose driver is not ready yet (`mofed.wait=true`, set by the OFED controller): a
+/// driver-gated workload that runs nowhere may only be waiting for them. One metadata list,
+/// only then.
+async fn nodes_waiting_for_driver(client: &Client) -> Result<Vec<String>, kube::Error> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let selector = format!("{}=true", crate::edits::MOFED_WAIT_LABEL);
+    let list = nodes.list_metadata(&kube::api::ListParams::default().labels(&selector)).await?;
+    Ok(list.items.into_iter().filter_map(|n| n.metadata.name).collect())
 }
 
 /// Applies `object` unless its live copy already holds every field; a failure is the outcome

@@ -302,3 +302,40 @@ async fn a_ready_entry_whose_controller_stopped_reads_as_no_controller_once_its_
         "the entry itself is left as it was"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn a_ready_policy_whose_driver_leaves_nodes_out_says_so_in_its_reason_and_a_condition() {
+    let Some(env) = TestEnv::new("netop-e2e-leftout").await else { return };
+    let client = env.client.clone();
+    let created = fresh_policy(&env, &seed_policy()).await;
+    let generation = created.metadata.generation.unwrap_or(1);
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    let left_out = "left out: 1 NIC node(s) without NFD labels get no driver: n3 (missing feature.node.kubernetes.io/kernel-version.full)";
+    for state in OTHER_STATES.iter().chain([&RDMA]) {
+        let message =
+            if *state == "state-OFED" { format!("1 pool(s) ready on 2 node(s); {left_out}") } else { String::new() };
+        let patch = json!({
+            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
+            "status": {"appliedStates": [{"name": state, "state": "ready", "message": message, "observedGeneration": generation}]},
+        });
+        policies
+            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
+            .await
+            .expect("stand-in entry written");
+    }
+    let _aggregator = ControllerProcess::start("aggregator", &env.namespace, &[]);
+    let reason = eventually("the ready policy to name the node left out", WAIT, || async {
+        match global(&client).await? {
+            (SyncState::Ready, Some(reason)) => Ok(reason),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(reason, format!("state-OFED: {left_out}"));
+    let policy = policies.get(POLICY_NAME).await.unwrap();
+    let conditions = policy.status.unwrap().conditions.unwrap();
+    let served = conditions.iter().find(|c| c.type_ == "NodesServed").expect("a NodesServed condition");
+    assert_eq!((served.status.as_str(), served.reason.as_str()), ("False", "NodesLeftOut"));
+    assert!(served.message.contains("n3"), "{served:?}");
+}

@@ -135,3 +135,39 @@ async fn deleting_the_policy_garbage_collects_the_plugins_objects() {
         .expect("policy deleted");
     objects_become(&client, &env.namespace, false, "the garbage collector to delete the DaemonSet and ConfigMap").await;
 }
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn a_plugin_whose_nodes_all_wait_for_the_driver_is_not_ready_and_says_so() {
+    let Some(env) = TestEnv::new("netop-e2e-rdma-wait").await else { return };
+    let client = env.client.clone();
+    let node = unique_name("netop-nic");
+    create_node(&env, &node, &[(kubelet::NIC_LABEL, "true"), (kubelet::MOFED_WAIT_LABEL, "true")]).await;
+    fresh_policy(&env, &seed_policy()).await; // with an ofedDriver section: the plugin waits for it
+    let _controller = ControllerProcess::start("rdma-dp-controller", &env.namespace, &[]);
+    let message = eventually("the state to say it waits for the driver", WAIT, || async {
+        match applied_state(&client, STATE).await? {
+            (state, Some(message)) if state == "notReady" && message.starts_with("waiting for the driver") => {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(message, format!("waiting for the driver on 1 node(s): {node}"));
+
+    // The driver is ready on the node: the plugin's pod comes, runs, and the state is ready.
+    let ready = json!({"metadata": {"labels": {kubelet::MOFED_WAIT_LABEL: "false"}}});
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .unwrap();
+    eventually("the plugin pod to run", WAIT, || async {
+        match run_pods(&client, &env.namespace, PODS, None).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
+    wait_for_entry(&client, STATE, "ready").await;
+}
