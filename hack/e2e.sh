@@ -6,7 +6,8 @@
 #   fresh control plane started for this run and stopped on every exit path.
 # - Otherwise it says why it skips, and succeeds.
 #
-# E2E_ROUNDS (default 1) runs the suite that many times in a row on the same control plane.
+# E2E_ROUNDS (default 1) runs the suite that many times in a row on the same control plane. Then,
+# with ../shared/k8s/cluster-up beside the checkout, the real-node stage (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${E2E_ROUNDS:-1}
@@ -34,3 +35,24 @@ for round in $(seq 1 "$rounds"); do
   cargo test -p e2e -- --test-threads=1
 done
 echo "e2e stage: $rounds round(s) in $(($(date +%s) - started)) s"
+
+# The real-node stage (tests/e2e/tests/real_node.rs): the chart's controllers as pods from the
+# images this repo builds, on a real kubelet, in a cluster of its own (../shared/k8s/cluster-up).
+# NETOP_E2E_NODE_STAGE=0 skips it.
+k8s=../shared/k8s
+if [ "${NETOP_E2E_NODE_STAGE:-1}" = 0 ]; then
+  echo "real-node stage skipped: NETOP_E2E_NODE_STAGE=0"
+elif [ ! -x "$k8s/cluster-up" ]; then
+  echo "real-node stage skipped: $k8s/cluster-up does not exist (no real node to run pods on)"
+else
+  started=$(date +%s)
+  export IMAGE_REGISTRY=localhost/netop-e2e NETOP_E2E_IMAGE_REGISTRY=localhost/netop-e2e
+  hack/build-images.sh
+  (
+    export NETOP_K8S_DIR="${TMPDIR:-/tmp}/netop-k8s-node-$$"
+    trap '"$k8s/cluster-down" >/dev/null 2>&1 || true; rm -rf "$NETOP_K8S_DIR"' EXIT
+    NETOP_K8S_IMAGES="$(echo target/images/*.tar)" eval "$("$k8s/cluster-up")"
+    cargo test -p e2e --test real_node -- --test-threads=1 --nocapture
+  )
+  echo "real-node stage in $(($(date +%s) - started)) s"
+fi

@@ -90,15 +90,22 @@ nvidia.com/ofed-driver-upgrade-drain.skip: "true"
 {{- end -}}
 
 {{/*
-The image: "<repository>:<tag>", the tag defaulting to the chart's appVersion; a tag starting with
-"sha256:" gives "<repository>@sha256:...".
+The controller's image: image.repository (its registry replaced by global.image.registry when
+set; hack/build-images.sh builds every image under one registry), with image.tag, else the
+chart's appVersion; a "sha256:..." tag gives repository@sha256:....
 */}}
 {{- define "netop.image" -}}
+{{- $global := include "netop.global" . | fromJson -}}
+{{- $registry := ($global.image | default dict).registry | default "" | trimSuffix "/" -}}
+{{- $repository := .Values.image.repository -}}
+{{- if $registry -}}
+{{- $repository = printf "%s/%s" $registry (base $repository) -}}
+{{- end -}}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
 {{- if hasPrefix "sha256:" $tag -}}
-{{- printf "%s@%s" .Values.image.repository $tag -}}
+{{- printf "%s@%s" $repository $tag -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 

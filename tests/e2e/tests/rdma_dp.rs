@@ -97,6 +97,9 @@ async fn the_binary_deploys_the_plugin_is_ready_once_its_pods_run_and_cleans_up(
     let metrics = controller.metrics().await;
     assert!(metrics.contains(&format!(r#"network_operator_state{{state="{STATE}",value="ready"}} 1"#)), "{metrics}");
     assert!(metrics.contains("network_operator_leader 1"), "{metrics}");
+    let build = r#"network_operator_build_info{commit="#;
+    assert!(metrics.contains(build) && metrics.contains(r#"component="rdma-dp""#), "{metrics}");
+    assert!(metrics.contains("process_cpu_seconds_total ") && metrics.contains("process_open_fds "), "{metrics}");
 
     // Remove the section: the objects go, the entry says ignore.
     Api::<NicClusterPolicy>::all(client.clone())
