@@ -34,6 +34,34 @@ async fn status_column(client: &Client) -> Result<String, String> {
     Ok(table["rows"][0]["cells"][index].as_str().unwrap_or_default().to_string())
 }
 
+/// Writes a `ready` entry for generation `generation` as the controller of each of `states`
+/// would (its own field manager), with the message `message_of` gives it.
+async fn stand_in(client: &Client, states: &[&str], generation: i64, message_of: impl Fn(&str) -> String) {
+    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
+    for state in states {
+        let message = message_of(state);
+        let patch = json!({
+            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
+            "status": {"appliedStates": [{"name": state, "state": "ready", "message": message, "observedGeneration": generation}]},
+        });
+        policies
+            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
+            .await
+            .expect("stand-in entry written");
+    }
+}
+
+/// Plays the kubelet for the RDMA plugin's one pod until it runs.
+async fn run_the_plugin_pod(client: &Client, namespace: &str) {
+    eventually("the plugin pod to run", WAIT, || async {
+        match run_pods(client, namespace, "app=rdma-shared-dp", None).await {
+            1 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 #[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
 async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
@@ -50,16 +78,7 @@ async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
 
     // Stand in for the controllers of the seed's other sections: each owns its own entry.
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    for state in OTHER_STATES {
-        let patch = json!({
-            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
-            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation}]},
-        });
-        policies
-            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
-            .await
-            .expect("stand-in entry written");
-    }
+    stand_in(&client, &OTHER_STATES, generation, |_| String::new()).await;
 
     // The plugin's pod is pending: its entry is notReady, its DaemonSet exists, and it alone
     // holds the policy back.
@@ -81,13 +100,7 @@ async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
     .await;
 
     // Play the kubelet for the plugin's pod.
-    eventually("the plugin pod to run", WAIT, || async {
-        match run_pods(&client, &env.namespace, "app=rdma-shared-dp", None).await {
-            1 => Ok(()),
-            n => Err(format!("{n} running")),
-        }
-    })
-    .await;
+    run_the_plugin_pod(&client, &env.namespace).await;
     eventually("the policy to be ready", WAIT, || async {
         match global(&client).await? {
             (SyncState::Ready, None) => Ok(()),
@@ -164,16 +177,7 @@ async fn each_transition_of_the_policy_reads_as_itself_in_kubectl_get_events() {
     let uid = created.metadata.uid.clone().unwrap_or_default();
     let generation = created.metadata.generation.unwrap_or(1);
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    for state in OTHER_STATES {
-        let patch = json!({
-            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
-            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation}]},
-        });
-        policies
-            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
-            .await
-            .expect("stand-in entry written");
-    }
+    stand_in(&client, &OTHER_STATES, generation, |_| String::new()).await;
     let _aggregator = ControllerProcess::start("aggregator", &env.namespace, &[]);
     let _rdma = ControllerProcess::start("rdma-dp-controller", &env.namespace, &[]);
 
@@ -196,16 +200,7 @@ async fn each_transition_of_the_policy_reads_as_itself_in_kubectl_get_events() {
         .await
         .unwrap();
     // The other entries follow the new generation.
-    for state in OTHER_STATES {
-        let patch = json!({
-            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
-            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation + 1}]},
-        });
-        policies
-            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
-            .await
-            .unwrap();
-    }
+    stand_in(&client, &OTHER_STATES, generation + 1, |_| String::new()).await;
     eventually("the policy notReady", WAIT, || async {
         match global(&client).await? {
             (SyncState::NotReady, Some(reason)) if reason.contains(RDMA) => Ok(()),
@@ -213,13 +208,7 @@ async fn each_transition_of_the_policy_reads_as_itself_in_kubectl_get_events() {
         }
     })
     .await;
-    eventually("the plugin pod to run", WAIT, || async {
-        match run_pods(&client, &env.namespace, "app=rdma-shared-dp", None).await {
-            1 => Ok(()),
-            n => Err(format!("{n} running")),
-        }
-    })
-    .await;
+    run_the_plugin_pod(&client, &env.namespace).await;
     let rows = eventually("the three transitions in kubectl get events", WAIT, || async {
         let rows = kubectl_events(&uid).ok_or("kubectl did not run")?;
         let reasons: Vec<&str> = rows.iter().map(|(reason, _)| reason.as_str()).collect();
@@ -244,17 +233,7 @@ async fn a_ready_entry_whose_controller_stopped_reads_as_no_controller_once_its_
     create_node(&env, &unique_name("netop-nic"), &nic_node_labels()).await;
     let created = fresh_policy(&env, &seed_policy()).await;
     let generation = created.metadata.generation.unwrap_or(1);
-    let policies: Api<NicClusterPolicy> = Api::all(client.clone());
-    for state in OTHER_STATES {
-        let patch = json!({
-            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
-            "status": {"appliedStates": [{"name": state, "state": "ready", "observedGeneration": generation}]},
-        });
-        policies
-            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
-            .await
-            .expect("stand-in entry written");
-    }
+    stand_in(&client, &OTHER_STATES, generation, |_| String::new()).await;
     // As the chart runs them: leader election in the release's namespace, short leases.
     let elect = [
         ("LEADER_ELECT", "true"),
@@ -266,13 +245,7 @@ async fn a_ready_entry_whose_controller_stopped_reads_as_no_controller_once_its_
     let _aggregator = ControllerProcess::start("aggregator", &env.namespace, &elect);
     let mut rdma = ControllerProcess::start("rdma-dp-controller", &env.namespace, &elect);
     wait_for_entry(&client, RDMA, "notReady").await;
-    eventually("the plugin pod to run", WAIT, || async {
-        match run_pods(&client, &env.namespace, "app=rdma-shared-dp", None).await {
-            1 => Ok(()),
-            n => Err(format!("{n} running")),
-        }
-    })
-    .await;
+    run_the_plugin_pod(&client, &env.namespace).await;
     eventually("the policy to be ready", WAIT, || async {
         match global(&client).await? {
             (SyncState::Ready, None) => Ok(()),
@@ -312,18 +285,12 @@ async fn a_ready_policy_whose_driver_leaves_nodes_out_says_so_in_its_reason_and_
     let generation = created.metadata.generation.unwrap_or(1);
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let left_out = "left out: 1 NIC node(s) without NFD labels get no driver: n3 (missing feature.node.kubernetes.io/kernel-version.full)";
-    for state in OTHER_STATES.iter().chain([&RDMA]) {
-        let message =
-            if *state == "state-OFED" { format!("1 pool(s) ready on 2 node(s); {left_out}") } else { String::new() };
-        let patch = json!({
-            "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": {"name": POLICY_NAME},
-            "status": {"appliedStates": [{"name": state, "state": "ready", "message": message, "observedGeneration": generation}]},
-        });
-        policies
-            .patch_status(POLICY_NAME, &PatchParams::apply(&format!("e2e/{state}")).force(), &Patch::Apply(&patch))
-            .await
-            .expect("stand-in entry written");
-    }
+    let states: Vec<&str> = OTHER_STATES.iter().copied().chain([RDMA]).collect();
+    stand_in(&client, &states, generation, |state| match state {
+        "state-OFED" => format!("1 pool(s) ready on 2 node(s); {left_out}"),
+        _ => String::new(),
+    })
+    .await;
     let _aggregator = ControllerProcess::start("aggregator", &env.namespace, &[]);
     let reason = eventually("the ready policy to name the node left out", WAIT, || async {
         match global(&client).await? {

@@ -7,29 +7,13 @@
 use e2e::helm::{helm, impersonating, install};
 use e2e::{TestEnv, client_for, unique_name};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-
-/// The controllers of the default install, by subchart (the admission webhook enabled too).
-const CONTROLLERS: [&str; 14] = [
-    "aggregator",
-    "ofed",
-    "rdma-dp",
-    "sriov-dp",
-    "nic-feature-discovery",
-    "doca-telemetry",
-    "ib-kubernetes",
-    "multus",
-    "cni-plugins",
-    "ipoib",
-    "whereabouts",
-    "nv-ipam",
-    "network-nads",
-    "admission",
-];
 
 /// A request's outcome without its body.
 fn unit<T>(result: kube::Result<T>) -> kube::Result<()> {
@@ -174,8 +158,16 @@ async fn no_service_account_may_damage_what_its_controller_does_not_own() {
         assert!(!refused(&result), "the admin was refused {what}: {result:?}");
     }
 
-    let mut accounts: Vec<String> = CONTROLLERS.iter().map(|c| format!("{release}-{c}")).collect();
-    accounts.push(format!("{single}-all-in-one"));
+    // Every ServiceAccount the two releases made: 13 controllers and the webhook, and the one
+    // of the all-in-one.
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let mut accounts = Vec::new();
+    for (instance, expected) in [(&release, 14), (&single, 1)] {
+        let selector = format!("app.kubernetes.io/instance={instance}");
+        let listed = service_accounts.list(&ListParams::default().labels(&selector)).await.unwrap();
+        assert_eq!(listed.items.len(), expected, "ServiceAccounts of {instance}");
+        accounts.extend(listed.items.iter().map(ResourceExt::name_any));
+    }
     let mut allowed = Vec::new();
     for account in &accounts {
         let config = impersonating(&ns, account);
