@@ -51,7 +51,10 @@ else
   (
     export NETOP_K8S_DIR="${TMPDIR:-/tmp}/netop-k8s-node-$$"
     trap '"$k8s/cluster-down" >/dev/null 2>&1 || true; rm -rf "$NETOP_K8S_DIR"' EXIT
-    NETOP_K8S_IMAGES="$(echo target/images/*.tar)" eval "$("$k8s/cluster-up")"
+    # Exported first: a prefix assignment would not reach the command substitution.
+    NETOP_K8S_IMAGES="$(echo target/images/*.tar)"
+    export NETOP_K8S_IMAGES
+    eval "$("$k8s/cluster-up")"
     cargo test -p e2e --test real_node -- --test-threads=1 --nocapture
   )
   echo "real-node stage in $(($(date +%s) - started)) s"
