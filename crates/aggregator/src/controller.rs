@@ -92,13 +92,25 @@ pub fn ready_condition(
         SyncState::Ignore => "Ignored",
     };
     let message = summary.reason.clone().unwrap_or_else(|| "every enabled state is ready".to_string());
+    condition(READY_CONDITION, (status, reason, &message), generation, previous, now)
+}
+
+/// A condition of `type_` with `(status, reason, message)`; `lastTransitionTime` stays as it was
+/// in `previous` while the status does not change.
+fn condition(
+    type_: &str,
+    (status, reason, message): (&str, &str, &str),
+    generation: Option<i64>,
+    previous: Option<&Condition>,
+    now: Timestamp,
+) -> Condition {
     let last_transition_time =
         previous.filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or(Time(now));
     Condition {
-        type_: READY_CONDITION.to_string(),
+        type_: type_.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
-        message: truncate(&message, MAX_MESSAGE),
+        message: truncate(message, MAX_MESSAGE),
         observed_generation: generation,
         last_transition_time,
     }
@@ -120,16 +132,7 @@ pub fn nodes_served_condition(
         [] => ("True", "AllNodesServed", "no ready state leaves a node out".to_string()),
         notes => ("False", "NodesLeftOut", notes.join("; ")),
     };
-    let last_transition_time =
-        previous.filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or(Time(now));
-    Condition {
-        type_: NODES_SERVED_CONDITION.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: truncate(&message, MAX_MESSAGE),
-        observed_generation: generation,
-        last_transition_time,
-    }
+    condition(NODES_SERVED_CONDITION, (status, reason, &message), generation, previous, now)
 }
 
 /// Folds one policy and writes its global status when it changed.
