@@ -51,6 +51,17 @@ async fn stand_in(client: &Client, states: &[&str], generation: i64, message_of:
     }
 }
 
+/// Waits until the policy is `ready` with nothing to say.
+async fn policy_ready(client: &Client) {
+    eventually("the policy to be ready", WAIT, || async {
+        match global(client).await? {
+            (SyncState::Ready, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 /// Plays the kubelet for the RDMA plugin's one pod until it runs.
 async fn run_the_plugin_pod(client: &Client, namespace: &str) {
     eventually("the plugin pod to run", WAIT, || async {
@@ -101,13 +112,7 @@ async fn the_policy_becomes_ready_when_the_rdma_plugin_pods_run() {
 
     // Play the kubelet for the plugin's pod.
     run_the_plugin_pod(&client, &env.namespace).await;
-    eventually("the policy to be ready", WAIT, || async {
-        match global(&client).await? {
-            (SyncState::Ready, None) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    policy_ready(&client).await;
     let policy = policies.get(POLICY_NAME).await.unwrap();
     let ready = policy.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.observed_generation), ("True", Some(generation)));
@@ -246,13 +251,7 @@ async fn a_ready_entry_whose_controller_stopped_reads_as_no_controller_once_its_
     let mut rdma = ControllerProcess::start("rdma-dp-controller", &env.namespace, &elect);
     wait_for_entry(&client, RDMA, "notReady").await;
     run_the_plugin_pod(&client, &env.namespace).await;
-    eventually("the policy to be ready", WAIT, || async {
-        match global(&client).await? {
-            (SyncState::Ready, None) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    policy_ready(&client).await;
 
     // Its chart uninstalled: the controller stops; its entry still says ready.
     let (status, _) = rdma.terminate(Duration::from_secs(5)).await;
