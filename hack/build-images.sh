@@ -12,12 +12,13 @@
 #
 #   IMAGE_REGISTRY  (default ghcr.io/nvidia-network-operator-rs: the charts' default)
 #   IMAGE_TAG       (default the chart's appVersion, the charts' default tag)
+#   IMAGE_OUT       (default target/images: where mkimage writes the tars)
 # Install with the images: helm install ... --set global.image.registry=$IMAGE_REGISTRY
 set -euo pipefail
 cd "$(dirname "$0")/.."
 registry="${IMAGE_REGISTRY:-ghcr.io/nvidia-network-operator-rs}"
 tag="${IMAGE_TAG:-$(sed -n 's/^appVersion: *"*\([^"]*\)"*$/\1/p' charts/network-operator/Chart.yaml)}"
-out="$PWD/target/images"
+out="${IMAGE_OUT:-$PWD/target/images}"
 binaries=(aggregator network-nads-controller ofed-controller rdma-dp-controller sriov-dp-controller
     nic-feature-discovery-controller doca-telemetry-controller ib-kubernetes-controller multus-controller
     cni-plugins-controller ipoib-controller whereabouts-controller nv-ipam-state-controller

@@ -45,17 +45,27 @@ if [ "${NETOP_E2E_NODE_STAGE:-1}" = 0 ]; then
 elif [ ! -x "$k8s/cluster-up" ]; then
   echo "real-node stage skipped: $k8s/cluster-up does not exist (no real node to run pods on)"
 else
+  # E2E_NODE_ROUNDS (default 2) runs its tests that many times in a row on the same node.
+  node_rounds=${E2E_NODE_ROUNDS:-2}
   started=$(date +%s)
   export IMAGE_REGISTRY=localhost/netop-e2e NETOP_E2E_IMAGE_REGISTRY=localhost/netop-e2e
   hack/build-images.sh
+  # The same binaries under a second tag, for `helm upgrade` to new images.
+  export NETOP_E2E_NEXT_IMAGE_TAG=e2e-next
+  IMAGE_TAG=$NETOP_E2E_NEXT_IMAGE_TAG IMAGE_OUT="$PWD/target/images/next" hack/build-images.sh >/dev/null
+  NETOP_E2E_K8S_TOOLS="$(cd "$k8s" && pwd)"
+  export NETOP_E2E_K8S_TOOLS
   (
     export NETOP_K8S_DIR="${TMPDIR:-/tmp}/netop-k8s-node-$$"
     trap '"$k8s/cluster-down" >/dev/null 2>&1 || true; rm -rf "$NETOP_K8S_DIR"' EXIT
     # Exported first: a prefix assignment would not reach the command substitution.
-    NETOP_K8S_IMAGES="$(echo target/images/*.tar)"
+    NETOP_K8S_IMAGES="$(echo target/images/*.tar target/images/next/*.tar)"
     export NETOP_K8S_IMAGES
     eval "$("$k8s/cluster-up")"
-    cargo test -p e2e --test real_node -- --test-threads=1 --nocapture
+    for round in $(seq 1 "$node_rounds"); do
+      echo "-- real-node round $round of $node_rounds"
+      cargo test -p e2e --test real_node -- --test-threads=1 --nocapture
+    done
   )
-  echo "real-node stage in $(($(date +%s) - started)) s"
+  echo "real-node stage: $node_rounds round(s) in $(($(date +%s) - started)) s"
 fi

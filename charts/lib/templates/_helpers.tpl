@@ -91,8 +91,8 @@ nvidia.com/ofed-driver-upgrade-drain.skip: "true"
 
 {{/*
 The controller's image: image.repository (its registry replaced by global.image.registry when
-set; hack/build-images.sh builds every image under one registry), with image.tag, else the
-chart's appVersion; a "sha256:..." tag gives repository@sha256:....
+set; hack/build-images.sh builds every image under one registry), with image.tag, else
+global.image.tag, else the chart's appVersion; a "sha256:..." tag gives repository@sha256:....
 */}}
 {{- define "netop.image" -}}
 {{- $global := include "netop.global" . | fromJson -}}
@@ -101,7 +101,7 @@ chart's appVersion; a "sha256:..." tag gives repository@sha256:....
 {{- if $registry -}}
 {{- $repository = printf "%s/%s" $registry (base $repository) -}}
 {{- end -}}
-{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
+{{- $tag := .Values.image.tag | default ($global.image | default dict).tag | default .Chart.AppVersion | toString -}}
 {{- if hasPrefix "sha256:" $tag -}}
 {{- printf "%s@%s" $repository $tag -}}
 {{- else -}}

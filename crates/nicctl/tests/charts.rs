@@ -420,3 +420,29 @@ fn the_init_container_values_reach_the_ofed_controller() {
     let off = ofed_settings(&helm, &["--set", "ofedDriver.initContainer.enable=false"]);
     assert_eq!(off["OFED_INIT_CONTAINER_IMAGE"], "", "no init container");
 }
+
+#[test]
+fn global_image_registry_and_tag_select_every_controller_image_unless_a_chart_sets_its_own_tag() {
+    let Some(helm) = helm() else { return };
+    let documents = template(
+        &helm,
+        &[
+            "--set",
+            "global.image.registry=registry.local:5000/netop/",
+            "--set",
+            "global.image.tag=1.2.3-patched",
+            "--set",
+            "rdma-dp.image.tag=own",
+        ],
+    );
+    let deployments: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), CONTROLLERS.len());
+    for deployment in deployments {
+        let name = deployment["metadata"]["name"].as_str().unwrap();
+        let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+        let (repository, tag) = image.rsplit_once(':').unwrap();
+        assert!(repository.starts_with("registry.local:5000/netop/") && !repository.contains("//"), "{name}: {image}");
+        let wanted = if name.ends_with("rdma-dp") { "own" } else { "1.2.3-patched" };
+        assert_eq!(tag, wanted, "{name}: {image}");
+    }
+}

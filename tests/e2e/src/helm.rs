@@ -37,6 +37,23 @@ pub fn install(cleanup: &Cleanup, release: &str, namespace: &str, args: &[&str])
     );
 }
 
+/// `helm upgrade <release> charts/network-operator -n <namespace> <args>` of a release
+/// [`install`] installed.
+pub fn upgrade(release: &str, namespace: &str, args: &[&str]) {
+    let output = Command::new("helm")
+        .args(["upgrade", release, "charts/network-operator", "--namespace", namespace])
+        .args(args)
+        .env("KUBECONFIG", std::env::var(KUBECONFIG_VAR).expect("the cluster under test"))
+        .current_dir(repo())
+        .output()
+        .expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm upgrade {release} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `helm uninstall <release> -n <namespace>`; errors are printed (this is cleanup).
 pub fn uninstall(release: &str, namespace: &str, kubeconfig: &str) {
     let output = Command::new("helm")
@@ -45,6 +62,8 @@ pub fn uninstall(release: &str, namespace: &str, kubeconfig: &str) {
         .output();
     match output {
         Ok(o) if o.status.success() => {}
+        // A test that uninstalled it already.
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("not found") => {}
         Ok(o) => eprintln!("cleanup: helm uninstall {release}: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => eprintln!("cleanup: helm uninstall {release}: {e}"),
     }

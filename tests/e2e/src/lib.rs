@@ -12,6 +12,7 @@ pub mod helm;
 pub mod kubelet;
 pub mod original;
 pub mod registry;
+pub mod stubs;
 
 use api::crd;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -184,6 +185,7 @@ where
 enum Created {
     Namespace(String),
     Node(String),
+    NodeLabels { node: String, keys: Vec<String> },
     Policy,
     Cluster { api_version: String, kind: String, plural: String, name: String },
     HelmRelease { name: String, namespace: String },
@@ -214,6 +216,11 @@ impl Cleanup {
     /// Deletes Node `name` at the end.
     pub fn node(&self, name: &str) {
         self.push(Created::Node(name.to_string()));
+    }
+
+    /// Removes labels `keys` from the existing Node `node` at the end, and uncordons it.
+    pub fn node_labels(&self, node: &str, keys: &[&str]) {
+        self.push(Created::NodeLabels { node: node.to_string(), keys: keys.iter().map(|k| k.to_string()).collect() });
     }
 
     /// Deletes `nic-cluster-policy` at the end.
@@ -259,6 +266,14 @@ async fn remove_all(path: String, created: Vec<Created>) {
         match item {
             Created::Namespace(name) => delete_if_present(&Api::<Namespace>::all(client.clone()), name).await,
             Created::Node(name) => delete_if_present(&nodes, name).await,
+            Created::NodeLabels { node, keys } => {
+                let labels: serde_json::Map<String, serde_json::Value> =
+                    keys.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect();
+                let patch = serde_json::json!({"metadata": {"labels": labels}, "spec": {"unschedulable": null}});
+                if let Err(e) = nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    eprintln!("cleanup: the labels of node {node}: {e}");
+                }
+            }
             Created::Policy => delete_if_present(&policies, api::POLICY_NAME).await,
             Created::HelmRelease { name, namespace } => helm::uninstall(name, namespace, &path),
             Created::Cluster { api_version, kind, plural, name } => {
