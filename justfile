@@ -27,7 +27,8 @@ charts:
     hack/check-charts.sh
 
 # Scale and memory benchmark with release binaries (not part of the tests): N NIC nodes
-# (BENCH_NODES, default 500), every controller (BENCH_INSTALL=all-in-one: in one process),
-# results in target/bench/results.md.
+# (BENCH_NODES, default 500), every controller (BENCH_INSTALL=all-in-one: in one process;
+# original: the original operator); BENCH_COMPARE=1 runs all three side by side; the report
+# with the ratios ours / original in target/bench/results.md.
 bench:
     hack/bench.sh

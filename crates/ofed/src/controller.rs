@@ -32,7 +32,7 @@ use state_core::run::{Process, drive, is_openshift, run_marking_ready, shutdown_
 use state_core::{ImageTags, Observed, OpenShiftFacts};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What every reconcile of the OFED controller shares.
 pub struct OfedContext {
@@ -379,7 +379,7 @@ pub async fn run_controller(
     let policies: Api<NicClusterPolicy> = Api::all(client);
     let controller =
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
-            .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
+            .with_config(controller::Config::default().debounce(state_core::run::DEBOUNCE));
     let policy_store = controller.store();
     let synced = async move {
         let _ = policy_store.wait_until_ready().await;

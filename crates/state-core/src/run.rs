@@ -24,6 +24,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Trailing-edge debounce of a state controller's reconcile triggers: a burst of events (a
+/// rollout's pods) reconciles once, this long after the last one. It delays every reaction by as
+/// much: at 500 ms the operator answered a spec change or the last pod Ready in 0.6 s (p50);
+/// `docs/performance.md` has the measurements.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -465,7 +471,7 @@ pub async fn run_controller_with<S: State>(
     tracing::info!(state = S::NAME, namespace = %ctx.namespace, openshift, "starting controller");
     let controller =
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
-            .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
+            .with_config(controller::Config::default().debounce(DEBOUNCE));
     ctx.metrics.init_reconciles(S::NAME);
     let policy_store = controller.store();
     let deleted = forget_states_when_deleted(controller.store(), ctx.metrics.clone());

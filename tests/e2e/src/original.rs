@@ -71,6 +71,11 @@ impl Original {
         env.lines().find_map(|l| l.strip_prefix("export NETOP_ORIGINAL_METRICS=")).map(str::to_string)
     }
 
+    /// Its process id (from the run script's state).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.state.join("pid")).ok()?.trim().parse().ok()
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.join("operator.log")).unwrap_or_default()
