@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use state_core::events::{Event, EventType, Recorder, Reporter};
@@ -242,8 +242,7 @@ pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicB
     }
     let deleted_metrics = metrics.clone();
     let (leases, writer) = reflector::store();
-    let lease_watch = reflector::reflector(writer, watcher(Api::<Lease>::namespaced(client.clone(), lease_namespace), watcher::Config::default()))
-        .default_backoff()
+    let lease_watch = state_core::owned::backoff_on_failure(reflector::reflector(writer, watcher(Api::<Lease>::namespaced(client.clone(), lease_namespace), watcher::Config::default())))
         .for_each(|event| async move {
             if let Err(e) = event {
                 tracing::warn!(error = %state_core::apply::describe_watch(&e), "watching the controllers' Leases; retrying");

@@ -241,19 +241,21 @@ pub fn controller<N: Network>(
     let networks = controller.store();
     let owners = nad_changes.flat_map(|nad| futures::stream::iter(nad.map(|n| owners_of::<N>(&n)).unwrap_or_default()));
     let waiting = networks.clone();
-    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .filter_map(|namespace| futures::future::ready(namespace.ok().map(|n| n.name_any())))
-        .flat_map(move |namespace| {
-            let targeting: Vec<ObjectRef<N>> = waiting
-                .state()
-                .iter()
-                .filter(|network| network.network_namespace() == namespace)
-                .map(|network| ObjectRef::from_obj(network.as_ref()))
-                .collect();
-            futures::stream::iter(targeting)
-        });
+    let namespaces = state_core::owned::backoff_on_failure(watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+        watcher::Config::default(),
+    ))
+    .applied_objects()
+    .filter_map(|namespace| futures::future::ready(namespace.ok().map(|n| n.name_any())))
+    .flat_map(move |namespace| {
+        let targeting: Vec<ObjectRef<N>> = waiting
+            .state()
+            .iter()
+            .filter(|network| network.network_namespace() == namespace)
+            .map(|network| ObjectRef::from_obj(network.as_ref()))
+            .collect();
+        futures::stream::iter(targeting)
+    });
     let synced = async move {
         let _ = networks.wait_until_ready().await;
         nads.synced().await;

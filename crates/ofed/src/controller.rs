@@ -344,11 +344,10 @@ pub async fn run_controller(
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let pod_writer = reflector::store::Writer::default();
     let pods = pod_writer.as_reader();
-    let pod_changes = reflector::reflector(
+    let pod_changes = state_core::owned::backoff_on_failure(reflector::reflector(
         pod_writer,
         watcher(pods_api, watcher::Config::default().labels(DRIVER_LABEL)).modify(upgrade::observe::slim_driver_pod),
-    )
-    .default_backoff()
+    ))
     .filter_map(|event| async move {
         matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(())
     });
@@ -410,8 +409,7 @@ pub async fn run_controller(
 async fn clean_up_deleted_policies(policies: Api<NicClusterPolicy>, ctx: Arc<OfedContext>) {
     let config = watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME));
     let mut deletions = std::pin::pin!(
-        watcher(policies, config)
-            .default_backoff()
+        state_core::owned::backoff_on_failure(watcher(policies, config))
             .filter_map(|event| async move { matches!(event, Ok(watcher::Event::Delete(_))).then_some(()) })
     );
     while deletions.next().await.is_some() {

@@ -17,7 +17,7 @@ use clap::{Parser, ValueEnum};
 use futures::{Stream, StreamExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -508,7 +508,7 @@ pub async fn run_controller_with<S: State>(
 pub fn config_map_changes(client: &Client, namespace: &str) -> impl Stream<Item = ()> + Send + 'static {
     let api: Api<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>> =
         Api::namespaced(client.clone(), namespace);
-    watcher(api, watcher::Config::default()).default_backoff().filter_map(|event| async move {
+    crate::owned::backoff_on_failure(watcher(api, watcher::Config::default())).filter_map(|event| async move {
         matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(())
     })
 }

@@ -95,13 +95,14 @@ pub fn watch_nodes(client: &Client) -> (Store<Node>, impl Stream<Item = ()> + Se
     let writer = reflector::store::Writer::default();
     let store = writer.as_reader();
     let config = watcher::Config::default().labels(&format!("{NIC_LABEL}=true")).page_size(100);
-    let changes =
-        reflector::reflector(writer, watcher(Api::<Node>::all(client.clone()), config).modify(observe::slim_node))
-            .default_backoff()
-            .filter_map(|event| async move {
-                matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone))
-                    .then_some(())
-            });
+    let changes = state_core::owned::backoff_on_failure(reflector::reflector(
+        writer,
+        watcher(Api::<Node>::all(client.clone()), config).modify(observe::slim_node),
+    ))
+    .filter_map(|event| async move {
+        matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone))
+            .then_some(())
+    });
     (store, changes)
 }
 
