@@ -3,7 +3,7 @@
 //! is seen, and confirms deletions at once, many at a time. It records when it last acted, so
 //! the operator's own reaction (last pod Ready → policy `ready`) is measured apart from it.
 
-use e2e::kubelet::target_node;
+use e2e::kubelet::{is_ready, running_status, target_node};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -62,13 +62,6 @@ impl Drop for Kubelet {
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// A pod being deleted (to confirm) or not yet Ready (to run).
 fn needs_playing(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some() || !is_ready(pod)
@@ -92,20 +85,6 @@ async fn play(api: &Api<Pod>, pod: &Pod, any_node: &str) -> bool {
             return false;
         }
     }
-    let now = jiff::Timestamp::now().to_string();
-    let containers: Vec<_> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .map(|c| {
-            json!({"name": c.name, "ready": true, "started": true, "restartCount": 0,
-                   "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                   "state": {"running": {"startedAt": now}}})
-        })
-        .collect();
-    let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
-    let status = json!({"status": {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "10.0.0.1", "startTime": now,
-        "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
-        "containerStatuses": containers}});
+    let status = running_status(pod);
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.is_ok()
 }

@@ -23,8 +23,13 @@ fn repo() -> PathBuf {
 /// test (not waiting: no kubelet runs the pods); uninstalled by `cleanup`.
 pub fn install(cleanup: &Cleanup, release: &str, namespace: &str, args: &[&str]) {
     cleanup.helm_release(release, namespace);
+    release_command("install", release, namespace, args);
+}
+
+/// `helm <verb> <release> charts/network-operator -n <namespace> <args>`, which must succeed.
+fn release_command(verb: &str, release: &str, namespace: &str, args: &[&str]) {
     let output = Command::new("helm")
-        .args(["install", release, "charts/network-operator", "--namespace", namespace])
+        .args([verb, release, "charts/network-operator", "--namespace", namespace])
         .args(args)
         .env("KUBECONFIG", std::env::var(KUBECONFIG_VAR).expect("the cluster under test"))
         .current_dir(repo())
@@ -32,7 +37,7 @@ pub fn install(cleanup: &Cleanup, release: &str, namespace: &str, args: &[&str])
         .expect("helm runs");
     assert!(
         output.status.success(),
-        "helm install {release} {args:?} failed: {}",
+        "helm {verb} {release} {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
@@ -40,18 +45,7 @@ pub fn install(cleanup: &Cleanup, release: &str, namespace: &str, args: &[&str])
 /// `helm upgrade <release> charts/network-operator -n <namespace> <args>` of a release
 /// [`install`] installed.
 pub fn upgrade(release: &str, namespace: &str, args: &[&str]) {
-    let output = Command::new("helm")
-        .args(["upgrade", release, "charts/network-operator", "--namespace", namespace])
-        .args(args)
-        .env("KUBECONFIG", std::env::var(KUBECONFIG_VAR).expect("the cluster under test"))
-        .current_dir(repo())
-        .output()
-        .expect("helm runs");
-    assert!(
-        output.status.success(),
-        "helm upgrade {release} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    release_command("upgrade", release, namespace, args);
 }
 
 /// `helm uninstall <release> -n <namespace>`; errors are printed (this is cleanup).

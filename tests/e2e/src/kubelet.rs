@@ -102,23 +102,7 @@ async fn run_pods_where(
             running += 1;
             continue;
         }
-        let now = jiff::Timestamp::now().to_string();
-        let containers: Vec<_> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .map(|c| {
-                json!({"name": c.name, "ready": true, "started": true, "restartCount": 0,
-                       "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                       "state": {"running": {"startedAt": now}}})
-            })
-            .collect();
-        let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
-        let status = json!({"status": {
-            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "10.0.0.1", "startTime": now,
-            "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
-            "containerStatuses": containers,
-        }});
+        let status = running_status(&pod);
         match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await {
             Ok(_) => running += 1,
             Err(e) => eprintln!("marking pod {name} Running: {e}"),
@@ -127,7 +111,30 @@ async fn run_pods_where(
     running
 }
 
-fn is_ready(pod: &Pod) -> bool {
+/// The status patch a kubelet sends once `pod` runs: Running, every condition and container
+/// Ready, now.
+pub fn running_status(pod: &Pod) -> serde_json::Value {
+    let now = jiff::Timestamp::now().to_string();
+    let containers: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| {
+            json!({"name": c.name, "ready": true, "started": true, "restartCount": 0,
+                   "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                   "state": {"running": {"startedAt": now}}})
+        })
+        .collect();
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
+    json!({"status": {
+        "phase": "Running", "hostIP": "127.0.0.1", "podIP": "10.0.0.1", "startTime": now,
+        "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
+        "containerStatuses": containers,
+    }})
+}
+
+/// Whether `pod` is Ready.
+pub fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
