@@ -528,18 +528,22 @@ pub async fn run_marking_ready(work: impl Future<Output = ()>, synced: impl Futu
     }
 }
 
-/// Withdraws the state series of `metrics` when the policy leaves the controller's cache
-/// (deleted): a dashboard then shows nothing deployed, not the last state. Polls the cache, which
-/// costs no request.
+/// Withdraws the state series of `metrics` whenever the policy is absent from the controller's
+/// cache (deleted): a dashboard then shows nothing deployed, not the last state. Polls the cache
+/// each second, which costs no request. Withdrawing on every poll without the policy, not only on
+/// a seen deletion, also covers a policy deleted within one poll and a reconcile that was under
+/// way when it went.
 pub async fn forget_states_when_deleted(policies: Store<NicClusterPolicy>, metrics: Metrics) {
     let key = ObjectRef::new(api::POLICY_NAME);
     let mut present = false;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = policies.get(&key).is_some();
-        if present && !now {
+        if !now {
             metrics.forget_states();
-            tracing::info!(policy = api::POLICY_NAME, "the policy is gone; its state metrics are withdrawn");
+            if present {
+                tracing::info!(policy = api::POLICY_NAME, "the policy is gone; its state metrics are withdrawn");
+            }
         }
         present = now;
     }
@@ -580,6 +584,24 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_series_are_withdrawn_even_when_the_policy_went_before_the_first_poll() {
+        let (policies, _writer) = kube::runtime::reflector::store::<NicClusterPolicy>();
+        let metrics = Metrics::new();
+        // A reconcile reported a state, and the policy was gone from the cache before any poll.
+        metrics.set_state("state-X", api::SyncState::Ready);
+        let exported = |metrics: &Metrics| metrics.encode().contains("network_operator_state{");
+        assert!(exported(&metrics));
+        let watch = tokio::spawn(forget_states_when_deleted(policies, metrics.clone()));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!exported(&metrics), "{}", metrics.encode());
+        // A late reconcile that reports again is withdrawn at the next poll.
+        metrics.set_state("state-X", api::SyncState::Ready);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!exported(&metrics), "{}", metrics.encode());
+        watch.abort();
     }
 
     #[tokio::test]
