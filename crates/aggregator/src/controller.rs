@@ -3,6 +3,7 @@
 
 use crate::fold::{Summary, fold};
 use crate::liveness;
+use api::state::conditions;
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -23,8 +24,8 @@ use std::time::Duration;
 
 /// The aggregator's server-side-apply field manager.
 pub const FIELD_MANAGER: &str = "network-operator/aggregator";
-/// Type of the standard condition the aggregator maintains.
-pub const READY_CONDITION: &str = "Ready";
+/// Type of the aggregate condition the aggregator maintains.
+pub const READY_CONDITION: &str = conditions::READY;
 /// Longest condition message the API accepts.
 const MAX_MESSAGE: usize = 32768;
 /// Longest Event note the API accepts.
@@ -76,8 +77,9 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
-/// The `Ready` condition for `summary`; `lastTransitionTime` stays as it was while the
-/// condition's status does not change.
+/// The aggregate `Ready` condition for `summary`, with the original's reasons (`Ignored` for a
+/// policy that is not acted on); the message says which sections hold it back and why.
+/// `lastTransitionTime` stays as it was while the condition's status does not change.
 pub fn ready_condition(
     summary: &Summary,
     generation: Option<i64>,
@@ -86,13 +88,37 @@ pub fn ready_condition(
 ) -> Condition {
     let status = if summary.state == SyncState::Ready { "True" } else { "False" };
     let reason = match summary.state {
-        SyncState::Ready => "Ready",
-        SyncState::NotReady => "NotReady",
-        SyncState::Error => "Error",
+        SyncState::Ready => conditions::ALL_COMPONENTS_READY,
+        SyncState::NotReady => conditions::COMPONENTS_NOT_READY,
+        SyncState::Error => conditions::COMPONENT_ERROR,
         SyncState::Ignore => "Ignored",
     };
     let message = summary.reason.clone().unwrap_or_else(|| "every enabled state is ready".to_string());
     condition(READY_CONDITION, (status, reason, &message), generation, previous, now)
+}
+
+/// One `<Component>Ready` condition per enabled section of `summary`, as the original writes
+/// them: True/`ComponentReady`, False/`ComponentNotReady` or False/`ComponentError` with the
+/// section's message; none for an absent section.
+pub fn component_conditions(
+    summary: &Summary,
+    generation: Option<i64>,
+    previous: impl Fn(&str) -> Option<Condition>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let mut found = Vec::new();
+    for (state, value) in &summary.states {
+        let Some(type_) = conditions::component_type(state) else { continue };
+        let (status, reason) = match value {
+            SyncState::Ignore => continue,
+            SyncState::Ready => ("True", conditions::COMPONENT_READY),
+            SyncState::NotReady => ("False", conditions::COMPONENT_NOT_READY),
+            SyncState::Error => ("False", conditions::COMPONENT_ERROR),
+        };
+        let message = summary.messages.get(state).map_or("", String::as_str);
+        found.push(condition(type_, (status, reason, message), generation, previous(type_).as_ref(), now));
+    }
+    found
 }
 
 /// A condition of `type_` with `(status, reason, message)`; `lastTransitionTime` stays as it was
@@ -159,17 +185,20 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
         }
     }
     let status = policy.status.clone().unwrap_or_default();
-    let previous = |type_: &str| status.conditions.iter().flatten().find(|c| c.type_ == type_);
-    let condition = ready_condition(&summary, policy.metadata.generation, previous(READY_CONDITION), now);
-    let served = nodes_served_condition(&summary, policy.metadata.generation, previous(NODES_SERVED_CONDITION), now);
+    let existing = status.conditions.clone().unwrap_or_default();
+    let previous = |type_: &str| existing.iter().find(|c| c.type_ == type_).cloned();
+    let mut conditions = vec![
+        ready_condition(&summary, policy.metadata.generation, previous(READY_CONDITION).as_ref(), now),
+        nodes_served_condition(&summary, policy.metadata.generation, previous(NODES_SERVED_CONDITION).as_ref(), now),
+    ];
+    conditions.extend(component_conditions(&summary, policy.metadata.generation, previous, now));
     let unchanged = status.state == Some(summary.state)
         && status.reason == summary.reason
-        && previous(READY_CONDITION) == Some(&condition)
-        && previous(NODES_SERVED_CONDITION) == Some(&served);
+        && same_conditions(&existing, &conditions);
     if unchanged {
         return Ok(Action::requeue(requeue));
     }
-    let mut new_status = json!({ "state": summary.state, "conditions": [condition, served] });
+    let mut new_status = json!({ "state": summary.state, "conditions": conditions });
     if let Some(reason) = &summary.reason {
         new_status["reason"] = json!(reason);
     }
@@ -205,6 +234,17 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
         }
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether `existing` holds exactly the `wanted` conditions among the types the aggregator
+/// writes (in any order); conditions of other types, another writer's, are not compared.
+fn same_conditions(existing: &[Condition], wanted: &[Condition]) -> bool {
+    let ours = |c: &&Condition| {
+        [READY_CONDITION, NODES_SERVED_CONDITION].contains(&c.type_.as_str())
+            || conditions::component_types().any(|t| t == c.type_)
+    };
+    let written: Vec<&Condition> = existing.iter().filter(ours).collect();
+    written.len() == wanted.len() && wanted.iter().all(|w| written.contains(&w))
 }
 
 /// The reason of the Event announcing a change to `state`: one per state, so each transition
@@ -272,7 +312,7 @@ mod tests {
     use super::*;
 
     fn summary(state: SyncState) -> Summary {
-        Summary { state, reason: Some("why".into()), states: vec![], left_out: vec![] }
+        Summary { state, reason: Some("why".into()), states: vec![], messages: Default::default(), left_out: vec![] }
     }
 
     #[test]
@@ -282,9 +322,76 @@ mod tests {
         let first = ready_condition(&summary(SyncState::NotReady), Some(1), None, t0);
         let same = ready_condition(&summary(SyncState::Error), Some(2), Some(&first), t1);
         assert_eq!(same.last_transition_time, Time(t0), "still False");
-        assert_eq!((same.reason.as_str(), same.observed_generation), ("Error", Some(2)));
+        assert_eq!((same.reason.as_str(), same.observed_generation), ("ComponentError", Some(2)));
         let flipped = ready_condition(&summary(SyncState::Ready), Some(2), Some(&same), t1);
         assert_eq!((flipped.status.as_str(), flipped.last_transition_time), ("True", Time(t1)));
+    }
+
+    #[test]
+    fn ready_reasons_are_the_originals() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let reason = |state| ready_condition(&summary(state), Some(1), None, now).reason;
+        assert_eq!(reason(SyncState::Ready), "AllComponentsReady");
+        assert_eq!(reason(SyncState::NotReady), "ComponentsNotReady");
+        assert_eq!(reason(SyncState::Error), "ComponentError");
+    }
+
+    #[test]
+    fn each_enabled_section_has_its_component_condition_and_absent_ones_none() {
+        use api::state::names;
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let t1 = Timestamp::from_second(1_800_000_100).unwrap();
+        let summary = Summary {
+            state: SyncState::Error,
+            reason: Some("why".into()),
+            states: vec![
+                (names::OFED, SyncState::Ready),
+                (names::RDMA_DP, SyncState::NotReady),
+                (names::NV_IPAM, SyncState::Error),
+                (names::WHEREABOUTS, SyncState::Ready),
+                (names::MULTUS, SyncState::Ignore),
+            ],
+            messages: [
+                (names::RDMA_DP, "DaemonSet rdma-shared-dp-ds: 1 of 2 pods available".to_string()),
+                (names::NV_IPAM, "spec.nvIpam.version: required".to_string()),
+            ]
+            .into(),
+            left_out: vec![],
+        };
+        let first = component_conditions(&summary, Some(4), |_| None, t0);
+        let seen: Vec<(&str, &str, &str, &str)> = first
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("OFEDDriverReady", "True", "ComponentReady", ""),
+                (
+                    "RDMASharedDevicePluginReady",
+                    "False",
+                    "ComponentNotReady",
+                    "DaemonSet rdma-shared-dp-ds: 1 of 2 pods available"
+                ),
+                ("NVIPAMReady", "False", "ComponentError", "spec.nvIpam.version: required"),
+                ("WhereaboutsCNIReady", "True", "ComponentReady", ""),
+            ]
+        );
+        assert!(first.iter().all(|c| c.observed_generation == Some(4)));
+        // A later fold keeps each transition time while the status holds.
+        let again = component_conditions(&summary, Some(4), |t| first.iter().find(|c| c.type_ == t).cloned(), t1);
+        assert!(again.iter().all(|c| c.last_transition_time == Time(t0)));
+        assert!(same_conditions(&first, &again));
+        assert!(!same_conditions(&first[1..], &again), "a condition to add is a change");
+    }
+
+    #[test]
+    fn another_writers_condition_is_not_a_change() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let ours = vec![ready_condition(&summary(SyncState::Ready), Some(1), None, now)];
+        let mut existing = ours.clone();
+        existing.push(Condition { type_: "SomethingElse".into(), ..ours[0].clone() });
+        assert!(same_conditions(&existing, &ours));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Summary {
     pub reason: Option<String>,
     /// Every known state with its value as the policy stands.
     pub states: Vec<(&'static str, SyncState)>,
+    /// Why each state that is not ready (or ready but leaving nodes out) is so, without its name.
+    pub messages: BTreeMap<&'static str, String>,
     /// The nodes ready states leave without their operand ([`api::state::LEFT_OUT_NOTE`]),
     /// each part prefixed with its state.
     pub left_out: Vec<String>,
@@ -46,37 +48,47 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
     let name = policy.name_any();
     if name != POLICY_NAME {
         let states = names::ALL.iter().map(|s| (*s, SyncState::Ignore)).collect();
-        return Summary { state: SyncState::Ignore, reason: Some(unsupported_reason(&name)), states, left_out: vec![] };
+        return Summary {
+            state: SyncState::Ignore,
+            reason: Some(unsupported_reason(&name)),
+            states,
+            messages: BTreeMap::new(),
+            left_out: vec![],
+        };
     }
     let generation = policy.metadata.generation.unwrap_or(0);
     let mut errors = Vec::new();
     let mut waiting = Vec::new();
     let mut states = Vec::new();
+    let mut messages = BTreeMap::new();
     let mut left_out = Vec::new();
     for state in names::ALL {
         if !policy.spec.has_section(state) {
             states.push((state, SyncState::Ignore));
             continue;
         }
-        let value = match (policy.applied_state(state), stopped.get(state)) {
+        let (value, message) = match (policy.applied_state(state), stopped.get(state)) {
             (_, Some(why)) => {
-                waiting.push(format!("{state}: no controller has reported; is its chart enabled? ({why})"));
-                SyncState::NotReady
+                (SyncState::NotReady, format!("no controller has reported; is its chart enabled? ({why})"))
             }
             (None, None) if is_new(policy, now) => {
-                waiting.push(format!("{state}: waiting for its controller's first report"));
-                SyncState::NotReady
+                (SyncState::NotReady, "waiting for its controller's first report".to_string())
             }
-            (None, None) => {
-                waiting.push(format!("{state}: no controller has reported; is its chart enabled?"));
-                SyncState::NotReady
-            }
-            (Some(entry), None) => judge(entry, generation, &mut errors, &mut waiting),
+            (None, None) => (SyncState::NotReady, "no controller has reported; is its chart enabled?".to_string()),
+            (Some(entry), None) => judge(entry, generation),
         };
+        match value {
+            SyncState::Error => errors.push(format!("{state}: {message}")),
+            SyncState::NotReady => waiting.push(format!("{state}: {message}")),
+            _ => {}
+        }
+        let notes: Vec<&str> = message.split("; ").filter(|part| part.starts_with(api::state::LEFT_OUT_NOTE)).collect();
         if value == SyncState::Ready {
-            let message = policy.applied_state(state).and_then(|e| e.message.as_deref()).unwrap_or_default();
-            let notes = message.split("; ").filter(|part| part.starts_with(api::state::LEFT_OUT_NOTE));
-            left_out.extend(notes.map(|part| format!("{state}: {part}")));
+            left_out.extend(notes.iter().map(|part| format!("{state}: {part}")));
+        }
+        let shown = if value == SyncState::Ready { notes.join("; ") } else { message };
+        if !shown.is_empty() {
+            messages.insert(state, shown);
         }
         states.push((state, value));
     }
@@ -92,7 +104,7 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
     } else {
         (SyncState::Ready, Some("no section is set".to_string()))
     };
-    Summary { state, reason, states, left_out }
+    Summary { state, reason, states, messages, left_out }
 }
 
 /// Whether `policy` was created less than [`FIRST_REPORT_GRACE`] before `now`.
@@ -100,28 +112,19 @@ pub fn is_new(policy: &NicClusterPolicy, now: Timestamp) -> bool {
     policy.metadata.creation_timestamp.as_ref().is_some_and(|created| now < created.0 + FIRST_REPORT_GRACE)
 }
 
-fn judge(entry: &AppliedState, generation: i64, errors: &mut Vec<String>, waiting: &mut Vec<String>) -> SyncState {
-    let name = &entry.name;
-    let message = entry.message.as_deref().unwrap_or("");
+/// The value of a reported entry for the policy's `generation`, and why.
+fn judge(entry: &AppliedState, generation: i64) -> (SyncState, String) {
+    let message = entry.message.clone().unwrap_or_default();
     match (entry.state, entry.observed_generation) {
-        (SyncState::Error, Some(g)) if g >= generation => {
-            errors.push(format!("{name}: {message}"));
-            SyncState::Error
-        }
+        (SyncState::Error, Some(g)) if g >= generation => (SyncState::Error, message),
         (_, observed) if observed.is_none_or(|g| g < generation) => {
             let seen = observed.map_or("no generation".to_string(), |g| format!("generation {g}"));
-            waiting.push(format!("{name}: stale: reported for {seen}"));
-            SyncState::NotReady
+            (SyncState::NotReady, format!("stale: reported for {seen}"))
         }
-        (SyncState::Ready, _) => SyncState::Ready,
-        (SyncState::NotReady, _) => {
-            waiting.push(if message.is_empty() { format!("{name}: not ready") } else { format!("{name}: {message}") });
-            SyncState::NotReady
-        }
-        (_, _) => {
-            waiting.push(format!("{name}: reported ignore although the section is set"));
-            SyncState::NotReady
-        }
+        (SyncState::Ready, _) => (SyncState::Ready, message),
+        (SyncState::NotReady, _) if message.is_empty() => (SyncState::NotReady, "not ready".to_string()),
+        (SyncState::NotReady, _) => (SyncState::NotReady, message),
+        (_, _) => (SyncState::NotReady, "reported ignore although the section is set".to_string()),
     }
 }
 
@@ -321,6 +324,25 @@ mod tests {
         let expected = "state-OFED: left out: 1 NIC node(s) without NFD labels get no driver: n3";
         assert_eq!(summary.reason.as_deref(), Some(expected));
         assert_eq!(summary.left_out, [expected]);
+    }
+
+    #[test]
+    fn each_state_keeps_why_it_is_not_ready_and_a_ready_one_only_its_left_out_nodes() {
+        let note = "1 pool(s) ready on 2 node(s); left out: 1 NIC node(s) without NFD labels get no driver: n3";
+        let entries = vec![
+            entry(names::RDMA_DP, SyncState::NotReady, Some("1 of 2 pods available"), 3),
+            entry(names::OFED, SyncState::Ready, Some(note), 3),
+        ];
+        let summary = fold(&policy(POLICY_NAME, rdma_and_ofed(), entries), &BTreeMap::new(), Timestamp::now());
+        assert_eq!(summary.messages.get(names::RDMA_DP).map(String::as_str), Some("1 of 2 pods available"));
+        assert_eq!(
+            summary.messages.get(names::OFED).map(String::as_str),
+            Some("left out: 1 NIC node(s) without NFD labels get no driver: n3")
+        );
+        assert_eq!(summary.messages.get(names::MULTUS), None, "an absent section says nothing");
+        let stale = vec![entry(names::RDMA_DP, SyncState::Ready, None, 2)];
+        let summary = fold(&policy(POLICY_NAME, rdma_and_ofed(), stale), &BTreeMap::new(), Timestamp::now());
+        assert_eq!(summary.messages.get(names::RDMA_DP).map(String::as_str), Some("stale: reported for generation 2"));
     }
 
     #[test]

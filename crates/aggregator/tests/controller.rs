@@ -61,10 +61,15 @@ async fn a_change_is_written_once_without_applied_states_and_announced_by_an_eve
     let condition = &status["conditions"][0];
     assert_eq!(
         (&condition["type"], &condition["status"], &condition["reason"], &condition["observedGeneration"]),
-        (&json!("Ready"), &json!("True"), &json!("Ready"), &json!(4))
+        (&json!("Ready"), &json!("True"), &json!("AllComponentsReady"), &json!(4))
     );
     let served = &status["conditions"][1];
     assert_eq!((&served["type"], &served["status"]), (&json!("NodesServed"), &json!("True")), "{status}");
+    // Then one condition per enabled section, each True/ComponentReady.
+    let components: Vec<&Value> = status["conditions"].as_array().unwrap()[2..].iter().collect();
+    assert_eq!(components.len(), 5, "the seed policy's five sections: {status}");
+    assert!(components.iter().all(|c| c["status"] == "True" && c["reason"] == "ComponentReady"), "{status}");
+    assert!(components.iter().any(|c| c["type"] == "OFEDDriverReady"), "{status}");
     let event = server.handle("POST", EVENTS, |r| (201, echo(&r.body))).await;
     assert_eq!(event.body["reason"], "StateReady");
     assert_eq!(event.body["note"], "unknown -> ready");

@@ -88,3 +88,47 @@ pub mod names {
         DOCA_TELEMETRY,
     ];
 }
+
+/// The policy's status conditions, as the original defines them (its
+/// `api/v1alpha1/nicclusterpolicyconditions.go`, from release v26.7): one `<Component>Ready`
+/// condition per enabled section, and the aggregate `Ready`.
+pub mod conditions {
+    use super::names;
+
+    /// The aggregate condition: True only when every enabled section is ready.
+    pub const READY: &str = "Ready";
+    /// Reason of a component condition whose workloads are fully available.
+    pub const COMPONENT_READY: &str = "ComponentReady";
+    /// Reason of a component condition still deploying, expected to become ready by itself.
+    pub const COMPONENT_NOT_READY: &str = "ComponentNotReady";
+    /// Reason of a component condition that needs attention; also of `Ready` when any has it.
+    pub const COMPONENT_ERROR: &str = "ComponentError";
+    /// Reason of `Ready` when every enabled section is ready.
+    pub const ALL_COMPONENTS_READY: &str = "AllComponentsReady";
+    /// Reason of `Ready` when a section is still deploying and none is in error.
+    pub const COMPONENTS_NOT_READY: &str = "ComponentsNotReady";
+
+    /// The component condition type of state `name`. The original has no Whereabouts state
+    /// since v25; ours keeps the section, and its condition is `WhereaboutsCNIReady`.
+    pub fn component_type(name: &str) -> Option<&'static str> {
+        Some(match name {
+            names::OFED => "OFEDDriverReady",
+            names::RDMA_DP => "RDMASharedDevicePluginReady",
+            names::SRIOV_DP => "SRIOVDevicePluginReady",
+            names::IB_KUBERNETES => "IBKubernetesReady",
+            names::MULTUS => "MultusCNIReady",
+            names::CNI_PLUGINS => "CNIPluginsReady",
+            names::IPOIB => "IPoIBCNIReady",
+            names::WHEREABOUTS => "WhereaboutsCNIReady",
+            names::NV_IPAM => "NVIPAMReady",
+            names::NIC_FEATURE_DISCOVERY => "NICFeatureDiscoveryReady",
+            names::DOCA_TELEMETRY => "DOCATelemetryServiceReady",
+            _ => return None,
+        })
+    }
+
+    /// Every component condition type (to prune those of sections removed).
+    pub fn component_types() -> impl Iterator<Item = &'static str> {
+        names::ALL.into_iter().filter_map(component_type)
+    }
+}

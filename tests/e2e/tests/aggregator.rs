@@ -22,6 +22,13 @@ async fn global(client: &Client) -> Result<(SyncState, Option<String>), String> 
     status.state.map(|s| (s, status.reason)).ok_or_else(|| "no global state yet".to_string())
 }
 
+/// The policy's condition of `type_` as (status, reason, message), if it has one.
+async fn condition(client: &Client, type_: &str) -> Result<Option<(String, String, String)>, String> {
+    let policy = Api::<NicClusterPolicy>::all(client.clone()).get(POLICY_NAME).await.map_err(|e| e.to_string())?;
+    let conditions = policy.status.and_then(|s| s.conditions).unwrap_or_default();
+    Ok(conditions.into_iter().find(|c| c.type_ == type_).map(|c| (c.status, c.reason, c.message)))
+}
+
 /// What `kubectl get nicclusterpolicy` prints in the Status column (the server-side table).
 async fn status_column(client: &Client) -> Result<String, String> {
     let request = http::Request::get(format!("/apis/mellanox.com/v1alpha1/nicclusterpolicies/{POLICY_NAME}"))
@@ -194,6 +201,16 @@ async fn each_transition_of_the_policy_reads_as_itself_in_kubectl_get_events() {
         }
     })
     .await;
+    // The section's own condition says why, as the original's; the aggregate names the reason.
+    eventually("RDMASharedDevicePluginReady False with ComponentError", WAIT, || async {
+        match condition(&client, "RDMASharedDevicePluginReady").await? {
+            Some((s, r, m)) if s == "False" && r == "ComponentError" && m.contains("config") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let ready = condition(&client, "Ready").await.unwrap().expect("a Ready condition");
+    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", "ComponentError"), "{ready:?}");
     let config =
         r#"{"configList": [{"resourceName": "rdma_shared_device_a", "rdmaHcaMax": 63, "devices": ["mlx5_0"]}]}"#;
     policies
@@ -228,6 +245,29 @@ async fn each_transition_of_the_policy_reads_as_itself_in_kubectl_get_events() {
     assert!(last[0].1.contains("-> error:") && last[0].1.contains("spec.rdmaSharedDevicePlugin.config"), "{rows:?}");
     assert!(last[1].1.starts_with("error -> notReady:"), "the notReady Event says this transition: {rows:?}");
     assert_eq!(last[2].1, "notReady -> ready", "{rows:?}");
+    let ready = condition(&client, "Ready").await.unwrap().expect("a Ready condition");
+    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("True", "AllComponentsReady"), "{ready:?}");
+    let rdma = condition(&client, "RDMASharedDevicePluginReady").await.unwrap();
+    assert_eq!(rdma.map(|c| (c.0, c.1)), Some(("True".into(), "ComponentReady".into())));
+
+    // The section removed: its condition goes (the aggregator's apply no longer holds it), the
+    // other sections' stay.
+    policies
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rdmaSharedDevicePlugin": null}})))
+        .await
+        .unwrap();
+    stand_in(&client, &OTHER_STATES, generation + 2, |_| String::new()).await;
+    eventually("RDMASharedDevicePluginReady removed", WAIT, || async {
+        match condition(&client, "RDMASharedDevicePluginReady").await? {
+            None => Ok(()),
+            Some(c) => Err(format!("still {c:?}")),
+        }
+    })
+    .await;
+    for type_ in ["OFEDDriverReady", "MultusCNIReady", "CNIPluginsReady", "WhereaboutsCNIReady"] {
+        let kept = condition(&client, type_).await.unwrap();
+        assert_eq!(kept.map(|c| c.0), Some("True".to_string()), "{type_}");
+    }
 }
 
 #[tokio::test]
