@@ -89,6 +89,18 @@ fn guids_must_be_guids_and_the_range_must_grow() {
 }
 
 #[test]
+fn a_section_without_its_own_or_a_global_repository_and_version_is_refused_naming_both() {
+    let bare = json!({"image": "k8s-rdma-shared-dev-plugin", "config": RDMA_OK});
+    assert_eq!(
+        messages(json!({"rdmaSharedDevicePlugin": bare.clone()})),
+        ["spec.rdmaSharedDevicePlugin.repository: required: set it here or spec.global.repository for every section; \
+             spec.rdmaSharedDevicePlugin.version: required: set it here or spec.global.version for every section"]
+    );
+    let global = json!({"repository": "ghcr.io/mellanox", "version": "v1.0.0"});
+    assert_eq!(paths(json!({"global": global, "rdmaSharedDevicePlugin": bare})), Vec::<String>::new());
+}
+
+#[test]
 fn safe_load_needs_auto_upgrade() {
     let mut ofed = image("mofed");
     ofed["version"] = json!("23.04-0.5.3.3.1");

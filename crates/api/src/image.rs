@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 /// port) alone or followed by lowercase path components, or lowercase path components alone.
 pub const REPOSITORY_RULE: &str = "self.matches('^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\\\\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\\\\[[a-fA-F0-9:]+\\\\])(:[0-9]+)?|[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)(/[a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*)*$')";
 
+/// Message of [`REPOSITORY_RULE`].
+pub const REPOSITORY_MESSAGE: &str = "repository must be what stands before /<image> in an image reference: a registry host (DNS name, IPv4 or [IPv6], optional port) alone or with a lowercase path, or a lowercase path, e.g. nvcr.io/nvidia/mellanox, registry.local:5000 or 10.0.0.1:5000/mirror; no scheme, tag, digest or trailing slash";
+
 /// Repositories [`REPOSITORY_RULE`] accepts: the test vectors of the unit tests and of the
 /// end-to-end test on a real API server.
 pub const REPOSITORIES_ACCEPTED: &[&str] = &[
@@ -65,7 +68,15 @@ static REPOSITORY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(
 /// working pods with ones that cannot start).
 pub fn check(section: &str, spec: &ImageSpec) -> Result<(), crate::FieldError> {
     let mut errors = Vec::new();
-    if !REPOSITORY.is_match(&spec.repository) {
+    for (field, value) in [("repository", &spec.repository), ("version", &spec.version)] {
+        if value.is_empty() {
+            errors.push(crate::FieldError::new(
+                format!("{section}.{field}"),
+                format!("required: set it here or spec.global.{field} for every section"),
+            ));
+        }
+    }
+    if !spec.repository.is_empty() && !REPOSITORY.is_match(&spec.repository) {
         errors.push(crate::FieldError::new(
             format!("{section}.repository"),
             format!("{:?} is not an image repository (a registry host, a lowercase path, or both)", spec.repository),
@@ -77,7 +88,7 @@ pub fn check(section: &str, spec: &ImageSpec) -> Result<(), crate::FieldError> {
             format!("{:?} is not an image name (lowercase letters, digits, '.', '_', '-' and '/')", spec.image),
         ));
     }
-    if !VERSION.is_match(&spec.version) {
+    if !spec.version.is_empty() && !VERSION.is_match(&spec.version) {
         errors.push(crate::FieldError::new(
             format!("{section}.version"),
             format!(
@@ -108,13 +119,15 @@ pub struct ImageSpec {
     /// Image name, e.g. `k8s-rdma-shared-dev-plugin`.
     #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 255))]
     pub image: String,
-    /// Image repository, e.g. `ghcr.io/mellanox`.
+    /// Image repository, e.g. `ghcr.io/mellanox`; when left out, `spec.global.repository`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(regex(pattern = r"[a-zA-Z0-9\.\-\/]+"), length(max = 255), extend("x-kubernetes-validations" = [{
         "rule": REPOSITORY_RULE,
-        "message": "repository must be what stands before /<image> in an image reference: a registry host (DNS name, IPv4 or [IPv6], optional port) alone or with a lowercase path, or a lowercase path, e.g. nvcr.io/nvidia/mellanox, registry.local:5000 or 10.0.0.1:5000/mirror; no scheme, tag, digest or trailing slash",
+        "message": REPOSITORY_MESSAGE,
     }]))]
     pub repository: String,
-    /// Image tag, or a `sha256:` digest.
+    /// Image tag, or a `sha256:` digest; when left out, `spec.global.version`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
     /// Names of Secrets in the operands' namespace used to pull the image.
@@ -140,7 +153,45 @@ pub struct ContainerResources {
     pub requests: Option<BTreeMap<String, Quantity>>,
 }
 
+/// Defaults for every section's image (`spec.global`), as in the original since v25.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalConfig {
+    /// Repository of every section that leaves `repository` out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"[a-zA-Z0-9\.\-\/]+"), length(max = 255), extend("x-kubernetes-validations" = [{
+        "rule": REPOSITORY_RULE,
+        "message": REPOSITORY_MESSAGE,
+    }]))]
+    pub repository: Option<String>,
+    /// Version (tag) of every section that leaves `version` out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN))]
+    pub version: Option<String>,
+    /// Pull secrets of every section that lists none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<String>>,
+}
+
 impl ImageSpec {
+    /// Fills what this image leaves out from `global`, as the original's `ApplyGlobalConfig`:
+    /// an empty `repository` or `version` takes the global one; no pull secrets (absent or
+    /// empty) take the global list. What the section sets always wins.
+    pub fn apply_global(&mut self, global: &GlobalConfig) {
+        if self.repository.is_empty() {
+            self.repository = global.repository.clone().unwrap_or_default();
+        }
+        if self.version.is_empty() {
+            self.version = global.version.clone().unwrap_or_default();
+        }
+        let global_secrets = global.image_pull_secrets.as_ref().filter(|s| !s.is_empty());
+        if self.image_pull_secrets.as_ref().is_none_or(Vec::is_empty)
+            && let Some(secrets) = global_secrets
+        {
+            self.image_pull_secrets = Some(secrets.clone());
+        }
+    }
+
     /// The full image reference: `repository/image:version`, or `repository/image@sha256:…`
     /// when the version is a digest.
     pub fn reference(&self) -> String {
@@ -195,6 +246,36 @@ mod tests {
         let mut port = spec("v1");
         port.repository = "localhost:99999x/r".into();
         assert!(check("spec.x", &port).is_err());
+    }
+
+    #[test]
+    fn a_missing_repository_or_version_is_required_naming_the_global_default() {
+        let mut bare = spec("");
+        bare.repository = String::new();
+        let error = check("spec.x", &bare).unwrap_err().to_string();
+        assert!(error.contains("spec.x.repository: required: set it here or spec.global.repository"), "{error}");
+        assert!(error.contains("spec.x.version: required: set it here or spec.global.version"), "{error}");
+    }
+
+    #[test]
+    fn global_defaults_fill_only_what_the_section_leaves_out() {
+        let global = GlobalConfig {
+            repository: Some("registry.local:5000/mirror".into()),
+            version: Some("v9".into()),
+            image_pull_secrets: Some(vec!["global-secret".into()]),
+        };
+        let mut own = spec("v1");
+        own.image_pull_secrets = Some(vec!["own".into()]);
+        let before = own.clone();
+        own.apply_global(&global);
+        assert_eq!(own, before, "what the section sets wins");
+        let mut bare = ImageSpec { image: "plugin".into(), image_pull_secrets: Some(vec![]), ..Default::default() };
+        bare.apply_global(&global);
+        assert_eq!(bare.reference(), "registry.local:5000/mirror/plugin:v9");
+        assert_eq!(bare.image_pull_secrets, Some(vec!["global-secret".into()]), "an empty list takes the global one");
+        let mut untouched = ImageSpec { image: "plugin".into(), ..Default::default() };
+        untouched.apply_global(&GlobalConfig::default());
+        assert_eq!(untouched.repository, "", "no global default leaves it empty (then required)");
     }
 
     #[test]

@@ -17,7 +17,8 @@ static SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Where the operands run: the policy's `spec.tolerations` and `spec.nodeAffinity`, which every
-/// state copies into its pod templates.
+/// state copies into its pod templates, and their Deployment counterparts
+/// `spec.deploymentTolerations` and `spec.deploymentNodeAffinity`.
 pub fn placement(policy: &NicClusterPolicy) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for (i, toleration) in policy.spec.tolerations.iter().flatten().enumerate() {
@@ -25,6 +26,12 @@ pub fn placement(policy: &NicClusterPolicy) -> Vec<FieldError> {
     }
     if let Some(affinity) = &policy.spec.node_affinity {
         errors.extend(node_affinity("spec.nodeAffinity", affinity));
+    }
+    for (i, toleration) in policy.spec.deployment_tolerations.iter().flatten().enumerate() {
+        errors.extend(check_toleration(&format!("spec.deploymentTolerations[{i}]"), toleration));
+    }
+    if let Some(affinity) = &policy.spec.deployment_node_affinity {
+        errors.extend(node_affinity("spec.deploymentNodeAffinity", affinity));
     }
     errors
 }
@@ -265,6 +272,21 @@ mod tests {
             placement_of(json!({"nodeAffinity": empty})),
             [
                 "spec.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: needs at least one term"
+            ]
+        );
+    }
+
+    #[test]
+    fn deployment_placement_is_checked_under_its_own_field() {
+        let affinity = json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}});
+        assert_eq!(
+            placement_of(json!({
+                "deploymentTolerations": [{"key": "a", "operator": "Foo"}],
+                "deploymentNodeAffinity": affinity,
+            })),
+            [
+                "spec.deploymentTolerations[0].operator: \"Foo\" is not an operator: Equal or Exists (empty means Equal)",
+                "spec.deploymentNodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: needs at least one term",
             ]
         );
     }

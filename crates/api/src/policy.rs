@@ -1,7 +1,7 @@
 //! `NicClusterPolicy`: the cluster-wide desired state of the NIC stack.
 
 use crate::FieldError;
-use crate::image::ImageSpec;
+use crate::image::{GlobalConfig, ImageSpec};
 use crate::state::SyncState;
 use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -31,12 +31,22 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NicClusterPolicySpec {
+    /// Defaults for every section's image: repository, version, pull secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalConfig>,
     /// Node affinity added to every managed DaemonSet's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_affinity: Option<NodeAffinity>,
     /// Tolerations added (before the component's own) to every managed DaemonSet's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+    /// Node affinity of the managed Deployments' pods (ib-kubernetes, the nv-ipam controller),
+    /// apart from the DaemonSets' `nodeAffinity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_node_affinity: Option<NodeAffinity>,
+    /// Tolerations of the managed Deployments' pods, apart from the DaemonSets' `tolerations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_tolerations: Option<Vec<Toleration>>,
     /// The OFED (DOCA) driver container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ofed_driver: Option<OfedDriverSpec>,
@@ -65,6 +75,38 @@ pub struct NicClusterPolicySpec {
 
 optional_spec!(NicClusterPolicySpec);
 
+impl NicClusterPolicySpec {
+    /// Every section's image, for reading or filling defaults.
+    fn images_mut(&mut self) -> Vec<&mut ImageSpec> {
+        let secondary = self.secondary_network.as_mut();
+        let (multus, cni_plugins, ipoib, ipam_plugin) = match secondary {
+            Some(s) => (
+                s.multus.as_mut().map(|m| &mut m.image),
+                s.cni_plugins.as_mut(),
+                s.ipoib.as_mut(),
+                s.ipam_plugin.as_mut(),
+            ),
+            None => (None, None, None, None),
+        };
+        [
+            self.ofed_driver.as_mut().map(|s| &mut s.image),
+            self.rdma_shared_device_plugin.as_mut().map(|s| &mut s.image),
+            self.sriov_device_plugin.as_mut().map(|s| &mut s.image),
+            self.ib_kubernetes.as_mut().map(|s| &mut s.image),
+            multus,
+            cni_plugins,
+            ipoib,
+            ipam_plugin,
+            self.nv_ipam.as_mut().map(|s| &mut s.image),
+            self.nic_feature_discovery.as_mut().map(|s| &mut s.image),
+            self.doca_telemetry_service.as_mut().map(|s| &mut s.image),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// Initial delay and period of one of the driver container's probes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -85,7 +127,7 @@ pub struct ConfigMapNameReference {
 
 /// CEL rule of the OFED driver's `version`: a driver version (`24.07-0.6.1.0-0`, optionally
 /// `doca<release>-` first, as later releases name them) or a `sha256:` digest.
-pub const OFED_VERSION_RULE: &str = "self.version.matches('^(doca[0-9][0-9.]*-)?[0-9]+\\\\.[0-9]+-[0-9]+(\\\\.[0-9]+)*(-[0-9]+)?$') || self.version.matches('^sha256:[a-f0-9]{64}$')";
+pub const OFED_VERSION_RULE: &str = "!has(self.version) || self.version.matches('^(doca[0-9][0-9.]*-)?[0-9]+\\\\.[0-9]+-[0-9]+(\\\\.[0-9]+)*(-[0-9]+)?$') || self.version.matches('^sha256:[a-f0-9]{64}$')";
 
 /// The OFED driver container and how it is upgraded.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -412,6 +454,19 @@ impl NicClusterPolicySpec {
 }
 
 impl NicClusterPolicy {
+    /// The policy as its states render it: every section's image completed from
+    /// `spec.global` ([`ImageSpec::apply_global`]). Controllers and `nicctl` resolve once, where
+    /// the policy comes in; the stored object keeps what the user wrote.
+    pub fn with_global_defaults(&self) -> NicClusterPolicy {
+        let mut resolved = self.clone();
+        if let Some(global) = self.spec.global.clone() {
+            for image in resolved.spec.images_mut() {
+                image.apply_global(&global);
+            }
+        }
+        resolved
+    }
+
     /// This state's entry in `status.appliedStates`, if any.
     pub fn applied_state(&self, name: &str) -> Option<&AppliedState> {
         self.status.as_ref()?.applied_states.as_ref()?.iter().find(|s| s.name == name)

@@ -33,6 +33,28 @@ fn the_full_example_renders_quoted_guids_and_the_ufm_secret() {
 }
 
 #[test]
+fn the_deployment_placement_fields_place_the_deployment_instead_of_the_daemonset_ones() {
+    let mut policy = full();
+    policy.spec.tolerations =
+        Some(vec![serde_json::from_value(json!({"key": "nic-only", "operator": "Exists"})).unwrap()]);
+    policy.spec.deployment_tolerations = Some(vec![
+        serde_json::from_value(json!({"key": "infra", "operator": "Exists", "effect": "NoSchedule"})).unwrap(),
+    ]);
+    policy.spec.deployment_node_affinity = Some(
+        serde_json::from_value(json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "node-role.kubernetes.io/infra", "operator": "Exists"}]}]}}))
+        .unwrap(),
+    );
+    let objects = golden("deployment_placement", &policy, false);
+    let pod = &objects.last().unwrap().data["spec"]["template"]["spec"];
+    let tolerations = pod["tolerations"].to_string();
+    assert!(tolerations.contains("infra") && !tolerations.contains("nic-only"), "{tolerations}");
+    let required = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    assert!(required.to_string().contains("node-role.kubernetes.io/infra"), "{required}");
+    assert!(pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"].is_array(), "kept");
+}
+
+#[test]
 fn openshift_adds_the_privileged_scc_role() {
     let objects = golden("openshift", &full(), true);
     assert!(objects.iter().any(|o| o.types.as_ref().unwrap().kind == "Role"));

@@ -73,7 +73,40 @@ fn a_missing_required_field_exits_2_naming_the_field() {
     let path = write_temp("missing.yaml", &text);
     let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("spec.ofedDriver.version: missing field"), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("spec.ofedDriver.version: required: set it here or spec.global.version"), "{message}");
+}
+
+#[test]
+fn sections_that_leave_their_image_to_spec_global_render_as_if_they_spelled_it_out() {
+    let text = std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap();
+    let seed: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let sections =
+        ["/spec/secondaryNetwork/cniPlugins", "/spec/secondaryNetwork/multus", "/spec/secondaryNetwork/ipamPlugin"];
+    // Spelled out: every section with its own repository, and one pull secret each.
+    let mut explicit = seed.clone();
+    for section in ["/spec/ofedDriver", "/spec/rdmaSharedDevicePlugin"].iter().chain(&sections) {
+        explicit.pointer_mut(section).unwrap()["imagePullSecrets"] = serde_json::json!(["pull-secret"]);
+    }
+    // From global: the shared repository, multus's version and the pull secret.
+    let mut global = seed.clone();
+    global["spec"]["global"] = serde_json::json!({
+        "repository": "ghcr.io/k8snetworkplumbingwg", "version": "v3.9.3", "imagePullSecrets": ["pull-secret"],
+    });
+    for section in sections {
+        global.pointer_mut(section).unwrap().as_object_mut().unwrap().remove("repository");
+    }
+    global.pointer_mut("/spec/secondaryNetwork/multus").unwrap().as_object_mut().unwrap().remove("version");
+    let rendered = |name: &str, policy: &serde_json::Value| {
+        let path = write_temp(name, &policy.to_string());
+        let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let explicit = rendered("explicit.json", &explicit);
+    assert!(explicit.contains("ghcr.io/k8snetworkplumbingwg/multus-cni:v3.9.3"), "{explicit}");
+    assert!(explicit.contains("- name: pull-secret"), "{explicit}");
+    assert_eq!(rendered("global.json", &global), explicit);
 }
 
 #[test]

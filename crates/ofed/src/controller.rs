@@ -90,6 +90,8 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<OfedContext>) -> 
         return Ok(Action::await_change());
     }
     let started = Instant::now();
+    // The driver image completed from `spec.global`: the registry's tags are listed for it.
+    let policy = Arc::new(policy.with_global_defaults());
     let core = &ctx.core;
     let outcome = match reconcile::observe::<OfedDriver>(&policy, core).await {
         Err(outcome) => outcome,

@@ -3,7 +3,7 @@
 
 use crate::STATE_LABEL;
 use api::{ImageSpec, NicClusterPolicy};
-use k8s_openapi::api::core::v1::NodeAffinity;
+use k8s_openapi::api::core::v1::{NodeAffinity, Toleration};
 use kube::Resource;
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
@@ -45,10 +45,24 @@ impl Edits<'_> {
         };
         self.pull_secrets(pod);
         self.container_resources(pod);
-        // The policy's tolerations and node affinity say where the operands run: DaemonSets and
-        // Deployments alike (the original ignored them for Deployments).
-        self.tolerations(pod);
-        self.node_affinity(pod);
+        // The policy says where the operands run: DaemonSets by `tolerations` and `nodeAffinity`;
+        // Deployments by `deploymentTolerations` and `deploymentNodeAffinity`, each falling back
+        // to the DaemonSets' field when left out (so v24.7 policies render as before; the
+        // original v24.7 ignored both for Deployments). An empty one means none.
+        let deployment = kind == "Deployment";
+        let spec = &self.policy.spec;
+        let tolerations = match &spec.deployment_tolerations {
+            Some(own) if deployment => Some(own),
+            _ => spec.tolerations.as_ref(),
+        };
+        let affinity = match &spec.deployment_node_affinity {
+            Some(own) if deployment => (own != &NodeAffinity::default()).then_some(own),
+            _ => spec.node_affinity.as_ref(),
+        };
+        add_tolerations(pod, tolerations.map(Vec::as_slice).unwrap_or_default());
+        if let Some(affinity) = affinity {
+            add_node_affinity(pod, affinity);
+        }
         if kind == "DaemonSet" && self.needs_driver {
             self.driver_gate(pod);
         }
@@ -101,29 +115,6 @@ impl Edits<'_> {
         }
     }
 
-    fn tolerations(&self, pod: &mut Value) {
-        let mut merged: Vec<Value> = self.policy.spec.tolerations.iter().flatten().map(|t| json!(t)).collect();
-        merged.extend(pod["tolerations"].as_array().cloned().unwrap_or_default());
-        let gpu = json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"});
-        if !merged.contains(&gpu) {
-            merged.push(gpu);
-        }
-        pod["tolerations"] = Value::Array(merged);
-    }
-
-    fn node_affinity(&self, pod: &mut Value) {
-        let Some(policy_affinity) = &self.policy.spec.node_affinity else {
-            return;
-        };
-        let existing: Option<NodeAffinity> =
-            pod.pointer("/affinity/nodeAffinity").and_then(|v| serde_json::from_value(v.clone()).ok());
-        let merged = merge_node_affinity(existing, policy_affinity);
-        if !pod["affinity"].is_object() {
-            pod["affinity"] = json!({});
-        }
-        pod["affinity"]["nodeAffinity"] = json!(merged);
-    }
-
     fn driver_gate(&self, pod: &mut Value) {
         if !pod["nodeSelector"].is_object() {
             pod["nodeSelector"] = json!({});
@@ -133,6 +124,28 @@ impl Edits<'_> {
             pod["nodeSelector"][MOFED_WAIT_LABEL] = json!("false");
         }
     }
+}
+
+/// Puts `tolerations` before the pod's own, and the GPU taint's toleration after them.
+fn add_tolerations(pod: &mut Value, tolerations: &[Toleration]) {
+    let mut merged: Vec<Value> = tolerations.iter().map(|t| json!(t)).collect();
+    merged.extend(pod["tolerations"].as_array().cloned().unwrap_or_default());
+    let gpu = json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"});
+    if !merged.contains(&gpu) {
+        merged.push(gpu);
+    }
+    pod["tolerations"] = Value::Array(merged);
+}
+
+/// Adds `affinity` to the pod's own node affinity ([`merge_node_affinity`]).
+fn add_node_affinity(pod: &mut Value, affinity: &NodeAffinity) {
+    let existing: Option<NodeAffinity> =
+        pod.pointer("/affinity/nodeAffinity").and_then(|v| serde_json::from_value(v.clone()).ok());
+    let merged = merge_node_affinity(existing, affinity);
+    if !pod["affinity"].is_object() {
+        pod["affinity"] = json!({});
+    }
+    pod["affinity"]["nodeAffinity"] = json!(merged);
 }
 
 /// `policy` AND `existing`: required terms are combined pairwise (a node must satisfy a term of
@@ -220,6 +233,67 @@ mod tests {
             .iter()
             .map(|t| t.match_expressions.iter().flatten().map(|e| e.key.clone()).collect())
             .collect()
+    }
+
+    fn edited(kind: &str, spec: api::NicClusterPolicySpec) -> Value {
+        let policy = NicClusterPolicy::new(api::POLICY_NAME, spec);
+        let image = ImageSpec::default();
+        let edits = Edits { state: "state-x", policy: &policy, image: &image, needs_driver: false };
+        let mut object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "x"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}},
+        }))
+        .unwrap();
+        edits.apply(&mut object);
+        object.data["spec"]["template"]["spec"].clone()
+    }
+
+    fn toleration(key: &str) -> Toleration {
+        Toleration { key: Some(key.into()), operator: Some("Exists".into()), ..Default::default() }
+    }
+
+    fn placed(pod: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+        let tolerations = pod["tolerations"].as_array().unwrap().iter().map(|t| t["key"].as_str().unwrap().to_string());
+        let affinity: Option<NodeAffinity> =
+            pod.pointer("/affinity/nodeAffinity").map(|a| serde_json::from_value(a.clone()).unwrap());
+        (tolerations.collect(), affinity.as_ref().map(keys).unwrap_or_default())
+    }
+
+    #[test]
+    fn deployments_are_placed_by_the_deployment_fields_and_daemonsets_by_their_own() {
+        let spec = api::NicClusterPolicySpec {
+            tolerations: Some(vec![toleration("ds")]),
+            node_affinity: Some(required(vec![term("ds")])),
+            deployment_tolerations: Some(vec![toleration("deploy")]),
+            deployment_node_affinity: Some(required(vec![term("deploy")])),
+            ..Default::default()
+        };
+        let gpu = "nvidia.com/gpu".to_string();
+        assert_eq!(
+            placed(&edited("DaemonSet", spec.clone())),
+            (vec!["ds".into(), gpu.clone()], vec![vec!["ds".into()]])
+        );
+        assert_eq!(placed(&edited("Deployment", spec)), (vec!["deploy".into(), gpu], vec![vec!["deploy".into()]]));
+    }
+
+    #[test]
+    fn deployments_fall_back_to_the_daemonset_fields_and_an_empty_deployment_field_means_none() {
+        let spec = api::NicClusterPolicySpec {
+            tolerations: Some(vec![toleration("ds")]),
+            node_affinity: Some(required(vec![term("ds")])),
+            ..Default::default()
+        };
+        let gpu = "nvidia.com/gpu".to_string();
+        assert_eq!(
+            placed(&edited("Deployment", spec.clone())),
+            (vec!["ds".into(), gpu.clone()], vec![vec!["ds".into()]])
+        );
+        let none = api::NicClusterPolicySpec {
+            deployment_tolerations: Some(vec![]),
+            deployment_node_affinity: Some(NodeAffinity::default()),
+            ..spec
+        };
+        assert_eq!(placed(&edited("Deployment", none)), (vec![gpu], vec![]));
     }
 
     #[test]

@@ -7,9 +7,18 @@ use api::FieldError;
 use kube::core::DynamicObject;
 use std::collections::BTreeSet;
 
-/// Every object of state `S` for the policy in `ctx`, edited and ready to apply; `None` when
-/// the state's section is absent.
+/// Every object of state `S` for the policy in `ctx` (images completed from `spec.global`),
+/// edited and ready to apply; `None` when the state's section is absent.
 pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<DynamicObject>>, RenderError> {
+    // Every section's image completed from `spec.global` (the original's precedence).
+    let resolved;
+    let ctx = match ctx.policy.spec.global {
+        Some(_) => {
+            resolved = ctx.policy.with_global_defaults();
+            &RenderContext { policy: &resolved, ..*ctx }
+        }
+        None => ctx,
+    };
     let Some(spec) = S::spec(ctx.policy) else {
         return Ok(None);
     };

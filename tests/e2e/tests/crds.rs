@@ -103,6 +103,27 @@ async fn the_api_server_accepts_every_crd_and_enforces_the_policy_rules() {
         ofed["repository"] = json!(repository);
         create(&env.client, &policy(json!({"ofedDriver": ofed}))).await.unwrap_or_else(|e| panic!("{repository}: {e}"));
     }
+    // spec.global: its repository is checked as a section's; a section may leave its
+    // repository and version to it; the Deployment placement fields are accepted.
+    let err = create(&env.client, &policy(json!({"global": {"repository": "https://nvcr.io/nvidia"}})))
+        .await
+        .expect_err("a URL is refused in global too");
+    assert!(err.contains("spec.global.repository") && err.contains("no scheme, tag, digest"), "{err}");
+    let err = create(&env.client, &policy(json!({"global": {"version": "v1 2"}}))).await.expect_err("refused");
+    assert!(err.contains("spec.global.version"), "{err}");
+    create(
+        &env.client,
+        &policy(json!({
+            "global": {"repository": "nvcr.io/nvidia", "version": "v1", "imagePullSecrets": ["s"]},
+            "rdmaSharedDevicePlugin": {"image": "x", "useCdi": true},
+            "ofedDriver": {"image": "doca-driver", "version": "doca3.3.0-26.01-0.5.6.0-0"},
+            "deploymentTolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+            "deploymentNodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role.kubernetes.io/infra", "operator": "Exists"}]}]}},
+        })),
+    )
+    .await
+    .expect("sections completed from spec.global are accepted");
     for good in [json!(2), json!("25%"), json!("100%")] {
         let mut ofed = image();
         ofed["upgradePolicy"] = json!({"autoUpgrade": true, "maxUnavailable": good});
