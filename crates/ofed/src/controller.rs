@@ -250,6 +250,18 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
         outcome.state = SyncState::NotReady;
     }
     notes.extend(errors);
+    if outcome.state == SyncState::Ready {
+        let pooled: BTreeSet<String> = pools.iter().flat_map(|p| p.nodes.iter().cloned()).collect();
+        let available = pools
+            .iter()
+            .filter_map(|pool| core.owned.get(&pool_daemon_set(core, pool)))
+            .map(|ds| ds.data["status"]["numberAvailable"].as_i64().unwrap_or(0))
+            .sum();
+        if let Some(note) = mofed_wait::labels_behind(available, &pooled, &ctx.pods.state()) {
+            outcome.state = SyncState::NotReady;
+            notes.push(note);
+        }
+    }
     outcome.message = (!notes.is_empty()).then(|| notes.join("; "));
     outcome
 }
@@ -276,13 +288,7 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, auto_upgrade:
     let mut first_problem = None;
     let mut outdated = false;
     for pool in pools {
-        let key = ObjectKey {
-            api_version: "apps/v1".into(),
-            kind: "DaemonSet".into(),
-            namespace: Some(core.namespace.clone()),
-            name: pool.daemon_set(),
-        };
-        let live = core.owned.get(&key);
+        let live = core.owned.get(&pool_daemon_set(core, pool));
         outdated |= live.as_ref().is_some_and(|ds| has_outdated_pods(ds));
         match live.map(|ds| readiness::of(&ds)) {
             Some(r) if r.ready => ready += 1,
@@ -303,6 +309,16 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, auto_upgrade:
         _ => format!("{} pool(s) ready on {nodes} node(s)", pools.len()),
     });
     outcome
+}
+
+/// The key of `pool`'s driver DaemonSet in the owned objects' cache.
+fn pool_daemon_set(core: &Context, pool: &Pool) -> ObjectKey {
+    ObjectKey {
+        api_version: "apps/v1".into(),
+        kind: "DaemonSet".into(),
+        namespace: Some(core.namespace.clone()),
+        name: pool.daemon_set(),
+    }
 }
 
 /// Brings the mofed.wait labels of the NIC nodes up to date; the errors, one line each.

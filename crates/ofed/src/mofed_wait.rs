@@ -63,6 +63,23 @@ pub fn changes(
     out
 }
 
+/// Whether this controller's pod cache is behind the driver DaemonSets' status: fewer pooled
+/// nodes with a driver pod seen Ready than the DaemonSets' `available` pods. Then some nodes'
+/// labels are still `"true"` although their driver is up, and the driver-gated states cannot run
+/// there yet: OFED is not ready until the cache (and the labels) catch up. Says so, if it is.
+pub fn labels_behind(available: i64, pooled: &BTreeSet<String>, pods: &[Arc<Pod>]) -> Option<String> {
+    let seen: BTreeSet<&str> = pods
+        .iter()
+        .filter(|p| is_ready(p))
+        .filter_map(|p| p.spec.as_ref()?.node_name.as_deref())
+        .filter(|node| pooled.contains(*node))
+        .collect();
+    let seen = i64::try_from(seen.len()).unwrap_or(i64::MAX);
+    (seen < available).then(|| {
+        format!("{seen} of {available} available driver pods seen Ready; {MOFED_WAIT_LABEL} follows on the others")
+    })
+}
+
 /// Writes `changes`: a value by server-side apply with `manager`, a removal by a merge patch
 /// (whoever set it). Returns the errors, one line per node.
 pub async fn write(client: &Client, manager: &str, changes: &BTreeMap<String, Change>) -> Vec<String> {
@@ -113,6 +130,15 @@ mod tests {
 
     fn pooled(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_labels_are_behind_while_fewer_driver_pods_are_seen_ready_than_the_daemonsets_count_available() {
+        let pods = [pod("n1", true), pod("n2", false), pod("elsewhere", true)];
+        let note = labels_behind(2, &pooled(&["n1", "n2"]), &pods).expect("one pod not yet seen Ready");
+        assert!(note.starts_with("1 of 2 available driver pods seen Ready"), "{note}");
+        assert_eq!(labels_behind(1, &pooled(&["n1", "n2"]), &pods), None, "caught up");
+        assert_eq!(labels_behind(0, &pooled(&["n1"]), &[]), None, "a node without a driver pod holds nothing back");
     }
 
     #[test]
