@@ -455,16 +455,18 @@ impl NicClusterPolicySpec {
 
 impl NicClusterPolicy {
     /// The policy as its states render it: every section's image completed from
-    /// `spec.global` ([`ImageSpec::apply_global`]). Controllers and `nicctl` resolve once, where
-    /// the policy comes in; the stored object keeps what the user wrote.
-    pub fn with_global_defaults(&self) -> NicClusterPolicy {
+    /// `spec.global` ([`ImageSpec::apply_global`]); borrowed as it is without `spec.global`.
+    /// Controllers and `nicctl` resolve where the policy comes in; the stored object keeps what
+    /// the user wrote.
+    pub fn with_global_defaults(&self) -> std::borrow::Cow<'_, NicClusterPolicy> {
+        let Some(global) = &self.spec.global else {
+            return std::borrow::Cow::Borrowed(self);
+        };
         let mut resolved = self.clone();
-        if let Some(global) = self.spec.global.clone() {
-            for image in resolved.spec.images_mut() {
-                image.apply_global(&global);
-            }
+        for image in resolved.spec.images_mut() {
+            image.apply_global(global);
         }
-        resolved
+        std::borrow::Cow::Owned(resolved)
     }
 
     /// This state's entry in `status.appliedStates`, if any.

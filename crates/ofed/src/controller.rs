@@ -30,6 +30,7 @@ use state_core::readiness;
 use state_core::reconcile::{self, Context, Error, Outcome, field_manager};
 use state_core::run::{Process, drive, is_openshift, run_marking_ready, shutdown_signal};
 use state_core::{ImageTags, Observed, OpenShiftFacts};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,7 +92,10 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<OfedContext>) -> 
     }
     let started = Instant::now();
     // The driver image completed from `spec.global`: the registry's tags are listed for it.
-    let policy = Arc::new(policy.with_global_defaults());
+    let policy = match policy.with_global_defaults() {
+        Cow::Borrowed(_) => policy,
+        Cow::Owned(resolved) => Arc::new(resolved),
+    };
     let core = &ctx.core;
     let outcome = match reconcile::observe::<OfedDriver>(&policy, core).await {
         Err(outcome) => outcome,
@@ -245,19 +249,21 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
             missing.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    let errors = label_nodes(policy, ctx, &observed.nodes, &pools).await;
+    // One view of the driver pods for the labels and for whether they caught up.
+    let pooled: BTreeSet<String> = pools.iter().flat_map(|p| p.nodes.iter().cloned()).collect();
+    let pods = ctx.pods.state();
+    let errors = label_nodes(policy, ctx, &observed.nodes, &pooled, &pods).await;
     if !errors.is_empty() && outcome.state != SyncState::Error {
         outcome.state = SyncState::NotReady;
     }
     notes.extend(errors);
     if outcome.state == SyncState::Ready {
-        let pooled: BTreeSet<String> = pools.iter().flat_map(|p| p.nodes.iter().cloned()).collect();
         let available = pools
             .iter()
             .filter_map(|pool| core.owned.get(&pool_daemon_set(core, pool)))
             .map(|ds| ds.data["status"]["numberAvailable"].as_i64().unwrap_or(0))
             .sum();
-        if let Some(note) = mofed_wait::labels_behind(available, &pooled, &ctx.pods.state()) {
+        if let Some(note) = mofed_wait::labels_behind(available, &pooled, &pods) {
             outcome.state = SyncState::NotReady;
             notes.push(note);
         }
@@ -326,10 +332,10 @@ async fn label_nodes(
     policy: &NicClusterPolicy,
     ctx: &OfedContext,
     nodes: &[Arc<NodeFacts>],
-    pools: &[Pool],
+    pooled: &BTreeSet<String>,
+    pods: &[Arc<Pod>],
 ) -> Vec<String> {
-    let pooled: BTreeSet<String> = pools.iter().flat_map(|p| p.nodes.iter().cloned()).collect();
-    let changes = mofed_wait::changes(OfedDriver::spec(policy).is_some(), nodes, &pooled, &ctx.pods.state());
+    let changes = mofed_wait::changes(OfedDriver::spec(policy).is_some(), nodes, pooled, pods);
     if changes.is_empty() {
         return Vec::new();
     }

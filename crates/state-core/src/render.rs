@@ -11,14 +11,8 @@ use std::collections::BTreeSet;
 /// edited and ready to apply; `None` when the state's section is absent.
 pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<DynamicObject>>, RenderError> {
     // Every section's image completed from `spec.global` (the original's precedence).
-    let resolved;
-    let ctx = match ctx.policy.spec.global {
-        Some(_) => {
-            resolved = ctx.policy.with_global_defaults();
-            &RenderContext { policy: &resolved, ..*ctx }
-        }
-        None => ctx,
-    };
+    let resolved = ctx.policy.with_global_defaults();
+    let ctx = &RenderContext { policy: &resolved, ..*ctx };
     let Some(spec) = S::spec(ctx.policy) else {
         return Ok(None);
     };
