@@ -62,7 +62,13 @@ async fn one_replica_acts_and_a_standby_takes_over_a_killed_or_stopped_leader() 
     b.wait_ready().await;
     let first =
         eventually("a leader", WAIT, || async { holder(&client, &env.namespace).await?.ok_or("none".into()) }).await;
-    e2e::wait_for_entry(&client, "state-RDMA-device-plugin", "notReady").await;
+    // The leader has acted once it reported the state for this generation (ready or not: that
+    // depends on which Nodes other tests left behind).
+    eventually("the leader to report its state", WAIT, || async {
+        let (value, _) = e2e::applied_state(&client, "state-RDMA-device-plugin").await?;
+        if value == "ready" || value == "notReady" { Ok(()) } else { Err(value) }
+    })
+    .await;
     let (leader, standby, standby_name) =
         if first == "replica-a" { (&mut a, &mut b, "replica-b") } else { (&mut b, &mut a, "replica-a") };
     assert!(acting(leader).await, "the lease holder acts");
