@@ -4,7 +4,7 @@
 use crate::fold::{Summary, fold};
 use crate::liveness;
 use api::state::conditions;
-use api::{NicClusterPolicy, POLICY_NAME, SyncState};
+use api::{NicClusterPolicy, NicNodePolicy, POLICY_NAME, SyncState};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -60,8 +60,9 @@ impl Context {
 
 /// A failed status write; retried with backoff.
 #[derive(Debug, thiserror::Error)]
-#[error("writing the status of NicClusterPolicy {name}: {}", state_core::apply::describe(.source))]
+#[error("writing the status of {kind} {name}: {}", state_core::apply::describe(.source))]
 pub struct Error {
+    kind: &'static str,
     name: String,
     source: kube::Error,
 }
@@ -163,10 +164,46 @@ pub fn nodes_served_condition(
 
 /// Folds one policy and writes its global status when it changed.
 pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    aggregate(&policy, PolicyKind::Cluster, policy.object_ref(&()), &ctx).await
+}
+
+/// Folds one NicNodePolicy (its sections' entries) and writes its global status when it changed.
+pub async fn reconcile_node_policy(policy: Arc<NicNodePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    aggregate(&policy.view(None), PolicyKind::Node, policy.object_ref(&()), &ctx).await
+}
+
+/// The kind of policy an aggregation writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PolicyKind {
+    Cluster,
+    Node,
+}
+
+impl PolicyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Cluster => "NicClusterPolicy",
+            PolicyKind::Node => "NicNodePolicy",
+        }
+    }
+}
+
+/// Folds `policy` (a NicNodePolicy's view for [`PolicyKind::Node`]) and writes the global status
+/// of the policy of `kind` when it changed; Events go to `object`.
+async fn aggregate(
+    policy: &NicClusterPolicy,
+    kind: PolicyKind,
+    object: k8s_openapi::api::core::v1::ObjectReference,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let name = policy.name_any();
     let now = Timestamp::now();
     let expiries = liveness::expiries(&ctx.leases.as_ref().map(Store::state).unwrap_or_default());
-    let summary = fold(&policy, &liveness::stopped(&expiries, now), now);
+    let stopped = liveness::stopped(&expiries, now);
+    let summary = match kind {
+        PolicyKind::Cluster => fold(policy, &stopped, now),
+        PolicyKind::Node => crate::fold::fold_sections(policy, &stopped, &api::node_policy::not_yet_served(), now),
+    };
     // Nothing announces a controller that stops renewing its Lease, or the end of a new policy's
     // grace: fold again when either would change the result.
     let grace_ends = policy.metadata.creation_timestamp.as_ref().map(|t| t.0 + crate::fold::FIRST_REPORT_GRACE);
@@ -178,7 +215,7 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
         .map_or(state_core::reconcile::RESYNC, |wait| {
             wait.clamp(Duration::from_secs(1), state_core::reconcile::RESYNC)
         });
-    if name == POLICY_NAME {
+    if kind == PolicyKind::Cluster && name == POLICY_NAME {
         ctx.metrics.set_policy_state(summary.state);
         for (state, value) in &summary.states {
             ctx.metrics.set_section_state(state, *value);
@@ -204,20 +241,27 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
     }
     let patch = json!({
         "apiVersion": format!("{}/{}", api::GROUP, api::VERSION),
-        "kind": "NicClusterPolicy",
+        "kind": kind.as_str(),
         "metadata": { "name": name },
         "status": new_status,
     });
-    Api::<NicClusterPolicy>::all(ctx.client.clone())
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error { name: name.clone(), source })?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&patch);
+    let written = match kind {
+        PolicyKind::Cluster => {
+            Api::<NicClusterPolicy>::all(ctx.client.clone()).patch_status(&name, &params, &patch).await.map(drop)
+        }
+        PolicyKind::Node => {
+            Api::<NicNodePolicy>::all(ctx.client.clone()).patch_status(&name, &params, &patch).await.map(drop)
+        }
+    };
+    written.map_err(|source| Error { kind: kind.as_str(), name: name.clone(), source })?;
     ctx.metrics.status_writes.with_label_values(&["aggregator"]).inc();
     // Its own outcome (a status written), not the policy's state: the states count theirs.
     ctx.metrics.reconcile_total.with_label_values(&["aggregator", "written"]).inc();
     let old = status.state.map_or("unknown".to_string(), |s| s.to_string());
     if status.state != Some(summary.state) {
-        tracing::info!(policy = %name, from = %old, to = %summary.state, reason = summary.reason.as_deref().unwrap_or(""), "global state changed");
+        tracing::info!(kind = kind.as_str(), policy = %name, from = %old, to = %summary.state, reason = summary.reason.as_deref().unwrap_or(""), "global state changed");
         let note = match &summary.reason {
             Some(reason) => format!("{old} -> {}: {reason}", summary.state),
             None => format!("{old} -> {}", summary.state),
@@ -229,7 +273,7 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<Context>) -> Resu
             action: "Aggregate".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        if let Err(e) = ctx.recorder.publish(&event, &object).await {
             tracing::warn!(policy = %name, error = %state_core::apply::describe(&e), "could not record the state-change Event");
         }
     }
@@ -259,7 +303,7 @@ pub fn event_reason(state: SyncState) -> &'static str {
 }
 
 /// Retry a failed status write soon.
-pub fn error_policy(_policy: Arc<NicClusterPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K>(_policy: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "aggregation failed; retrying");
     ctx.metrics.reconcile_total.with_label_values(&["aggregator", "failed"]).inc();
     Action::requeue(Duration::from_secs(5))
@@ -293,13 +337,18 @@ pub async fn run_controller(client: Client, metrics: Metrics, ready: Arc<AtomicB
     let controller = Controller::new(policies, watcher::Config::default());
     let store = controller.store();
     let deleted = forget_states_when_deleted(controller.store(), deleted_metrics);
+    let node_policies = Controller::new(Api::<NicNodePolicy>::all(ctx.client.clone()), watcher::Config::default());
+    let node_policy_store = node_policies.store();
     let synced = async move {
         let _ = store.wait_until_ready().await;
+        let _ = node_policy_store.wait_until_ready().await;
     };
+    let node_policy_results =
+        node_policies.graceful_shutdown_on(shutdown_signal()).run(reconcile_node_policy, error_policy, ctx.clone());
     let results = controller.graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);
     let work = async {
         tokio::select! {
-            () = drive(results) => {}
+            _ = futures::future::join(drive(results), drive(node_policy_results)) => {}
             () = deleted => {}
             () = lease_watch => {}
         }

@@ -56,6 +56,18 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
             left_out: vec![],
         };
     }
+    fold_sections(policy, stopped, &BTreeMap::new(), now)
+}
+
+/// [`fold`] of any policy's sections, whatever its name (a NicNodePolicy's
+/// [view](api::NicNodePolicy::view) is folded this way); the sections in `unserved` are `error`
+/// with the message given there (no controller serves them in that kind of policy).
+pub fn fold_sections(
+    policy: &NicClusterPolicy,
+    stopped: &BTreeMap<String, String>,
+    unserved: &BTreeMap<&str, String>,
+    now: Timestamp,
+) -> Summary {
     let generation = policy.metadata.generation.unwrap_or(0);
     let mut errors = Vec::new();
     let mut waiting = Vec::new();
@@ -68,6 +80,7 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
             continue;
         }
         let (value, message) = match (policy.applied_state(state), stopped.get(state)) {
+            _ if unserved.contains_key(state) => (SyncState::Error, unserved[state].clone()),
             (_, Some(why)) => {
                 (SyncState::NotReady, format!("no controller has reported; is its chart enabled? ({why})"))
             }

@@ -1,5 +1,5 @@
 //! The aggregator: folds the `status.appliedStates` entries the state controllers write into
-//! the NicClusterPolicy's global `status.state`, `status.reason` and conditions (`Ready`,
+//! the NicClusterPolicy's (and each NicNodePolicy's) global `status.state`, `status.reason` and conditions (`Ready`,
 //! `NodesServed`, one `<Component>Ready` per enabled section), emits an
 //! Event when the global state changes, and exports every state as a metric.
 //!
@@ -19,6 +19,12 @@ pub fn rbac() -> ControllerRbac {
     // Whose controllers still run: their leader Leases, in the release's namespace.
     rbac.lease.allow("coordination.k8s.io", "leases", &["list", "watch"]);
     rbac.allow_policy_status();
+    rbac.cluster.allow(api::GROUP, "nicnodepolicies", &["get", "list", "watch"]).allow_every(
+        api::GROUP,
+        "nicnodepolicies/status",
+        &["patch"],
+        "the global status of each NicNodePolicy (the users name them)",
+    );
     rbac.cluster.allow_every(
         "events.k8s.io",
         "events",

@@ -31,6 +31,7 @@ const MAX_DESCRIPTION: usize = 300;
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         nic_cluster_policy(),
+        nic_node_policy(),
         finish(MacvlanNetwork::crd()),
         finish(HostDeviceNetwork::crd()),
         finish(IPoIBNetwork::crd()),
@@ -129,6 +130,26 @@ pub fn nic_cluster_policy() -> CustomResourceDefinition {
         root.x_kubernetes_validations = Some(vec![ValidationRule {
             rule: POLICY_NAME_RULE.to_string(),
             message: Some(format!("only the NicClusterPolicy named {} is acted on", crate::POLICY_NAME)),
+            ..Default::default()
+        }]);
+    }
+    crd
+}
+
+/// The rule that keeps a NicNodePolicy's name short enough for the `ds-owner` label of its
+/// objects (`nnp-<name>`, a label value of at most 63 characters).
+pub const NODE_POLICY_NAME_RULE: &str = "size(self.metadata.name) <= 59";
+
+/// The NicNodePolicy CRD: the generated schema and the name-length rule.
+pub fn nic_node_policy() -> CustomResourceDefinition {
+    let mut crd = finish(crate::node_policy::NicNodePolicy::crd());
+    if let Some(root) = root_schema_mut(&mut crd) {
+        root.x_kubernetes_validations = Some(vec![ValidationRule {
+            rule: NODE_POLICY_NAME_RULE.to_string(),
+            message: Some(
+                "a NicNodePolicy name has at most 59 characters: its objects carry the label ds-owner=nnp-<name>"
+                    .into(),
+            ),
             ..Default::default()
         }]);
     }

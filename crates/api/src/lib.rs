@@ -52,6 +52,7 @@ pub mod image;
 pub mod json;
 pub mod nad;
 pub mod networks;
+pub mod node_policy;
 pub mod nv_ipam;
 pub mod parse;
 pub mod pod_spec;
@@ -65,6 +66,7 @@ pub mod whereabouts;
 pub use image::{ContainerResources, ImageSpec};
 pub use nad::NetworkAttachmentDefinition;
 pub use networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
+pub use node_policy::{NicNodePolicy, NicNodePolicySpec};
 pub use policy::{NicClusterPolicy, NicClusterPolicySpec, NicClusterPolicyStatus};
 pub use state::SyncState;
 

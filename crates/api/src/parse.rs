@@ -17,6 +17,8 @@ use std::fmt;
 pub enum Document {
     /// A NicClusterPolicy.
     Policy(Box<NicClusterPolicy>),
+    /// A NicNodePolicy.
+    NodePolicy(Box<crate::NicNodePolicy>),
     /// A MacvlanNetwork.
     Macvlan(Box<MacvlanNetwork>),
     /// A HostDeviceNetwork.
@@ -97,7 +99,7 @@ pub fn document(value: Value) -> Result<Document, Vec<FieldError>> {
         return Err(vec![FieldError::new(
             "kind",
             format!(
-                "unsupported kind {kind:?}: expected NicClusterPolicy, MacvlanNetwork, HostDeviceNetwork or IPoIBNetwork"
+                "unsupported kind {kind:?}: expected NicClusterPolicy, NicNodePolicy, MacvlanNetwork, HostDeviceNetwork or IPoIBNetwork"
             ),
         )]);
     };
@@ -107,6 +109,7 @@ pub fn document(value: Value) -> Result<Document, Vec<FieldError>> {
     }
     let typed_document = match kind.as_str() {
         "NicClusterPolicy" => typed(value).map(|p| Document::Policy(Box::new(p))),
+        "NicNodePolicy" => typed(value).map(|p| Document::NodePolicy(Box::new(p))),
         "MacvlanNetwork" => typed(value).map(|n| Document::Macvlan(Box::new(n))),
         "HostDeviceNetwork" => typed(value).map(|n| Document::HostDevice(Box::new(n))),
         _ => typed(value).map(|n| Document::IPoIB(Box::new(n))),

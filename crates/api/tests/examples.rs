@@ -101,6 +101,7 @@ fn a_typed_round_trip_loses_no_field_of_any_example() {
     for (name, value) in operator_documents() {
         let lost = match value["kind"].as_str().unwrap() {
             "NicClusterPolicy" => parse::round_trip_losses::<NicClusterPolicy>(&value),
+            "NicNodePolicy" => parse::round_trip_losses::<api::NicNodePolicy>(&value),
             "MacvlanNetwork" => parse::round_trip_losses::<MacvlanNetwork>(&value),
             "HostDeviceNetwork" => parse::round_trip_losses::<HostDeviceNetwork>(&value),
             "IPoIBNetwork" => parse::round_trip_losses::<IPoIBNetwork>(&value),

@@ -15,11 +15,12 @@ use std::sync::Arc;
 /// Arguments of `nicctl render`.
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// YAML file with a NicClusterPolicy (and optionally network CRs).
+    /// YAML file with a NicClusterPolicy, NicNodePolicies and network CRs (any of them).
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
     /// YAML file with the cluster's Nodes (and any ConfigMaps the policy names), as documents
-    /// or Lists, for states that render from them (the OFED driver's pools).
+    /// or Lists, for states that render from them (the OFED driver's pools) and to tell which
+    /// nodes each NicNodePolicy selects (and that no two select the same node).
     #[arg(long)]
     nodes: Option<PathBuf>,
     /// Namespace the operands are rendered into.
@@ -52,11 +53,25 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     if foreign.len() == documents.len() {
         return Err(input_error(
             &args.file,
-            format!("no NicClusterPolicy or network CR in the file (found: {})", foreign.join(", ")),
+            format!("no NicClusterPolicy, NicNodePolicy or network CR in the file (found: {})", foreign.join(", ")),
         ));
     }
+    let cluster_policy = documents.iter().find_map(|d| match d {
+        Document::Policy(policy) => Some(policy.as_ref()),
+        _ => None,
+    });
+    let node_policies: Vec<&api::NicNodePolicy> = documents
+        .iter()
+        .filter_map(|d| match d {
+            Document::NodePolicy(policy) => Some(policy.as_ref()),
+            _ => None,
+        })
+        .collect();
     for document in &documents {
         match document {
+            Document::NodePolicy(policy) => {
+                objects.extend(render_node_policy(policy, cluster_policy, &node_policies, &observed, args)?);
+            }
             Document::Policy(policy) => {
                 if let Some(first) = api::validate::policy(policy).into_iter().next() {
                     return Err(input_error(&args.file, first));
@@ -123,6 +138,68 @@ fn render_policy(
         eprintln!("note: not rendered (no compiled-in state yet): {}", skipped.join(", "));
     }
     Ok(objects)
+}
+
+/// The objects of the states that serve NicNodePolicies for `policy`, checked as the
+/// controllers check it against the file's `cluster` policy, its other NicNodePolicies and the
+/// nodes of `--nodes` (which decide the nodes it selects, said on stderr).
+fn render_node_policy(
+    policy: &api::NicNodePolicy,
+    cluster: Option<&api::NicClusterPolicy>,
+    all: &[&api::NicNodePolicy],
+    observed: &Observed,
+    args: &RenderArgs,
+) -> Result<Vec<DynamicObject>, Failure> {
+    use api::node_policy;
+    use kube::ResourceExt;
+    let nodes: Vec<(String, std::collections::BTreeMap<String, String>)> =
+        observed.nodes.iter().map(|node| (node.name_any(), node.labels().clone())).collect();
+    let mut errors = node_policy::validate(policy);
+    errors.extend(node_policy::section_conflicts(policy, cluster));
+    errors.extend(node_policy::overlap_error(&node_policy::overlaps(policy, all.iter().copied(), &nodes)));
+    for (state, message) in node_policy::not_yet_served() {
+        if policy.has_section(state) {
+            let (path, message) = message.split_once(": ").unwrap_or(("spec", &message));
+            errors.push(api::FieldError::new(path, message));
+        }
+    }
+    if let Some(first) = errors.into_iter().next() {
+        return Err(input_error(&args.file, format!("NicNodePolicy {}: {first}", policy.name_any())));
+    }
+    if args.nodes.is_some() {
+        let selected: Vec<&str> =
+            nodes.iter().filter(|(_, labels)| policy.selects(labels)).map(|(name, _)| name.as_str()).collect();
+        eprintln!(
+            "note: NicNodePolicy {} selects {} node(s): {}",
+            policy.name_any(),
+            selected.len(),
+            selected.join(", ")
+        );
+    }
+    let view = policy.view(cluster);
+    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy: &view, observed };
+    let scope = state_core::scope::Scope::Node(policy);
+    let mut objects = Vec::new();
+    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, &scope, policy, &args.file)?);
+    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, &scope, policy, &args.file)?);
+    Ok(objects)
+}
+
+/// The objects of state `S` for the NicNodePolicy of `scope`, when it holds the section.
+fn node_policy_state<S: State>(
+    ctx: &RenderContext<'_>,
+    scope: &state_core::scope::Scope<'_>,
+    policy: &api::NicNodePolicy,
+    file: &Path,
+) -> Result<Vec<DynamicObject>, Failure> {
+    if !policy.has_section(S::NAME) {
+        return Ok(Vec::new());
+    }
+    match state_core::render::render_in_scope::<S>(ctx, scope) {
+        Ok(objects) => Ok(objects.unwrap_or_default()),
+        Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
+        Err(e) => Err(Failure::Internal(anyhow::anyhow!("{}: {e}", S::NAME))),
+    }
 }
 
 /// The NetworkAttachmentDefinition of a network CR; bad input is an input error naming the field.

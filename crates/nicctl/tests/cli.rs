@@ -214,7 +214,7 @@ fn a_file_without_an_operator_kind_exits_2_naming_what_it_found() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(
-        message.contains("no NicClusterPolicy or network CR") && message.contains("apps/v1 Deployment"),
+        message.contains("no NicClusterPolicy, NicNodePolicy or network CR") && message.contains("apps/v1 Deployment"),
         "{message}"
     );
 }
@@ -261,4 +261,106 @@ fn a_closed_pipe_ends_quietly() {
         assert!(!message.contains("panicked") && !message.contains("Broken pipe"), "{args:?}: {message}");
         assert!(output.status.success(), "{args:?}: {:?} {message}", output.status);
     }
+}
+
+const NODE_POLICIES: &str = "example/crs/mellanox.com_v1alpha1_nicnodepolicy_cr.yaml";
+
+/// Nodes as `--nodes` takes them: a name and labels each (every one a NIC node).
+fn nodes_file(name: &str, nodes: &[(&str, &str)]) -> PathBuf {
+    let text: String = nodes
+        .iter()
+        .map(|(node, role)| {
+            format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    feature.node.kubernetes.io/pci-15b3.present: \"true\"\n    node-role.kubernetes.io/{role}: \"\"\n"
+            )
+        })
+        .collect();
+    write_temp(name, &text)
+}
+
+#[test]
+fn node_policies_render_their_own_objects_named_after_them_on_the_nodes_they_select() {
+    let nodes = nodes_file("nodes-disjoint.yaml", &[("gpu-1", "gpu"), ("gpu-2", "gpu"), ("storage-1", "storage")]);
+    let output = nicctl(&["render", "-f", NODE_POLICIES, "--nodes", nodes.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("NicNodePolicy pool-a selects 2 node(s): gpu-1, gpu-2"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("NicNodePolicy storage-nodes selects 1 node(s): storage-1"),
+        "{}",
+        stderr(&output)
+    );
+    let objects: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    let named = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let rdma = named("DaemonSet", "rdma-shared-dp-ds-pool-a");
+    assert_eq!(rdma["metadata"]["labels"]["ds-owner"], "nnp-pool-a");
+    assert_eq!(rdma["spec"]["selector"]["matchLabels"]["ds-owner"], "nnp-pool-a");
+    assert_eq!(rdma["spec"]["template"]["metadata"]["labels"]["ds-owner"], "nnp-pool-a");
+    assert_eq!(rdma["spec"]["template"]["spec"]["nodeSelector"]["node-role.kubernetes.io/gpu"], "");
+    let volumes = rdma["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["configMap"]["name"] == "rdma-devices-pool-a"), "{volumes:?}");
+    named("ConfigMap", "rdma-devices-pool-a");
+
+    let sriov = named("DaemonSet", "sriov-device-plugin-storage-nodes");
+    let pod = &sriov["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "sriov-device-plugin-storage-nodes");
+    assert_eq!(pod["nodeSelector"]["node-role.kubernetes.io/storage"], "");
+    assert!(pod["tolerations"].as_array().unwrap().iter().any(|t| t["key"] == "dedicated"), "{pod}");
+    named("ServiceAccount", "sriov-device-plugin-storage-nodes");
+    assert!(
+        objects.iter().all(|o| o["metadata"]["labels"]["ds-owner"].as_str().is_some_and(|v| v.starts_with("nnp-"))),
+        "every object names its policy"
+    );
+}
+
+#[test]
+fn node_policies_that_select_the_same_node_exit_2_naming_it() {
+    let text = std::fs::read_to_string(repo().join(NODE_POLICIES)).unwrap();
+    let both = text.replace("node-role.kubernetes.io/storage: \"\"", "node-role.kubernetes.io/gpu: \"\"");
+    let path = write_temp("overlap.yaml", &both);
+    let nodes = nodes_file("nodes-overlap.yaml", &[("gpu-1", "gpu")]);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap(), "--nodes", nodes.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "NicNodePolicy storage-nodes: spec.nodeSelector: node(s) gpu-1 also selected by NicNodePolicy pool-a"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_section_in_a_node_policy_and_the_cluster_policy_exits_2_naming_the_field() {
+    let cluster = std::fs::read_to_string(repo().join(SEED_POLICY)).unwrap();
+    let node_policies = std::fs::read_to_string(repo().join(NODE_POLICIES)).unwrap();
+    let path = write_temp("both-kinds.yaml", &format!("{cluster}\n---\n{node_policies}"));
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "NicNodePolicy pool-a: spec.rdmaSharedDevicePlugin: also set in NicClusterPolicy nic-cluster-policy"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_node_policy_section_without_a_version_is_required_there_having_no_global() {
+    let text = std::fs::read_to_string(repo().join(NODE_POLICIES)).unwrap().replace("    version: v1.5.1\n", "");
+    let path = write_temp("nnp-missing.yaml", &text);
+    let output = nicctl(&["render", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("spec.rdmaSharedDevicePlugin.version: required: a NicNodePolicy has no spec.global"),
+        "{message}"
+    );
 }

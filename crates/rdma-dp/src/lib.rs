@@ -36,6 +36,7 @@ impl State for RdmaDevicePlugin {
     const NAME: &'static str = names::RDMA_DP;
     const COMPONENT: &'static str = "rdma-dp";
     const NEEDS_DRIVER: bool = true;
+    const NODE_POLICIES: bool = true;
     type Spec = DevicePluginSpec;
 
     fn spec(policy: &NicClusterPolicy) -> Option<&DevicePluginSpec> {

@@ -37,6 +37,7 @@ impl State for SriovDevicePlugin {
     const NAME: &'static str = names::SRIOV_DP;
     const COMPONENT: &'static str = "sriov-dp";
     const NEEDS_DRIVER: bool = true;
+    const NODE_POLICIES: bool = true;
     type Spec = DevicePluginSpec;
 
     fn spec(policy: &NicClusterPolicy) -> Option<&DevicePluginSpec> {

@@ -4,6 +4,8 @@
 //! a pure render function ([`State`]). This crate turns that into a controller:
 //! - [`render`]: templates ([`template`]) then the cross-cutting edits ([`edits`]) every object
 //!   gets: labels, owner reference, tolerations, node affinity, pull secrets, resources, OFED gate;
+//! - [`scope`]: whose objects a reconcile handles, the NicClusterPolicy's or one
+//!   NicNodePolicy's;
 //! - [`reconcile`]: server-side apply of what changed, prune of what is no longer rendered,
 //!   [`readiness`], and this state's own `status.appliedStates` entry;
 //! - [`run`]: the binary's runner: flags, logs, `/metrics` + `/healthz` + `/readyz`,
@@ -16,6 +18,7 @@ pub mod events;
 pub mod lease;
 pub mod leftovers;
 pub mod metrics;
+pub mod node_policies;
 pub mod nodes;
 pub mod objects;
 pub mod owned;
@@ -25,6 +28,7 @@ pub mod reconcile;
 pub mod render;
 pub mod requests;
 pub mod run;
+pub mod scope;
 pub mod state;
 pub mod subset;
 pub mod template;

@@ -192,6 +192,22 @@ impl ControllerRbac {
         self
     }
 
+    /// Reads the NicNodePolicies and every node's labels (their selectors must not overlap),
+    /// writes their status, and writes and binds the Roles rendered for them, whose names end
+    /// in the policies' names (in the operands' namespace only).
+    pub fn allow_node_policies(&mut self) -> &mut Self {
+        const RBAC: &str = "rbac.authorization.k8s.io";
+        self.cluster.allow(api::GROUP, "nicnodepolicies", &READ_VERBS).allow_every(
+            api::GROUP,
+            "nicnodepolicies/status",
+            &["patch"],
+            "the state's entry in the status of each NicNodePolicy (the users name them)",
+        );
+        self.cluster.allow("", "nodes", &READ_VERBS);
+        self.operands.allow(RBAC, "roles", &["escalate", "bind"]);
+        self
+    }
+
     /// Lets the controller write the Roles and ClusterRoles among `objects` and bind the roles
     /// their bindings refer to, by name: `escalate` and `bind` instead of holding every right
     /// those roles grant.
@@ -332,6 +348,9 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
         rbac.operands.allow("", "configmaps", &READ_VERBS);
     }
     rbac.allow_policy_status();
+    if S::NODE_POLICIES {
+        rbac.allow_node_policies();
+    }
     rbac
 }
 

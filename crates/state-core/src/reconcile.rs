@@ -8,10 +8,10 @@ use crate::nodes::NodeCache;
 use crate::objects::{Kind, ObjectKey};
 use crate::owned::OwnedObjects;
 use crate::readiness;
-use crate::render::render_state;
+use crate::scope::Scope;
 use crate::state::{Observed, RenderContext, RenderError, State};
 use api::policy::AppliedState;
-use api::{NicClusterPolicy, SyncState};
+use api::{NicClusterPolicy, NicNodePolicy, SyncState};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -134,9 +134,27 @@ pub async fn finish<S: State>(
     outcome: Outcome,
     started: Instant,
 ) -> Result<Action, Error> {
-    log_outcome(S::NAME, policy, &outcome);
-    report::<S>(policy, ctx, &outcome).await?;
-    ctx.metrics.set_state(S::NAME, outcome.state);
+    finish_in::<S>(policy, &Scope::Cluster, ctx, outcome, started).await
+}
+
+/// [`finish`] for the policy of `scope` (`policy` is its view): the state series are the
+/// NicClusterPolicy's; a NicNodePolicy's entry goes to its own status.
+pub async fn finish_in<S: State>(
+    policy: &NicClusterPolicy,
+    scope: &Scope<'_>,
+    ctx: &Context,
+    outcome: Outcome,
+    started: Instant,
+) -> Result<Action, Error> {
+    if let Scope::Node(node_policy) = scope {
+        log_node_policy_outcome(S::NAME, node_policy, policy, &outcome);
+    } else {
+        log_outcome(S::NAME, policy, &outcome);
+    }
+    report::<S>(policy, scope, ctx, &outcome).await?;
+    if matches!(scope, Scope::Cluster) {
+        ctx.metrics.set_state(S::NAME, outcome.state);
+    }
     ctx.metrics.reconcile_total.with_label_values(&[S::NAME, outcome.state.as_str()]).inc();
     ctx.metrics.reconcile_duration.with_label_values(&[S::NAME]).observe(started.elapsed().as_secs_f64());
     Ok(requeue(ctx, outcome.state))
@@ -159,6 +177,12 @@ pub fn log_outcome(state: &str, policy: &NicClusterPolicy, outcome: &Outcome) {
         (SyncState::Error, false) => tracing::warn!(state, value, detail, "state error"),
         (_, false) => tracing::info!(state, value, detail, "reconciled"),
     }
+}
+
+/// [`log_outcome`] for the view of a NicNodePolicy, naming the policy.
+fn log_node_policy_outcome(state: &str, node_policy: &NicNodePolicy, view: &NicClusterPolicy, outcome: &Outcome) {
+    let span = tracing::info_span!("node_policy", policy = %node_policy.name_any());
+    span.in_scope(|| log_outcome(state, view, outcome));
 }
 
 /// What to do after a failed reconcile: retry soon.
@@ -193,8 +217,13 @@ fn requeue(ctx: &Context, state: SyncState) -> Action {
 /// Reads what rendering depends on, renders, applies, prunes and checks readiness; never
 /// fails, it concludes.
 pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome {
-    match observe::<S>(policy, ctx).await {
-        Ok(observed) => sync_with::<S>(policy, ctx, &observed).await,
+    sync_in::<S>(policy, &Scope::Cluster, ctx).await
+}
+
+/// [`sync`] for the policy of `scope`, `policy` being its view.
+pub async fn sync_in<S: State>(policy: &NicClusterPolicy, scope: &Scope<'_>, ctx: &Context) -> Outcome {
+    match observe_in::<S>(policy, scope, ctx).await {
+        Ok(observed) => sync_with_in::<S>(policy, scope, ctx, &observed).await,
         Err(outcome) => outcome,
     }
 }
@@ -203,6 +232,15 @@ pub async fn sync<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Outcome
 /// serves (discovery), the NIC nodes (from the cache) and the ConfigMaps its section names (read
 /// now; a missing one is simply absent). Waits for the caches' first lists, at most a while.
 pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Result<Observed, Outcome> {
+    observe_in::<S>(policy, &Scope::Cluster, ctx).await
+}
+
+/// [`observe`] for the policy of `scope`: its live objects only.
+pub async fn observe_in<S: State>(
+    policy: &NicClusterPolicy,
+    scope: &Scope<'_>,
+    ctx: &Context,
+) -> Result<Observed, Outcome> {
     let caches = async {
         ctx.owned.synced().await;
         if let Some(nodes) = &ctx.nodes {
@@ -223,7 +261,7 @@ pub async fn observe<S: State>(policy: &NicClusterPolicy, ctx: &Context) -> Resu
         nodes: ctx.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default(),
         cni_bin_dir: ctx.cni_bin_dir.clone(),
         served,
-        owned: ctx.owned.all().into_iter().map(|(_, object)| object).collect(),
+        owned: ctx.owned.all().into_iter().map(|(_, object)| object).filter(|o| scope.contains(o)).collect(),
         ..Default::default()
     };
     let names = S::spec(policy).map(S::referenced_config_maps).unwrap_or_default();
@@ -269,12 +307,22 @@ pub async fn discover(client: &Client, kinds: &[Kind]) -> Result<BTreeSet<String
 
 /// Renders from `observed`, applies, prunes and checks readiness; never fails, it concludes.
 pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, observed: &Observed) -> Outcome {
+    sync_with_in::<S>(policy, &Scope::Cluster, ctx, observed).await
+}
+
+/// [`sync_with`] for the policy of `scope`, `policy` being its view.
+pub async fn sync_with_in<S: State>(
+    policy: &NicClusterPolicy,
+    scope: &Scope<'_>,
+    ctx: &Context,
+    observed: &Observed,
+) -> Outcome {
     let render_ctx = RenderContext { namespace: &ctx.namespace, openshift: ctx.openshift, policy, observed };
-    let desired = match render_state::<S>(&render_ctx) {
+    let desired = match crate::render::render_in_scope::<S>(&render_ctx, scope) {
         Err(RenderError::Waiting(reason)) => return Outcome::new(SyncState::NotReady, reason),
         Err(e) => return Outcome::new(SyncState::Error, e.to_string()),
         Ok(None) => {
-            return match prune::<S>(ctx, &BTreeSet::new()).await {
+            return match prune::<S>(ctx, scope, &BTreeSet::new()).await {
                 Ok(()) => Outcome::new(SyncState::Ignore, None),
                 Err(message) => Outcome::new(SyncState::NotReady, message),
             };
@@ -291,11 +339,11 @@ pub async fn sync_with<S: State>(policy: &NicClusterPolicy, ctx: &Context, obser
     }
     let mut keys: BTreeSet<ObjectKey> = desired.iter().map(ObjectKey::of).collect();
     keys.extend(live.iter().flat_map(|object| referenced_keys(object)));
-    if let Err(message) = prune::<S>(ctx, &keys).await {
+    if let Err(message) = prune::<S>(ctx, scope, &keys).await {
         return Outcome::new(SyncState::NotReady, message);
     }
     if S::NEEDS_DRIVER && policy.spec.ofed_driver.is_some() && live.iter().any(|o| matches_no_node(o)) {
-        match nodes_waiting_for_driver(&ctx.client).await {
+        match nodes_waiting_for_driver(&ctx.client, scope).await {
             Ok(waiting) if !waiting.is_empty() => {
                 let named = waiting.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
                 let more = if waiting.len() > 5 { format!(" and {} more", waiting.len() - 5) } else { String::new() };
@@ -332,10 +380,12 @@ fn matches_no_node(object: &DynamicObject) -> bool {
 
 /// The nodes whose driver is not ready yet (`mofed.wait=true`, set by the OFED controller): a
 /// driver-gated workload that runs nowhere may only be waiting for them. One metadata list,
-/// only then.
-async fn nodes_waiting_for_driver(client: &Client) -> Result<Vec<String>, kube::Error> {
+/// only then; of the nodes the policy of `scope` selects.
+async fn nodes_waiting_for_driver(client: &Client, scope: &Scope<'_>) -> Result<Vec<String>, kube::Error> {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let selector = format!("{}=true", crate::edits::MOFED_WAIT_LABEL);
+    let mut selector = vec![format!("{}=true", crate::edits::MOFED_WAIT_LABEL)];
+    selector.extend(scope.node_selector());
+    let selector = selector.join(",");
     let list = nodes.list_metadata(&kube::api::ListParams::default().labels(&selector)).await?;
     Ok(list.items.into_iter().filter_map(|n| n.metadata.name).collect())
 }
@@ -392,20 +442,21 @@ fn referenced_keys(workload: &DynamicObject) -> Vec<ObjectKey> {
         .collect()
 }
 
-fn owned_by_a_policy(object: &DynamicObject) -> bool {
-    object.owner_references().iter().any(|o| o.kind == "NicClusterPolicy" && o.api_version.starts_with("mellanox.com/"))
+fn owned_by_a_policy(object: &DynamicObject, scope: &Scope<'_>) -> bool {
+    object.owner_references().iter().any(|o| o.kind == scope.owner_kind() && o.api_version.starts_with("mellanox.com/"))
 }
 
-/// Deletes every live object of this state that is not in `keep`. Objects without an owner
-/// reference to a NicClusterPolicy are never deleted, whatever their labels say.
-async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<(), String> {
+/// Deletes every live object of this state and of the policy of `scope` that is not in `keep`.
+/// Objects without an owner reference to a policy of that kind are never deleted, whatever
+/// their labels say.
+async fn prune<S: State>(ctx: &Context, scope: &Scope<'_>, keep: &BTreeSet<ObjectKey>) -> Result<(), String> {
     for (kind, object) in ctx.owned.all() {
         let key = ObjectKey::of(&object);
-        if keep.contains(&key) || object.metadata.deletion_timestamp.is_some() {
+        if keep.contains(&key) || object.metadata.deletion_timestamp.is_some() || !scope.contains(&object) {
             continue;
         }
-        if !owned_by_a_policy(&object) {
-            tracing::warn!(state = S::NAME, object = %key, "carries the state label but no NicClusterPolicy owner; left alone");
+        if !owned_by_a_policy(&object, scope) {
+            tracing::warn!(state = S::NAME, object = %key, owner = scope.owner_kind(), "carries the state label but no owner of its policy's kind; left alone");
             continue;
         }
         apply::delete(&ctx.client, &kind, &key)
@@ -416,9 +467,14 @@ async fn prune<S: State>(ctx: &Context, keep: &BTreeSet<ObjectKey>) -> Result<()
     Ok(())
 }
 
-/// Writes this state's `status.appliedStates` entry by server-side apply, unless the policy
-/// already shows exactly that entry.
-async fn report<S: State>(policy: &NicClusterPolicy, ctx: &Context, outcome: &Outcome) -> Result<(), Error> {
+/// Writes this state's `status.appliedStates` entry by server-side apply into the policy of
+/// `scope` (`policy` is its view), unless the policy already shows exactly that entry.
+async fn report<S: State>(
+    policy: &NicClusterPolicy,
+    scope: &Scope<'_>,
+    ctx: &Context,
+    outcome: &Outcome,
+) -> Result<(), Error> {
     let entry = AppliedState {
         name: S::NAME.to_string(),
         state: outcome.state,
@@ -430,15 +486,23 @@ async fn report<S: State>(policy: &NicClusterPolicy, ctx: &Context, outcome: &Ou
     }
     let patch = json!({
         "apiVersion": format!("{}/{}", api::GROUP, api::VERSION),
-        "kind": "NicClusterPolicy",
+        "kind": scope.owner_kind(),
         "metadata": { "name": policy.name_any() },
         "status": { "appliedStates": [entry] },
     });
     let params = PatchParams::apply(&field_manager::<S>()).force();
-    Api::<NicClusterPolicy>::all(ctx.client.clone())
-        .patch_status(&policy.name_any(), &params, &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Status { state: S::NAME, source })?;
+    let patch = Patch::Apply(&patch);
+    let written = match scope {
+        Scope::Cluster => Api::<NicClusterPolicy>::all(ctx.client.clone())
+            .patch_status(&policy.name_any(), &params, &patch)
+            .await
+            .map(drop),
+        Scope::Node(_) => Api::<NicNodePolicy>::all(ctx.client.clone())
+            .patch_status(&policy.name_any(), &params, &patch)
+            .await
+            .map(drop),
+    };
+    written.map_err(|source| Error::Status { state: S::NAME, source })?;
     ctx.metrics.status_writes.with_label_values(&[S::NAME]).inc();
     Ok(())
 }

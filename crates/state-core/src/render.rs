@@ -2,6 +2,7 @@
 
 use crate::edits::Edits;
 use crate::objects::ObjectKey;
+use crate::scope::Scope;
 use crate::state::{RenderContext, RenderError, State};
 use api::FieldError;
 use kube::core::DynamicObject;
@@ -36,6 +37,32 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
     }
     check_container_resources(S::field_path(), S::image(spec), &objects)?;
     Ok(Some(objects))
+}
+
+/// The objects of state `S` for the policy of `scope` (`render_ctx.policy` is its view): a NicNodePolicy's
+/// are [confined](crate::scope::confine) to it, and its sections must set their own image
+/// (it has no `spec.global`).
+pub fn render_in_scope<S: State>(
+    render_ctx: &RenderContext<'_>,
+    scope: &Scope<'_>,
+) -> Result<Option<Vec<DynamicObject>>, RenderError> {
+    let Scope::Node(node_policy) = scope else {
+        return render_state::<S>(render_ctx);
+    };
+    if let Some(spec) = S::spec(render_ctx.policy) {
+        let image = S::image(spec);
+        for (field, value) in [("repository", &image.repository), ("version", &image.version)] {
+            if value.is_empty() {
+                let path = format!("{}.{field}", S::field_path());
+                return Err(api::FieldError::new(path, "required: a NicNodePolicy has no spec.global").into());
+            }
+        }
+    }
+    let mut objects = render_state::<S>(render_ctx)?;
+    if let Some(objects) = objects.as_mut() {
+        crate::scope::confine::<S>(objects, node_policy)?;
+    }
+    Ok(objects)
 }
 
 /// Every `containerResources` entry must name a container the state renders (a typo would

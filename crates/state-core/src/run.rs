@@ -460,6 +460,8 @@ pub async fn run_controller_with<S: State>(
     }
     let policies: Api<NicClusterPolicy> = Api::all(client.clone());
     let (owned, changes) = OwnedObjects::watch(&client, S::kinds(), S::NAME, Some(&namespace));
+    let node_policy_ctx = Context::new(client.clone(), namespace.clone(), openshift, owned.clone(), metrics.clone())
+        .with_cni_bin_dir(cni_bin_dir.clone());
     let mut ctx =
         Context::new(client.clone(), namespace, openshift, owned.clone(), metrics).with_cni_bin_dir(cni_bin_dir);
     let mut node_changes = None;
@@ -476,16 +478,36 @@ pub async fn run_controller_with<S: State>(
     let policy_store = controller.store();
     let deleted = forget_states_when_deleted(controller.store(), ctx.metrics.clone());
     let node_cache = ctx.nodes.clone();
+    // The NicNodePolicies' controller, when the section may live there, on the same object cache.
+    let changes = changes.map(|_| ()).boxed();
+    let (changes, node_policies) = if S::NODE_POLICIES {
+        let (mine, theirs) = fan_out(changes);
+        let node_policy_ctx = match node_cache.clone() {
+            Some(nodes) => node_policy_ctx.with_nodes(nodes),
+            None => node_policy_ctx,
+        };
+        let (synced, run) = crate::node_policies::controller::<S>(node_policy_ctx, theirs);
+        (mine.boxed(), Some((synced, run)))
+    } else {
+        (changes, None)
+    };
+    let (node_policies_synced, node_policies_run) = match node_policies {
+        Some((synced, run)) => (Some(synced), Some(run)),
+        None => (None, None),
+    };
     let synced = async move {
         let _ = policy_store.wait_until_ready().await;
         owned.synced().await;
         if let Some(nodes) = node_cache {
             nodes.synced().await;
         }
+        if let Some(synced) = node_policies_synced {
+            synced.await;
+        }
     };
     let config_map_changes = S::READS_CONFIG_MAPS.then(|| config_map_changes(&ctx.client, &ctx.namespace));
     let changes = futures::stream::select_all([
-        changes.map(|_| ()).boxed(),
+        changes,
         futures::stream::iter(node_changes).flatten().boxed(),
         futures::stream::iter(config_map_changes).flatten().boxed(),
     ]);
@@ -495,12 +517,38 @@ pub async fn run_controller_with<S: State>(
         Arc::new(ctx),
     );
     let work = async {
+        let controllers = async {
+            match node_policies_run {
+                Some(node_policies) => drop(futures::future::join(drive(results), node_policies).await),
+                None => drive(results).await,
+            }
+        };
         tokio::select! {
-            () = drive(results) => {}
+            () = controllers => {}
             () = deleted => {}
         }
     };
     run_marking_ready(work, synced, &ready).await;
+}
+
+/// Two streams that each yield when `source` does, coalesced (a yield not taken yet absorbs
+/// the next ones); a task of its own drives `source`.
+fn fan_out(
+    source: impl Stream<Item = ()> + Send + 'static,
+) -> (impl Stream<Item = ()> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
+    let (first, first_rx) = tokio::sync::mpsc::channel(1);
+    let (second, second_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut source = std::pin::pin!(source);
+        while source.next().await.is_some() {
+            let _ = first.try_send(());
+            let _ = second.try_send(());
+        }
+    });
+    let receive = |rx: tokio::sync::mpsc::Receiver<()>| {
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    };
+    (receive(first_rx), receive(second_rx))
 }
 
 /// A stream that yields when a ConfigMap of `namespace` is created, changed or deleted

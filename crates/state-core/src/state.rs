@@ -20,6 +20,13 @@ pub trait State: Send + Sync + 'static {
     const NEEDS_DRIVER: bool;
     /// The policy section this state renders.
     type Spec;
+    /// NicNodePolicies may hold this section: the controller also renders it for each of them
+    /// ([`crate::scope`]).
+    const NODE_POLICIES: bool = false;
+    /// The name of object `name` of this state when it belongs to NicNodePolicy `policy`.
+    fn scoped_name(name: &str, policy: &str) -> String {
+        format!("{name}-{policy}")
+    }
 
     /// The section, or `None` when it is absent (state `ignore`, its objects are deleted).
     fn spec(policy: &NicClusterPolicy) -> Option<&Self::Spec>;
