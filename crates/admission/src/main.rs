@@ -87,10 +87,18 @@ async fn main() -> anyhow::Result<()> {
             resolver
         }
     };
+    // The other policies and the nodes, for the rules that compare a policy with them.
+    let cluster: std::sync::Arc<dyn admission::review::ClusterSource> = match kube::Client::try_default().await {
+        Ok(client) => admission::watched::Watched::start(&client),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes client: policies are judged without the other policies and the nodes");
+            std::sync::Arc::new(admission::review::Cluster::default())
+        }
+    };
     tracing::info!(listen = %flags.listen, "serving admission reviews");
     let limits = Limits::default();
-    server::serve(tcp, server::acceptor(resolver), limits, Connections::new(limits.connections), shutdown_signal())
-        .await;
+    let connections = Connections::new(limits.connections);
+    server::serve(tcp, server::acceptor(resolver), limits, connections, cluster, shutdown_signal()).await;
     Ok(())
 }
 

@@ -1,19 +1,51 @@
 //! One `admission.k8s.io/v1` AdmissionReview in, its answer out: DELETE always passes; a
-//! NicClusterPolicy with findings ([`crate::rules::findings`]) is refused with every finding in
+//! NicClusterPolicy or NicNodePolicy with findings ([`crate::rules`], which also compares it
+//! with the other policies and the nodes the webhook watches) is refused with every finding in
 //! one message and as causes (HTTP 422, reason `Invalid`, as the API server reports schema
 //! errors); anything unreadable is refused with a message saying why. Never panics.
 
-use api::{FieldError, NicClusterPolicy};
+use api::{FieldError, NicClusterPolicy, NicNodePolicy};
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Status};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the webhook knows of the cluster when it judges a policy (from its watches; nothing
+/// when it has none): the NicClusterPolicy, the NicNodePolicies and every node's labels.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    /// The NicClusterPolicy, if any.
+    pub cluster_policy: Option<Arc<NicClusterPolicy>>,
+    /// Every NicNodePolicy.
+    pub node_policies: Vec<Arc<NicNodePolicy>>,
+    /// Every node's name and labels.
+    pub nodes: Vec<(String, BTreeMap<String, String>)>,
+}
+
+/// A source of what the webhook knows of the cluster, read at each review.
+pub trait ClusterSource: Send + Sync {
+    /// The cluster as known now.
+    fn cluster(&self) -> Cluster;
+}
+
+impl ClusterSource for Cluster {
+    fn cluster(&self) -> Cluster {
+        self.clone()
+    }
+}
 
 /// The review version the webhook speaks (its configuration asks for this one only).
 pub const REVIEW_VERSION: &str = "admission.k8s.io/v1";
 
-/// The answer to `review` (a review without a request, or of another version, gets an
-/// "invalid request" answer; a kind other than NicClusterPolicy is allowed with a warning: this
-/// webhook does not judge it).
+/// The answer to `review` knowing nothing of the cluster (see [`answer_in`]).
 pub fn answer(review: AdmissionReview<DynamicObject>) -> AdmissionReview<DynamicObject> {
+    answer_in(review, &Cluster::default())
+}
+
+/// The answer to `review` in `cluster` (a review without a request, or of another version, gets
+/// an "invalid request" answer; a kind other than NicClusterPolicy and NicNodePolicy is allowed
+/// with a warning: this webhook does not judge it).
+pub fn answer_in(review: AdmissionReview<DynamicObject>, cluster: &Cluster) -> AdmissionReview<DynamicObject> {
     if review.types.api_version != REVIEW_VERSION {
         let version = &review.types.api_version;
         return AdmissionResponse::invalid(format!("AdmissionReview {version:?} is not served; send {REVIEW_VERSION}"))
@@ -27,7 +59,8 @@ pub fn answer(review: AdmissionReview<DynamicObject>) -> AdmissionReview<Dynamic
     };
     let request: kube::core::admission::AdmissionRequest<DynamicObject> = request;
     let mut response = AdmissionResponse::from(&request);
-    if request.kind.group != api::GROUP || request.kind.kind != "NicClusterPolicy" {
+    let kind = request.kind.kind.clone();
+    if request.kind.group != api::GROUP || !matches!(kind.as_str(), "NicClusterPolicy" | "NicNodePolicy") {
         let kind = format!("{}/{}", request.kind.group, request.kind.kind);
         response.warnings = Some(vec![format!("the NicClusterPolicy webhook does not judge {kind}; allowed")]);
         return response.into_review();
@@ -39,23 +72,34 @@ pub fn answer(review: AdmissionReview<DynamicObject>) -> AdmissionReview<Dynamic
         return response.deny("the request carries no object").into_review();
     };
     let name = object.metadata.name.clone().unwrap_or_default();
-    let policy: NicClusterPolicy = match serde_json::to_value(&object).and_then(serde_json::from_value) {
-        Ok(policy) => policy,
-        Err(e) => return response.deny(format!("not a readable NicClusterPolicy: {e}")).into_review(),
+    let value = serde_json::to_value(&object);
+    let findings = if kind == "NicNodePolicy" {
+        match value.and_then(serde_json::from_value::<NicNodePolicy>) {
+            Ok(policy) => crate::rules::node_policy_findings(&policy, cluster),
+            Err(e) => return response.deny(format!("not a readable NicNodePolicy: {e}")).into_review(),
+        }
+    } else {
+        match value.and_then(serde_json::from_value::<NicClusterPolicy>) {
+            Ok(policy) => {
+                let mut findings = crate::rules::findings(&policy);
+                findings.extend(crate::rules::shared_with_node_policies(&policy, cluster));
+                findings
+            }
+            Err(e) => return response.deny(format!("not a readable NicClusterPolicy: {e}")).into_review(),
+        }
     };
-    let findings = crate::rules::findings(&policy);
     if findings.is_empty() {
-        tracing::info!(%name, operation = ?request.operation, "allowed");
+        tracing::info!(%kind, %name, operation = ?request.operation, "allowed");
         return response.into_review();
     }
-    tracing::info!(%name, findings = findings.len(), "denied");
-    denied(response, &name, &findings).into_review()
+    tracing::info!(%kind, %name, findings = findings.len(), "denied");
+    denied(response, &kind, &name, &findings).into_review()
 }
 
-/// `response` refusing the policy `name` for `findings`.
-pub fn denied(mut response: AdmissionResponse, name: &str, findings: &[FieldError]) -> AdmissionResponse {
+/// `response` refusing the policy of `kind` named `name` for `findings`.
+pub fn denied(mut response: AdmissionResponse, kind: &str, name: &str, findings: &[FieldError]) -> AdmissionResponse {
     let listed: Vec<String> = findings.iter().map(ToString::to_string).collect();
-    let message = format!("NicClusterPolicy.mellanox.com {name:?} is invalid: [{}]", listed.join(", "));
+    let message = format!("{kind}.mellanox.com {name:?} is invalid: [{}]", listed.join(", "));
     let causes = findings
         .iter()
         .map(|f| kube::core::response::StatusCause {
@@ -73,7 +117,7 @@ pub fn denied(mut response: AdmissionResponse, name: &str, findings: &[FieldErro
         details: Some(kube::core::response::StatusDetails {
             name: name.to_string(),
             group: api::GROUP.into(),
-            kind: "NicClusterPolicy".into(),
+            kind: kind.into(),
             uid: String::new(),
             causes,
             retry_after_seconds: 0,

@@ -4,8 +4,11 @@
 //! the NFD labels, the ConfigMaps the policy names). A rule therefore exists once: the webhook
 //! refuses at apply time exactly what a controller would report as `error`.
 
+use crate::review::Cluster;
+use api::node_policy::{self, NicNodePolicy};
 use api::{FieldError, NicClusterPolicy};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::ResourceExt;
 use state_core::{Observed, RenderContext, RenderError, State, render_state};
 use std::sync::Arc;
 
@@ -32,6 +35,58 @@ pub fn findings(policy: &NicClusterPolicy) -> Vec<FieldError> {
         }
     }
     unique
+}
+
+/// A NicClusterPolicy's sections that NicNodePolicies of `cluster` already hold: a section
+/// lives in one kind only.
+pub fn shared_with_node_policies(policy: &NicClusterPolicy, cluster: &Cluster) -> Vec<FieldError> {
+    cluster
+        .node_policies
+        .iter()
+        .flat_map(|node_policy| {
+            node_policy::section_conflicts(node_policy, Some(policy)).into_iter().map(|conflict| {
+                FieldError::new(
+                    conflict.path,
+                    format!(
+                        "also set in NicNodePolicy {}: a section lives in the NicClusterPolicy or in NicNodePolicies, not both",
+                        node_policy.name_any()
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Every finding of the NicNodePolicy `policy` in `cluster`: its own fields, a section the
+/// NicClusterPolicy holds, nodes another NicNodePolicy selects, a section no controller serves
+/// in a NicNodePolicy yet, and what the states' renders find (as the controllers render it).
+pub fn node_policy_findings(policy: &NicNodePolicy, cluster: &Cluster) -> Vec<FieldError> {
+    let mut found = node_policy::validate(policy);
+    for (state, message) in node_policy::not_yet_served() {
+        if policy.has_section(state) {
+            let (path, message) = message.split_once(": ").unwrap_or(("spec", &message));
+            found.push(FieldError::new(path, message));
+        }
+    }
+    found.extend(node_policy::section_conflicts(policy, cluster.cluster_policy.as_deref()));
+    let others = cluster.node_policies.iter().map(AsRef::as_ref);
+    found.extend(node_policy::overlap_error(&node_policy::shared_nodes(policy, others, &cluster.nodes)));
+    let view = policy.view(None);
+    let observed = sample_cluster(&view);
+    let ctx =
+        RenderContext { namespace: "nvidia-network-operator", openshift: false, policy: &view, observed: &observed };
+    let scope = state_core::scope::Scope::Node(policy);
+    found.extend(invalid_in_scope::<rdma_dp::RdmaDevicePlugin>(&ctx, &scope));
+    found.extend(invalid_in_scope::<sriov_dp::SriovDevicePlugin>(&ctx, &scope));
+    found
+}
+
+/// What rendering state `S` for the NicNodePolicy of `scope` finds wrong with it.
+fn invalid_in_scope<S: State>(ctx: &RenderContext<'_>, scope: &state_core::scope::Scope<'_>) -> Vec<FieldError> {
+    match state_core::render::render_in_scope::<S>(ctx, scope) {
+        Err(RenderError::Invalid(error)) => vec![error],
+        _ => Vec::new(),
+    }
 }
 
 /// What rendering state `S` finds wrong with the input (other outcomes, such as waiting for

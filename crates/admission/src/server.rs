@@ -9,6 +9,7 @@
 //! connections ([`Limits`]), and a body limit above the largest review the API server sends.
 
 use crate::certs::Resolver;
+use crate::review::ClusterSource;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
@@ -59,14 +60,19 @@ impl Default for Limits {
     }
 }
 
-/// The routes, with `limits` on request bodies.
-pub fn router(limits: Limits) -> Router {
+/// The path the API server posts NicNodePolicy reviews to.
+pub const NODE_POLICY_PATH: &str = "/validate-mellanox-com-v1alpha1-nicnodepolicy";
+
+/// The routes, with `limits` on request bodies, judging in the cluster `cluster` knows.
+pub fn router(limits: Limits, cluster: Arc<dyn ClusterSource>) -> Router {
+    let (for_nodes, for_policy) = (cluster.clone(), cluster);
     Router::new()
-        .route(POLICY_PATH, post(move |request: Request| review(request, limits)))
+        .route(POLICY_PATH, post(move |request: Request| review(request, limits, for_policy.clone())))
+        .route(NODE_POLICY_PATH, post(move |request: Request| review(request, limits, for_nodes.clone())))
         .route("/healthz", get(|| async { "ok" }))
 }
 
-async fn review(request: Request, limits: Limits) -> Response {
+async fn review(request: Request, limits: Limits, cluster: Arc<dyn ClusterSource>) -> Response {
     let body =
         match tokio::time::timeout(limits.body, axum::body::to_bytes(request.into_body(), limits.body_bytes)).await {
             Ok(Ok(body)) => body,
@@ -77,7 +83,7 @@ async fn review(request: Request, limits: Limits) -> Response {
             Err(_) => return (StatusCode::REQUEST_TIMEOUT, "the review's body came too slowly").into_response(),
         };
     let answer = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body) {
-        Ok(review) => crate::review::answer(review),
+        Ok(review) => crate::review::answer_in(review, &cluster.cluster()),
         Err(e) => AdmissionResponse::invalid(format!("not an AdmissionReview: {e}")).into_review(),
     };
     match serde_json::to_string(&answer) {
@@ -114,15 +120,17 @@ impl Connections {
     }
 }
 
-/// Serves `tcp` until `shutdown` completes, each connection in a task of its own within `limits`.
+/// Serves `tcp` until `shutdown` completes, each connection in a task of its own within `limits`,
+/// judging in the cluster `cluster` knows.
 pub async fn serve(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
     limits: Limits,
     connections: Connections,
+    cluster: Arc<dyn ClusterSource>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = router(limits);
+    let app = router(limits, cluster);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {

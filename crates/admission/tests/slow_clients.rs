@@ -46,7 +46,14 @@ async fn start() -> (SocketAddr, TlsConnector, Connections) {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let addr = tcp.local_addr().expect("bound");
     let connections = Connections::new(limits().connections);
-    tokio::spawn(server::serve(tcp, server::acceptor(resolver), limits(), connections.clone(), std::future::pending()));
+    tokio::spawn(server::serve(
+        tcp,
+        server::acceptor(resolver),
+        limits(),
+        connections.clone(),
+        std::sync::Arc::new(admission::review::Cluster::default()),
+        std::future::pending(),
+    ));
     (addr, trusting(&ca_cert), connections)
 }
 

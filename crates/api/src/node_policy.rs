@@ -160,11 +160,21 @@ pub fn overlaps<'a>(
     nodes: &[(String, BTreeMap<String, String>)],
 ) -> BTreeMap<String, BTreeSet<String>> {
     let order = |p: &NicNodePolicy| (p.metadata.creation_timestamp.clone().map(|t| t.0), p.name_any());
+    shared_nodes(policy, others.into_iter().filter(|other| order(other) <= order(policy)), nodes)
+}
+
+/// The nodes `policy` shares with any other of `others` (itself left out), by the other
+/// policy's name: at admission the policy being written is at fault, whatever its age.
+pub fn shared_nodes<'a>(
+    policy: &NicNodePolicy,
+    others: impl IntoIterator<Item = &'a NicNodePolicy>,
+    nodes: &[(String, BTreeMap<String, String>)],
+) -> BTreeMap<String, BTreeSet<String>> {
     let mine: BTreeSet<&str> =
         nodes.iter().filter(|(_, labels)| policy.selects(labels)).map(|(name, _)| name.as_str()).collect();
     let mut found = BTreeMap::new();
     for other in others {
-        if other.name_any() == policy.name_any() || order(other) > order(policy) {
+        if other.name_any() == policy.name_any() {
             continue;
         }
         let shared: BTreeSet<String> = nodes

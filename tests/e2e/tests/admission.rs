@@ -1,10 +1,11 @@
 //! The real `admission-webhook` registered with the real API server (a `url` client config on
 //! 127.0.0.1): with self-managed certificates it makes its CA, stores it in a Secret and puts it
 //! into the ValidatingWebhookConfiguration's `caBundle`; then creating a bad policy is refused
-//! with every field path, a good one passes, a delete passes, and a renewed serving certificate
-//! is served without a break.
+//! with every field path, a good one passes, a NicNodePolicy holding a section of the cluster
+//! policy is refused, a delete passes, and a renewed serving certificate is served without a
+//! break.
 
-use api::{NicClusterPolicy, POLICY_NAME};
+use api::{NicClusterPolicy, NicNodePolicy, POLICY_NAME};
 use e2e::binary::ControllerProcess;
 use e2e::{TestEnv, WAIT, eventually, seed_policy, unique_name};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -17,20 +18,23 @@ use std::time::Duration;
 const SECRET: &str = "admission-webhook-certs";
 const LABEL: &str = "network-operator.nvidia.com/e2e-admission";
 
-/// Registers the webhook at `url` for NicClusterPolicies carrying the label `LABEL=run`
-/// (so other tests' policies never reach it), without a caBundle.
-async fn register(client: &Client, name: &str, url: &str, run: &str) {
-    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "vnicclusterpolicy.mellanox.com",
+/// Registers the webhook at `base` (its paths for both policy kinds) for policies carrying the
+/// label `LABEL=run` (so other tests' policies never reach it), without a caBundle.
+async fn register(client: &Client, name: &str, base: &str, run: &str) {
+    let webhook = |kind: &str, resource: &str| {
+        json!({
+            "name": format!("v{kind}.mellanox.com"),
             "admissionReviewVersions": ["v1"],
-            "clientConfig": {"url": url},
+            "clientConfig": {"url": format!("{base}/validate-mellanox-com-v1alpha1-{kind}")},
             "rules": [{"apiGroups": ["mellanox.com"], "apiVersions": ["v1alpha1"],
-                       "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["nicclusterpolicies"]}],
+                       "operations": ["CREATE", "UPDATE", "DELETE"], "resources": [resource]}],
             "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 5,
             "objectSelector": {"matchLabels": {LABEL: run}},
-        }]
+        })
+    };
+    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "webhooks": [webhook("nicclusterpolicy", "nicclusterpolicies"), webhook("nicnodepolicy", "nicnodepolicies")]
     }))
     .expect("a valid ValidatingWebhookConfiguration");
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
@@ -58,8 +62,7 @@ async fn bad_policies_are_refused_at_apply_time_with_every_field_and_self_manage
     let config_name = unique_name("netop-e2e-admission");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port").port();
     env.cleanup.cluster_resource::<ValidatingWebhookConfiguration>(&config_name);
-    let url = format!("https://127.0.0.1:{port}/validate-mellanox-com-v1alpha1-nicclusterpolicy");
-    register(&client, &config_name, &url, &run).await;
+    register(&client, &config_name, &format!("https://127.0.0.1:{port}"), &run).await;
     let listen = format!("127.0.0.1:{port}");
     let _webhook = ControllerProcess::start(
         "admission-webhook",
@@ -115,6 +118,35 @@ async fn bad_policies_are_refused_at_apply_time_with_every_field_and_self_manage
     let good = labelled(seed_policy(), &run);
     policies.create(&dry_run, &good).await.expect("the seed policy is allowed");
     e2e::fresh_policy(&env, &good).await;
+
+    // A NicNodePolicy with a section the cluster policy holds is refused, naming the field; one
+    // with another section passes.
+    let node_policies: Api<NicNodePolicy> = Api::all(client.clone());
+    let node_policy = |section: &str| -> NicNodePolicy {
+        let spec = json!({section: {"image": "plugin", "repository": "ghcr.io/mellanox", "version": "v1.5.1",
+            "config": "{\"configList\": [{\"resourceName\": \"rdma_a\", \"rdmaHcaMax\": 63, \"selectors\": {\"vendors\": [\"15b3\"]}}], \"resourceList\": [{\"resourceName\": \"sriov_a\", \"selectors\": {\"vendors\": [\"15b3\"]}}]}"}});
+        serde_json::from_value(json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "NicNodePolicy",
+            "metadata": {"name": unique_name("pool"), "labels": {LABEL: run}}, "spec": spec}))
+        .expect("a NicNodePolicy")
+    };
+    let error = eventually("the webhook to see the cluster policy", WAIT, || async {
+        match node_policies.create(&dry_run, &node_policy("rdmaSharedDevicePlugin")).await {
+            Err(kube::Error::Api(status)) if status.message.contains("also set in NicClusterPolicy") => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        error.message.contains("admission webhook \"vnicnodepolicy.mellanox.com\" denied the request"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("spec.rdmaSharedDevicePlugin: also set in NicClusterPolicy nic-cluster-policy"),
+        "{}",
+        error.message
+    );
+    node_policies.create(&dry_run, &node_policy("sriovDevicePlugin")).await.expect("another section is allowed");
     policies.delete(POLICY_NAME, &DeleteParams::default()).await.expect("a delete always passes");
 
     // The serving certificate lives 15 s and is renewed with 5 s left, under the same CA:
