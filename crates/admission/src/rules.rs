@@ -58,16 +58,10 @@ pub fn shared_with_node_policies(policy: &NicClusterPolicy, cluster: &Cluster) -
 }
 
 /// Every finding of the NicNodePolicy `policy` in `cluster`: its own fields, a section the
-/// NicClusterPolicy holds, nodes another NicNodePolicy selects, a section no controller serves
-/// in a NicNodePolicy yet, and what the states' renders find (as the controllers render it).
+/// NicClusterPolicy holds, nodes another NicNodePolicy selects, and what the states' renders
+/// find (as the controllers render it).
 pub fn node_policy_findings(policy: &NicNodePolicy, cluster: &Cluster) -> Vec<FieldError> {
     let mut found = node_policy::validate(policy);
-    for (state, message) in node_policy::not_yet_served() {
-        if policy.has_section(state) {
-            let (path, message) = message.split_once(": ").unwrap_or(("spec", &message));
-            found.push(FieldError::new(path, message));
-        }
-    }
     found.extend(node_policy::section_conflicts(policy, cluster.cluster_policy.as_deref()));
     let others = cluster.node_policies.iter().map(AsRef::as_ref);
     found.extend(node_policy::overlap_error(&node_policy::shared_nodes(policy, others, &cluster.nodes)));
@@ -76,6 +70,7 @@ pub fn node_policy_findings(policy: &NicNodePolicy, cluster: &Cluster) -> Vec<Fi
     let ctx =
         RenderContext { namespace: "nvidia-network-operator", openshift: false, policy: &view, observed: &observed };
     let scope = state_core::scope::Scope::Node(policy);
+    found.extend(invalid_in_scope::<ofed::OfedDriver>(&ctx, &scope));
     found.extend(invalid_in_scope::<rdma_dp::RdmaDevicePlugin>(&ctx, &scope));
     found.extend(invalid_in_scope::<sriov_dp::SriovDevicePlugin>(&ctx, &scope));
     found

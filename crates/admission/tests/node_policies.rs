@@ -101,13 +101,14 @@ fn a_node_policy_is_refused_for_its_own_bad_fields_each_named() {
         "bad",
         json!({"nodeSelector": {"role": "not a value!"},
                "rdmaSharedDevicePlugin": {"image": "k8s-rdma-shared-dev-plugin", "repository": "ghcr.io/mellanox", "config": "{}"},
-               "ofedDriver": {"image": "doca-driver", "repository": "nvcr.io/nvidia/mellanox", "version": "24.10-0.7.0.0-0"}}),
+               "ofedDriver": {"image": "doca-driver", "repository": "nvcr.io/nvidia/mellanox", "version": "24.10-0.7.0.0-0",
+                              "upgradePolicy": {"autoUpgrade": false, "safeLoad": true}}}),
     );
     let (allowed, message) = judge_node_policy(bad, &Cluster::default());
     assert!(!allowed);
     for field in [
         "spec.nodeSelector[role]",
-        "spec.ofedDriver:",
+        "spec.ofedDriver.upgradePolicy.safeLoad: safeLoad requires autoUpgrade",
         "spec.rdmaSharedDevicePlugin.version: required: a NicNodePolicy has no spec.global",
     ] {
         assert!(message.contains(field), "{field} in {message}");

@@ -202,7 +202,7 @@ async fn aggregate(
     let stopped = liveness::stopped(&expiries, now);
     let summary = match kind {
         PolicyKind::Cluster => fold(policy, &stopped, now),
-        PolicyKind::Node => crate::fold::fold_sections(policy, &stopped, &api::node_policy::not_yet_served(), now),
+        PolicyKind::Node => crate::fold::fold_sections(policy, &stopped, now),
     };
     // Nothing announces a controller that stops renewing its Lease, or the end of a new policy's
     // grace: fold again when either would change the result.

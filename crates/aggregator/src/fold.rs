@@ -56,18 +56,12 @@ pub fn fold(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: 
             left_out: vec![],
         };
     }
-    fold_sections(policy, stopped, &BTreeMap::new(), now)
+    fold_sections(policy, stopped, now)
 }
 
-/// [`fold`] of any policy's sections, whatever its name (a NicNodePolicy's
-/// [view](api::NicNodePolicy::view) is folded this way); the sections in `unserved` are `error`
-/// with the message given there (no controller serves them in that kind of policy).
-pub fn fold_sections(
-    policy: &NicClusterPolicy,
-    stopped: &BTreeMap<String, String>,
-    unserved: &BTreeMap<&str, String>,
-    now: Timestamp,
-) -> Summary {
+/// [`fold`] of any policy's sections, whatever its name: a NicNodePolicy's
+/// [view](api::NicNodePolicy::view) is folded this way.
+pub fn fold_sections(policy: &NicClusterPolicy, stopped: &BTreeMap<String, String>, now: Timestamp) -> Summary {
     let generation = policy.metadata.generation.unwrap_or(0);
     let mut errors = Vec::new();
     let mut waiting = Vec::new();
@@ -80,7 +74,6 @@ pub fn fold_sections(
             continue;
         }
         let (value, message) = match (policy.applied_state(state), stopped.get(state)) {
-            _ if unserved.contains_key(state) => (SyncState::Error, unserved[state].clone()),
             (_, Some(why)) => {
                 (SyncState::NotReady, format!("no controller has reported; is its chart enabled? ({why})"))
             }
@@ -259,6 +252,17 @@ mod tests {
                         .into()
                 )
             )
+        );
+    }
+
+    #[test]
+    fn a_node_policys_sections_are_folded_whatever_its_name() {
+        let p = policy("pool-a", rdma_and_ofed(), vec![entry(names::RDMA_DP, SyncState::Ready, None, 3)]);
+        assert_eq!(fold(&p, &BTreeMap::new(), Timestamp::now()).state, SyncState::Ignore, "a cluster policy's name");
+        let summary = fold_sections(&p, &BTreeMap::new(), Timestamp::now());
+        assert_eq!(
+            (summary.state, summary.reason),
+            (SyncState::NotReady, Some("state-OFED: no controller has reported; is its chart enabled?".into()))
         );
     }
 

@@ -66,16 +66,6 @@ optional_spec!(NicNodePolicySpec);
 pub const SECTIONS: [(&str, &str); 3] =
     [("ofedDriver", names::OFED), ("rdmaSharedDevicePlugin", names::RDMA_DP), ("sriovDevicePlugin", names::SRIOV_DP)];
 
-/// The sections of a NicNodePolicy no controller of this release serves yet, by state name,
-/// with what the user reads (state `error`; the webhook refuses them).
-pub fn not_yet_served() -> BTreeMap<&'static str, String> {
-    BTreeMap::from([(
-        names::OFED,
-        "spec.ofedDriver: the driver is not yet deployed per NicNodePolicy by this release; set it in the NicClusterPolicy"
-            .to_string(),
-    )])
-}
-
 /// Prefix of the `ds-owner` label value of a NicNodePolicy's objects (`nnp-<name>`), as the
 /// original names it.
 pub const DS_OWNER_PREFIX: &str = "nnp-";

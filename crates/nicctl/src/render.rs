@@ -86,6 +86,9 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
             Document::IPoIB(network) => objects.push(network_nad(network.as_ref(), &args.file)?),
         }
     }
+    // The objects NicNodePolicies share (the driver's ServiceAccount and roles) come once.
+    let mut seen = std::collections::BTreeSet::new();
+    objects.retain(|object| seen.insert(state_core::objects::ObjectKey::of(object)));
     if objects.is_empty() {
         eprintln!("note: no compiled-in state renders anything for {}", args.file.display());
     }
@@ -157,12 +160,6 @@ fn render_node_policy(
     let mut errors = node_policy::validate(policy);
     errors.extend(node_policy::section_conflicts(policy, cluster));
     errors.extend(node_policy::overlap_error(&node_policy::overlaps(policy, all.iter().copied(), &nodes)));
-    for (state, message) in node_policy::not_yet_served() {
-        if policy.has_section(state) {
-            let (path, message) = message.split_once(": ").unwrap_or(("spec", &message));
-            errors.push(api::FieldError::new(path, message));
-        }
-    }
     if let Some(first) = errors.into_iter().next() {
         return Err(input_error(&args.file, format!("NicNodePolicy {}: {first}", policy.name_any())));
     }
@@ -177,20 +174,27 @@ fn render_node_policy(
         );
     }
     let view = policy.view(cluster);
-    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy: &view, observed };
+    // The policy's driver pools come from the nodes it selects.
+    let mut mine = observed.clone();
+    mine.nodes.retain(|node| policy.selects(node.labels()));
+    mine.peers = all.iter().filter(|p| p.spec.ofed_driver.is_some()).map(|p| Arc::new((*p).clone())).collect();
+    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy: &view, observed: &mine };
     let scope = state_core::scope::Scope::Node(policy);
     let mut objects = Vec::new();
-    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, &scope, policy, &args.file)?);
-    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, &scope, policy, &args.file)?);
+    objects.extend(node_policy_state::<ofed::OfedDriver>(&ctx, &scope, policy, &args.file, args.nodes.is_some())?);
+    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, &scope, policy, &args.file, true)?);
+    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, &scope, policy, &args.file, true)?);
     Ok(objects)
 }
 
-/// The objects of state `S` for the NicNodePolicy of `scope`, when it holds the section.
+/// The objects of state `S` for the NicNodePolicy of `scope`, when it holds the section; a
+/// state that waits for nodes says so, with a hint to pass them unless `nodes_given`.
 fn node_policy_state<S: State>(
     ctx: &RenderContext<'_>,
     scope: &state_core::scope::Scope<'_>,
     policy: &api::NicNodePolicy,
     file: &Path,
+    nodes_given: bool,
 ) -> Result<Vec<DynamicObject>, Failure> {
     if !policy.has_section(S::NAME) {
         return Ok(Vec::new());
@@ -198,6 +202,15 @@ fn node_policy_state<S: State>(
     match state_core::render::render_in_scope::<S>(ctx, scope) {
         Ok(objects) => Ok(objects.unwrap_or_default()),
         Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
+        Err(RenderError::Waiting(reason)) => {
+            let hint = if nodes_given { "" } else { " (pass the cluster's Nodes with --nodes)" };
+            eprintln!(
+                "note: NicNodePolicy {}: {}: nothing rendered: {reason}{hint}",
+                kube::ResourceExt::name_any(policy),
+                S::NAME
+            );
+            Ok(Vec::new())
+        }
         Err(e) => Err(Failure::Internal(anyhow::anyhow!("{}: {e}", S::NAME))),
     }
 }

@@ -271,7 +271,7 @@ fn nodes_file(name: &str, nodes: &[(&str, &str)]) -> PathBuf {
         .iter()
         .map(|(node, role)| {
             format!(
-                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    feature.node.kubernetes.io/pci-15b3.present: \"true\"\n    node-role.kubernetes.io/{role}: \"\"\n"
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    feature.node.kubernetes.io/pci-15b3.present: \"true\"\n    node-role.kubernetes.io/{role}: \"\"\n    feature.node.kubernetes.io/system-os_release.ID: ubuntu\n    feature.node.kubernetes.io/system-os_release.VERSION_ID: \"22.04\"\n    feature.node.kubernetes.io/kernel-version.full: 5.15.0-78-generic\n    kubernetes.io/arch: amd64\n"
             )
         })
         .collect();
@@ -314,9 +314,34 @@ fn node_policies_render_their_own_objects_named_after_them_on_the_nodes_they_sel
     assert!(pod["tolerations"].as_array().unwrap().iter().any(|t| t["key"] == "dedicated"), "{pod}");
     named("ServiceAccount", "sriov-device-plugin-storage-nodes");
     assert!(
-        objects.iter().all(|o| o["metadata"]["labels"]["ds-owner"].as_str().is_some_and(|v| v.starts_with("nnp-"))),
-        "every object names its policy"
+        objects.iter().all(|o| o["metadata"]["labels"]["ds-owner"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("nnp-") || v == "NicNodePolicies")),
+        "every object names its policy, or is shared by the NicNodePolicies"
     );
+    // Each policy's driver: its own pool DaemonSet and version, on its own nodes; one shared
+    // ServiceAccount.
+    let drivers: Vec<&serde_json::Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"].as_str().unwrap().starts_with("mofed-"))
+        .collect();
+    assert_eq!(drivers.len(), 2);
+    for (driver, policy, version, role) in
+        [(drivers[0], "pool-a", "24.10-0.7.0.0-0", "gpu"), (drivers[1], "storage-nodes", "24.07-0.6.1.0-0", "storage")]
+    {
+        let name = driver["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("mofed-ubuntu22.04-") && name.ends_with(&format!("-{policy}-ds")), "{name}");
+        let pod = &driver["spec"]["template"]["spec"];
+        assert!(pod["containers"][0]["image"].as_str().unwrap().contains(version), "{name}");
+        assert_eq!(pod["nodeSelector"][format!("node-role.kubernetes.io/{role}")], "", "{name}");
+        assert_eq!(pod["serviceAccountName"], "ofed-driver");
+    }
+    assert_eq!(
+        objects.iter().filter(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "ofed-driver").count(),
+        1
+    );
+    // The RDMA plugin waits for its policy's driver.
+    assert_eq!(rdma["spec"]["template"]["spec"]["nodeSelector"]["network.nvidia.com/operator.mofed.wait"], "false");
 }
 
 #[test]
@@ -345,9 +370,7 @@ fn a_section_in_a_node_policy_and_the_cluster_policy_exits_2_naming_the_field() 
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(
-        message.contains(
-            "NicNodePolicy pool-a: spec.rdmaSharedDevicePlugin: also set in NicClusterPolicy nic-cluster-policy"
-        ),
+        message.contains("NicNodePolicy pool-a: spec.ofedDriver: also set in NicClusterPolicy nic-cluster-policy"),
         "{message}"
     );
 }

@@ -11,11 +11,12 @@ use crate::mofed_wait;
 use crate::pod::Pod;
 use crate::pools::{Pool, legacy_daemon_sets, pools, some_of};
 use crate::registry::{Registry, TagCache};
-use crate::upgrade::{self, pass::PassReport, pass::Upgrades};
+use crate::upgrade::{self, pass::NodeSet, pass::PassReport, pass::Upgrades};
 use crate::{DRIVER_LABEL, OfedDriver};
-use api::{NicClusterPolicy, SyncState};
+use api::{NicClusterPolicy, NicNodePolicy, SyncState};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::core::PartialObjectMeta;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
@@ -29,6 +30,7 @@ use state_core::owned::OwnedObjects;
 use state_core::readiness;
 use state_core::reconcile::{self, Context, Error, Outcome, field_manager};
 use state_core::run::{Process, drive, is_openshift, run_marking_ready, shutdown_signal};
+use state_core::scope::Scope;
 use state_core::{ImageTags, Observed, OpenShiftFacts};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -47,6 +49,34 @@ pub struct OfedContext {
     pub runtimes: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// Driver upgrades.
     pub upgrades: Arc<Upgrades>,
+    /// The NicNodePolicies (those with a driver take their nodes out of the cluster policy's).
+    pub node_policies: Store<NicNodePolicy>,
+    /// Every node's labels, to tell which nodes a NicNodePolicy selects.
+    pub node_labels: Store<PartialObjectMeta<Node>>,
+}
+
+impl OfedContext {
+    /// The nodes NicNodePolicy `policy` selects, by name.
+    pub fn selected_by(&self, policy: &NicNodePolicy) -> BTreeSet<String> {
+        self.node_labels.state().iter().filter(|n| policy.selects(n.labels())).map(|n| n.name_any()).collect()
+    }
+
+    /// The nodes of the cluster policy's driver: every node when it deploys one (a NicNodePolicy
+    /// with a driver is refused then), else every node but those of NicNodePolicies with a
+    /// driver (their mofed.wait labels and upgrades are theirs).
+    pub fn cluster_nodes(&self, policy: &NicClusterPolicy) -> NodeSet {
+        if policy.spec.ofed_driver.is_some() {
+            return NodeSet::All;
+        }
+        let theirs = self
+            .node_policies
+            .state()
+            .iter()
+            .filter(|p| p.spec.ofed_driver.is_some())
+            .flat_map(|p| self.selected_by(p))
+            .collect();
+        NodeSet::Except(theirs)
+    }
 }
 
 /// The node watch is metadata only (it keeps thousands of nodes in little memory), so it has
@@ -96,37 +126,57 @@ pub async fn reconcile(policy: Arc<NicClusterPolicy>, ctx: Arc<OfedContext>) -> 
         Cow::Borrowed(_) => policy,
         Cow::Owned(resolved) => Arc::new(resolved),
     };
-    let core = &ctx.core;
-    let outcome = match reconcile::observe::<OfedDriver>(&policy, core).await {
-        Err(outcome) => outcome,
-        Ok(mut observed) if core.openshift && OfedDriver::spec(&policy).is_some() => {
-            match openshift_facts(&core.client).await {
-                Ok(facts) => {
-                    observed.openshift = facts;
-                    sync(&policy, &ctx, observed).await
-                }
-                Err(message) => Outcome::new(SyncState::NotReady, message),
-            }
-        }
-        Ok(observed) => sync(&policy, &ctx, observed).await,
-    };
-    let report = upgrade(&policy, &ctx).await;
-    let outcome = with_upgrade(outcome, report.message);
-    let action = reconcile::finish::<OfedDriver>(&policy, core, outcome, started).await?;
+    let nodes = ctx.cluster_nodes(&policy);
+    let (outcome, report) = sync_and_upgrade(&policy, &Scope::Cluster, &nodes, Vec::new(), &ctx).await;
+    let action = reconcile::finish::<OfedDriver>(&policy, &ctx.core, outcome, started).await?;
     Ok(if report.recheck { Action::requeue(upgrade::pass::RECHECK) } else { action })
 }
 
-/// One upgrade pass over the driver DaemonSets and pods the caches hold.
-async fn upgrade(policy: &NicClusterPolicy, ctx: &OfedContext) -> PassReport {
+/// The driver of the policy of `scope` (`policy` is its view) on the nodes of `nodes`: observe,
+/// render, apply, label, then one upgrade pass; the outcome (with the upgrade's progress) and
+/// the pass's report. `peers` are the NicNodePolicies sharing the driver's RBAC objects.
+pub async fn sync_and_upgrade(
+    policy: &NicClusterPolicy,
+    scope: &Scope<'_>,
+    nodes: &NodeSet,
+    peers: Vec<Arc<NicNodePolicy>>,
+    ctx: &OfedContext,
+) -> (Outcome, PassReport) {
+    let core = &ctx.core;
+    let outcome = match reconcile::observe_in::<OfedDriver>(policy, scope, core).await {
+        Err(outcome) => outcome,
+        Ok(mut observed) => {
+            observed.nodes.retain(|node| nodes.contains(&node.name_any()));
+            observed.peers = peers;
+            if core.openshift && OfedDriver::spec(policy).is_some() {
+                match openshift_facts(&core.client).await {
+                    Ok(facts) => {
+                        observed.openshift = facts;
+                        sync(policy, scope, ctx, observed).await
+                    }
+                    Err(message) => Outcome::new(SyncState::NotReady, message),
+                }
+            } else {
+                sync(policy, scope, ctx, observed).await
+            }
+        }
+    };
+    let report = upgrade(policy, scope, nodes, ctx).await;
+    (with_upgrade(outcome, report.message.clone()), report)
+}
+
+/// One upgrade pass over the driver DaemonSets of the policy of `scope` and the driver pods the
+/// caches hold, on the nodes of `nodes`.
+async fn upgrade(policy: &NicClusterPolicy, scope: &Scope<'_>, nodes: &NodeSet, ctx: &OfedContext) -> PassReport {
     let daemon_sets: Vec<Arc<DynamicObject>> = ctx
         .core
         .owned
         .all()
         .into_iter()
-        .filter(|(kind, _)| kind.resource.kind == "DaemonSet")
+        .filter(|(kind, object)| kind.resource.kind == "DaemonSet" && scope.contains(object))
         .map(|(_, object)| object)
         .collect();
-    ctx.upgrades.pass(OfedDriver::spec(policy), &daemon_sets, &ctx.pods.state()).await
+    ctx.upgrades.pass(OfedDriver::spec(policy), &daemon_sets, &ctx.pods.state(), nodes).await
 }
 
 /// The outcome with the upgrade's progress added to its message.
@@ -200,9 +250,9 @@ pub fn proxy_env(proxy: &DynamicObject) -> Vec<(String, String)> {
     env
 }
 
-/// Lists tags, renders, applies and labels from `observed`; the outcome, with a message about
-/// the pools, nodes without NFD labels and registry failures.
-async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observed) -> Outcome {
+/// Lists tags, renders, applies and labels from `observed` (the nodes of the policy of `scope`);
+/// the outcome, with a message about the pools, nodes without NFD labels and registry failures.
+async fn sync(policy: &NicClusterPolicy, scope: &Scope<'_>, ctx: &OfedContext, mut observed: Observed) -> Outcome {
     let core = &ctx.core;
     if let Err(message) = add_rhel_runtimes(ctx, &mut observed.nodes).await {
         return Outcome::new(SyncState::NotReady, message);
@@ -232,9 +282,9 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
         // Wait for the registry's answer rather than roll out an image and change it.
         Outcome::new(SyncState::NotReady, "listing the driver image's tags for precompiled images".to_string())
     } else {
-        let outcome = reconcile::sync_with::<OfedDriver>(policy, core, &observed).await;
+        let outcome = reconcile::sync_with_in::<OfedDriver>(policy, scope, core, &observed).await;
         let auto_upgrade = matches!(upgrade::Settings::of(OfedDriver::spec(policy)), Ok(Some(_)));
-        summarize(outcome, &pools, core, auto_upgrade)
+        summarize(outcome, &pools, core, scope, auto_upgrade)
     };
     let mut notes: Vec<String> = outcome.message.take().into_iter().collect();
     notes.extend(registry_note.filter(|_| !pools.is_empty()));
@@ -260,7 +310,7 @@ async fn sync(policy: &NicClusterPolicy, ctx: &OfedContext, mut observed: Observ
     if outcome.state == SyncState::Ready {
         let available = pools
             .iter()
-            .filter_map(|pool| core.owned.get(&pool_daemon_set(core, pool)))
+            .filter_map(|pool| core.owned.get(&pool_daemon_set(core, pool, scope)))
             .map(|ds| ds.data["status"]["numberAvailable"].as_i64().unwrap_or(0))
             .sum();
         if let Some(note) = mofed_wait::labels_behind(available, &pooled, &pods) {
@@ -286,7 +336,7 @@ fn has_outdated_pods(ds: &DynamicObject) -> bool {
 /// Replaces the message of a rendered outcome by one about the pools: `2/3 pools ready;
 /// mofed-...-ds: 3 of 5 pods available`; when pods run an older driver and upgrades are not
 /// automatic (`auto_upgrade` false), what to do about it.
-fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, auto_upgrade: bool) -> Outcome {
+fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, scope: &Scope<'_>, auto_upgrade: bool) -> Outcome {
     if pools.is_empty() || !matches!(outcome.state, SyncState::Ready | SyncState::NotReady) {
         return outcome;
     }
@@ -294,16 +344,16 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, auto_upgrade:
     let mut first_problem = None;
     let mut outdated = false;
     for pool in pools {
-        let live = core.owned.get(&pool_daemon_set(core, pool));
+        let key = pool_daemon_set(core, pool, scope);
+        let live = core.owned.get(&key);
         outdated |= live.as_ref().is_some_and(|ds| has_outdated_pods(ds));
         match live.map(|ds| readiness::of(&ds)) {
             Some(r) if r.ready => ready += 1,
             Some(r) => {
-                first_problem
-                    .get_or_insert(r.message.unwrap_or_else(|| format!("DaemonSet {} not ready", pool.daemon_set())));
+                first_problem.get_or_insert(r.message.unwrap_or_else(|| format!("DaemonSet {} not ready", key.name)));
             }
             None => {
-                first_problem.get_or_insert(format!("DaemonSet {} not created yet", pool.daemon_set()));
+                first_problem.get_or_insert(format!("DaemonSet {} not created yet", key.name));
             }
         }
     }
@@ -317,14 +367,13 @@ fn summarize(mut outcome: Outcome, pools: &[Pool], core: &Context, auto_upgrade:
     outcome
 }
 
-/// The key of `pool`'s driver DaemonSet in the owned objects' cache.
-fn pool_daemon_set(core: &Context, pool: &Pool) -> ObjectKey {
-    ObjectKey {
-        api_version: "apps/v1".into(),
-        kind: "DaemonSet".into(),
-        namespace: Some(core.namespace.clone()),
-        name: pool.daemon_set(),
-    }
+/// The key of `pool`'s driver DaemonSet of the policy of `scope` in the owned objects' cache.
+fn pool_daemon_set(core: &Context, pool: &Pool, scope: &Scope<'_>) -> ObjectKey {
+    let name = match scope {
+        Scope::Cluster => pool.daemon_set(),
+        Scope::Node(policy) => OfedDriver::scoped_name(&pool.daemon_set(), &policy.name_any()),
+    };
+    ObjectKey { api_version: "apps/v1".into(), kind: "DaemonSet".into(), namespace: Some(core.namespace.clone()), name }
 }
 
 /// Brings the mofed.wait labels of the NIC nodes up to date; the errors, one line each.
@@ -388,6 +437,11 @@ pub async fn run_controller(
         }
     });
     let (upgrade_nodes, upgrade_node_changes) = upgrade::pass::watch_nodes(&client);
+    let (node_labels, node_label_changes) = state_core::node_policies::node_labels(&client);
+    let (cluster, cluster_changes) = state_core::node_policies::cluster_policy(&client);
+    let node_policy_controller = Controller::new(Api::<NicNodePolicy>::all(client.clone()), watcher::Config::default())
+        .with_config(controller::Config::default().debounce(state_core::run::DEBOUNCE));
+    let node_policies = node_policy_controller.store();
     let upgrades = Upgrades::new(client.clone(), namespace.clone(), upgrade_nodes, &metrics);
     let core =
         Context::new(client.clone(), namespace.clone(), openshift, owned.clone(), metrics).with_nodes(nodes.clone());
@@ -397,6 +451,8 @@ pub async fn run_controller(
         tags,
         runtimes: Default::default(),
         upgrades: upgrades.clone(),
+        node_policies: node_policies.clone(),
+        node_labels: node_labels.clone(),
     });
     tracing::info!(state = OfedDriver::NAME, %namespace, openshift, "starting controller");
     let policies: Api<NicClusterPolicy> = Api::all(client);
@@ -404,13 +460,19 @@ pub async fn run_controller(
         Controller::new(policies, watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME)))
             .with_config(controller::Config::default().debounce(state_core::run::DEBOUNCE));
     let policy_store = controller.store();
+    let stores = (node_policies.clone(), node_labels.clone(), cluster.clone());
     let synced = async move {
         let _ = policy_store.wait_until_ready().await;
         owned.synced().await;
         nodes.synced().await;
         let _ = pods.wait_until_ready().await;
         upgrades.synced().await;
+        let _ = stores.0.wait_until_ready().await;
+        let _ = stores.1.wait_until_ready().await;
+        let _ = stores.2.wait_until_ready().await;
     };
+    // Every change reconciles both the cluster policy and every NicNodePolicy: which nodes are
+    // whose, and the driver pods' readiness, concern them all.
     let changes = futures::stream::select_all([
         owned_changes.map(|_| ()).boxed(),
         node_changes.boxed(),
@@ -418,13 +480,35 @@ pub async fn run_controller(
         pod_changes.boxed(),
         tag_changes.boxed(),
         state_core::run::config_map_changes(&ctx.core.client, &namespace).boxed(),
+        node_label_changes.boxed(),
+        cluster_changes.boxed(),
+        node_policy_changes(&ctx.core.client).boxed(),
     ]);
+    let (changes, node_policy_triggers) = state_core::run::fan_out(changes);
+    let node_policy_ctx = Arc::new(crate::node_policies::NodePolicyContext { ofed: ctx.clone(), cluster });
     let cleaner = tokio::spawn(clean_up_deleted_policies(Api::all(ctx.core.client.clone()), ctx.clone()));
+    let node_policy_cleaner = tokio::spawn(crate::node_policies::clean_up_deleted(node_policy_ctx.clone()));
     let results =
         controller.reconcile_all_on(changes).graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx);
-    run_marking_ready(drive(results), synced, ready).await;
+    let node_policy_results = node_policy_controller
+        .reconcile_all_on(node_policy_triggers)
+        .graceful_shutdown_on(shutdown_signal())
+        .run(crate::node_policies::reconcile, crate::node_policies::error_policy, node_policy_ctx);
+    let work = async {
+        futures::future::join(drive(results), drive(node_policy_results)).await;
+    };
+    run_marking_ready(work, synced, ready).await;
     cleaner.abort();
+    node_policy_cleaner.abort();
     refresher.abort();
+}
+
+/// A stream that yields when a NicNodePolicy is created, changed or deleted (metadata only).
+fn node_policy_changes(client: &Client) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let api: Api<PartialObjectMeta<NicNodePolicy>> = Api::all(client.clone());
+    state_core::owned::backoff_on_failure(watcher(api, watcher::Config::default())).filter_map(|event| async move {
+        matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(())
+    })
 }
 
 /// What the state leaves on the nodes when the policy is deleted (no reconcile runs then): the
@@ -438,8 +522,10 @@ async fn clean_up_deleted_policies(policies: Api<NicClusterPolicy>, ctx: Arc<Ofe
     );
     while deletions.next().await.is_some() {
         tracing::info!(state = OfedDriver::NAME, "the policy was deleted: stopping upgrades, cleaning the nodes");
-        let report = ctx.upgrades.policy_deleted().await;
-        let nodes = ctx.core.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default();
+        let scope = ctx.cluster_nodes(&NicClusterPolicy::new(api::POLICY_NAME, Default::default()));
+        let report = ctx.upgrades.policy_deleted(&scope).await;
+        let mut nodes = ctx.core.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default();
+        nodes.retain(|node| scope.contains(&node.name_any()));
         let changes = mofed_wait::changes(false, &nodes, &BTreeSet::new(), &ctx.pods.state());
         let errors = mofed_wait::write(&ctx.core.client, &field_manager::<OfedDriver>(), &changes).await;
         for error in report.message.into_iter().chain(errors) {

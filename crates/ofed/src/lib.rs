@@ -5,11 +5,13 @@
 //! driver DaemonSet (`OnDelete`) with a precompiled image when its registry has one ([`images`],
 //! tags listed by [`registry`] in the background). Besides its objects the state keeps the
 //! `network.nvidia.com/operator.mofed.wait` node label ([`mofed_wait`]) that gates every
-//! driver-dependent state; [`controller`] runs both.
+//! driver-dependent state; [`controller`] runs both, for the NicClusterPolicy and, on the nodes
+//! each selects, for every NicNodePolicy ([`node_policies`]).
 
 pub mod controller;
 pub mod images;
 pub mod mofed_wait;
+pub mod node_policies;
 pub mod pod;
 pub mod pools;
 pub mod registry;
@@ -123,6 +125,17 @@ impl State for OfedDriver {
     ];
     type Spec = OfedDriverSpec;
     const READS_CONFIG_MAPS: bool = true;
+    const NODE_POLICIES: bool = true;
+    const SHARED_KINDS: &'static [&'static str] =
+        &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+
+    /// `mofed-<os><version>-<hash>-<policy>-ds`, as the original names a NicNodePolicy's pools.
+    fn scoped_name(name: &str, policy: &str) -> String {
+        match name.strip_suffix("-ds") {
+            Some(stem) => format!("{stem}-{policy}-ds"),
+            None => format!("{name}-{policy}"),
+        }
+    }
 
     fn spec(policy: &NicClusterPolicy) -> Option<&OfedDriverSpec> {
         policy.spec.ofed_driver.as_ref()

@@ -10,7 +10,7 @@
 
 use crate::reconcile::{self, Context, Error, Outcome};
 use crate::scope::Scope;
-use crate::state::State;
+use crate::state::{Observed, State};
 use api::node_policy::{self, NicNodePolicy};
 use api::{FieldError, NicClusterPolicy, SyncState};
 use futures::{Stream, StreamExt};
@@ -65,11 +65,38 @@ pub async fn reconcile<S: State>(policy: Arc<NicNodePolicy>, ctx: Arc<NodePolicy
     // Without the section the view takes nothing from the cluster policy: the state is ignored.
     let view = if policy.has_section(S::NAME) { policy.view(cluster.as_deref()) } else { policy.view(None) };
     let scope = Scope::Node(&policy);
+    let peers = peers::<S>(&others);
     let outcome = match refusal::<S>(&policy, cluster.as_deref(), others.iter().map(Arc::as_ref), &nodes) {
         Some(refused) => refused,
-        None => reconcile::sync_in::<S>(&view, &scope, &ctx.core).await,
+        None => match reconcile::observe_in::<S>(&view, &scope, &ctx.core).await {
+            Ok(observed) => {
+                let observed = Observed { peers: peers.clone(), ..observed };
+                let outcome = reconcile::sync_with_in::<S>(&view, &scope, &ctx.core, &observed).await;
+                match peers.is_empty() {
+                    true => with_shared_pruned::<S>(outcome, &ctx.core).await,
+                    false => outcome,
+                }
+            }
+            Err(outcome) => outcome,
+        },
     };
     reconcile::finish_in::<S>(&view, &scope, &ctx.core, outcome, started).await
+}
+
+/// The NicNodePolicies among `all` that hold the section of state `S`, oldest first.
+pub fn peers<S: State>(all: &[Arc<NicNodePolicy>]) -> Vec<Arc<NicNodePolicy>> {
+    let mut peers: Vec<Arc<NicNodePolicy>> = all.iter().filter(|p| p.has_section(S::NAME)).cloned().collect();
+    peers.sort_by_key(|p| (p.metadata.creation_timestamp.clone().map(|t| t.0), p.name_any()));
+    peers
+}
+
+/// `outcome`, after deleting the objects the NicNodePolicies shared (none holds the section any
+/// more); `notReady` when that fails.
+pub async fn with_shared_pruned<S: State>(outcome: Outcome, core: &Context) -> Outcome {
+    match reconcile::prune_shared::<S>(core).await {
+        Ok(()) => outcome,
+        Err(message) => Outcome::new(SyncState::NotReady, message),
+    }
 }
 
 /// What to do after a failed reconcile of a NicNodePolicy: retry soon.
@@ -123,7 +150,7 @@ pub fn controller<S: State>(
 }
 
 /// A cache of the NicClusterPolicy and a stream that yields when it changes.
-fn cluster_policy(client: &Client) -> (Store<NicClusterPolicy>, impl Stream<Item = ()> + Send + 'static) {
+pub fn cluster_policy(client: &Client) -> (Store<NicClusterPolicy>, impl Stream<Item = ()> + Send + 'static) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME));
     let stream = reflector::reflector(writer, watcher(Api::<NicClusterPolicy>::all(client.clone()), config))
@@ -135,7 +162,7 @@ fn cluster_policy(client: &Client) -> (Store<NicClusterPolicy>, impl Stream<Item
 
 /// A cache of every node's labels (metadata only, without managed fields and annotations) and
 /// a stream that yields when one changes.
-fn node_labels(client: &Client) -> (Store<PartialObjectMeta<Node>>, impl Stream<Item = ()> + Send + 'static) {
+pub fn node_labels(client: &Client) -> (Store<PartialObjectMeta<Node>>, impl Stream<Item = ()> + Send + 'static) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().page_size(100);
     let stream = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), config)

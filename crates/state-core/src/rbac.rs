@@ -192,10 +192,10 @@ impl ControllerRbac {
         self
     }
 
-    /// Reads the NicNodePolicies and every node's labels (their selectors must not overlap),
-    /// writes their status, and writes and binds the Roles rendered for them, whose names end
-    /// in the policies' names (in the operands' namespace only).
-    pub fn allow_node_policies(&mut self) -> &mut Self {
+    /// Reads the NicNodePolicies and every node's labels (their selectors must not overlap) and
+    /// writes their status; with `confined_roles`, writes and binds the Roles rendered for them,
+    /// whose names end in the policies' names (in the operands' namespace only).
+    pub fn allow_node_policies(&mut self, confined_roles: bool) -> &mut Self {
         const RBAC: &str = "rbac.authorization.k8s.io";
         self.cluster.allow(api::GROUP, "nicnodepolicies", &READ_VERBS).allow_every(
             api::GROUP,
@@ -204,7 +204,9 @@ impl ControllerRbac {
             "the state's entry in the status of each NicNodePolicy (the users name them)",
         );
         self.cluster.allow("", "nodes", &READ_VERBS);
-        self.operands.allow(RBAC, "roles", &["escalate", "bind"]);
+        if confined_roles {
+            self.operands.allow(RBAC, "roles", &["escalate", "bind"]);
+        }
         self
     }
 
@@ -349,7 +351,8 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
     }
     rbac.allow_policy_status();
     if S::NODE_POLICIES {
-        rbac.allow_node_policies();
+        let confined_roles = S::kinds().iter().any(|k| k.resource.kind == "Role") && !S::SHARED_KINDS.contains(&"Role");
+        rbac.allow_node_policies(confined_roles);
     }
     rbac
 }

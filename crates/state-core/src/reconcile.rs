@@ -467,6 +467,25 @@ async fn prune<S: State>(ctx: &Context, scope: &Scope<'_>, keep: &BTreeSet<Objec
     Ok(())
 }
 
+/// Deletes the objects the NicNodePolicies of state `S` share ([`State::SHARED_KINDS`]): once no
+/// NicNodePolicy holds the section any more (their owners' deletion collects them otherwise).
+pub async fn prune_shared<S: State>(ctx: &Context) -> Result<(), String> {
+    for (kind, object) in ctx.owned.all() {
+        let key = ObjectKey::of(&object);
+        if !Scope::is_shared(&object) || object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if !object.owner_references().iter().any(|o| o.kind == "NicNodePolicy") {
+            continue;
+        }
+        apply::delete(&ctx.client, &kind, &key)
+            .await
+            .map_err(|e| format!("deleting {key}: {}", apply::describe(&e)))?;
+        tracing::info!(state = S::NAME, object = %key, "deleted: no NicNodePolicy holds the section any more");
+    }
+    Ok(())
+}
+
 /// Writes this state's `status.appliedStates` entry by server-side apply into the policy of
 /// `scope` (`policy` is its view), unless the policy already shows exactly that entry.
 async fn report<S: State>(

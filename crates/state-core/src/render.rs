@@ -60,7 +60,7 @@ pub fn render_in_scope<S: State>(
     }
     let mut objects = render_state::<S>(render_ctx)?;
     if let Some(objects) = objects.as_mut() {
-        crate::scope::confine::<S>(objects, node_policy)?;
+        crate::scope::confine::<S>(objects, node_policy, &render_ctx.observed.peers)?;
     }
     Ok(objects)
 }

@@ -533,7 +533,7 @@ pub async fn run_controller_with<S: State>(
 
 /// Two streams that each yield when `source` does, coalesced (a yield not taken yet absorbs
 /// the next ones); a task of its own drives `source`.
-fn fan_out(
+pub fn fan_out(
     source: impl Stream<Item = ()> + Send + 'static,
 ) -> (impl Stream<Item = ()> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
     let (first, first_rx) = tokio::sync::mpsc::channel(1);

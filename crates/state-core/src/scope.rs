@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 pub const DS_OWNER_LABEL: &str = "ds-owner";
 /// The `ds-owner` value the original's v26 releases give the NicClusterPolicy's objects.
 pub const CLUSTER_DS_OWNER: &str = "NicClusterPolicy";
+/// The `ds-owner` value of objects the NicNodePolicies of a state share
+/// ([`State::SHARED_KINDS`]); no policy name gives it (theirs start with `nnp-`).
+pub const SHARED_DS_OWNER: &str = "NicNodePolicies";
 
 /// The policy whose objects one reconcile handles.
 #[derive(Clone, Debug)]
@@ -31,6 +34,11 @@ pub enum Scope<'a> {
 }
 
 impl Scope<'_> {
+    /// Whether `object` is one the NicNodePolicies of its state share.
+    pub fn is_shared(object: &DynamicObject) -> bool {
+        object.labels().get(DS_OWNER_LABEL).is_some_and(|owner| owner == SHARED_DS_OWNER)
+    }
+
     /// Whether `object` (carrying the state label) belongs to this policy.
     pub fn contains(&self, object: &DynamicObject) -> bool {
         let owner = object.labels().get(DS_OWNER_LABEL).map(String::as_str);
@@ -61,14 +69,41 @@ impl Scope<'_> {
 }
 
 /// Confines the objects state `S` rendered for the view of `policy` to that policy (see the
-/// module's doc). Only namespaced objects can be confined (names of cluster-scoped ones are
-/// granted by name in the controllers' RBAC): a state that renders one is an internal error.
-pub fn confine<S: State>(objects: &mut [DynamicObject], policy: &NicNodePolicy) -> Result<(), RenderError> {
+/// module's doc). Objects of the state's [shared kinds](State::SHARED_KINDS) keep their names,
+/// carry `ds-owner: NicNodePolicies` and are owned by every one of `peers` (the policies
+/// holding the section; this one when none is given). Other cluster-scoped objects cannot be
+/// confined (names of cluster-scoped objects are granted by name in the controllers' RBAC): a
+/// state that renders one is an internal error.
+pub fn confine<S: State>(
+    objects: &mut [DynamicObject],
+    policy: &NicNodePolicy,
+    peers: &[std::sync::Arc<NicNodePolicy>],
+) -> Result<(), RenderError> {
     let suffix = policy.name_any();
     let owner = policy.ds_owner();
     let mut renamed: BTreeMap<(String, String), String> = BTreeMap::new();
     for object in objects.iter_mut() {
         let key = ObjectKey::of(object);
+        if S::SHARED_KINDS.contains(&key.kind.as_str()) {
+            object.labels_mut().insert(DS_OWNER_LABEL.to_string(), SHARED_DS_OWNER.to_string());
+            let owners: Vec<&NicNodePolicy> =
+                if peers.is_empty() { vec![policy] } else { peers.iter().map(AsRef::as_ref).collect() };
+            object.metadata.owner_references = policy.metadata.uid.as_ref().map(|_| {
+                owners
+                    .iter()
+                    .filter_map(|peer| {
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                            api_version: format!("{}/{}", api::GROUP, api::VERSION),
+                            kind: "NicNodePolicy".into(),
+                            name: peer.name_any(),
+                            uid: peer.metadata.uid.clone()?,
+                            ..Default::default()
+                        })
+                    })
+                    .collect()
+            });
+            continue;
+        }
         if key.namespace.is_none() {
             return Err(RenderError::Manifest {
                 manifest: key.to_string(),
@@ -126,6 +161,14 @@ pub fn confine<S: State>(objects: &mut [DynamicObject], policy: &NicNodePolicy) 
                     for container in pod.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
                         for source in container.get_mut("envFrom").and_then(Value::as_array_mut).into_iter().flatten() {
                             rename("ConfigMap", source.pointer_mut("/configMapRef/name"));
+                        }
+                        // A ConfigMap named on the command line (OFED's init container).
+                        if let Some(args) = container.get_mut("args").and_then(Value::as_array_mut) {
+                            let flags: Vec<usize> =
+                                (0..args.len()).filter(|&i| args[i] == "--configmap-name").map(|i| i + 1).collect();
+                            for at in flags {
+                                rename("ConfigMap", args.get_mut(at));
+                            }
                         }
                     }
                 }
@@ -239,10 +282,11 @@ mod tests {
                 "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}},
                     "spec": {"serviceAccountName": "sa", "nodeSelector": {"nic": "true"},
                         "volumes": [{"name": "c", "configMap": {"name": "config"}}, {"name": "h", "hostPath": {"path": "/dev"}}],
+                        "initContainers": [{"name": "init", "args": ["--configmap-name", "config", "--other", "config"]}],
                         "containers": [{"name": "x", "envFrom": [{"configMapRef": {"name": "config"}}]}]}}}}),
             ),
         ];
-        confine::<Fixed>(&mut objects, &policy).unwrap();
+        confine::<Fixed>(&mut objects, &policy, &[]).unwrap();
         let names: Vec<&str> = objects.iter().map(|o| o.metadata.name.as_deref().unwrap()).collect();
         assert_eq!(names, ["sa-pool-a", "rb-pool-a", "role-pool-a", "config-pool-a", "x-ds-pool-a"]);
         assert!(objects.iter().all(|o| o.labels()[DS_OWNER_LABEL] == "nnp-pool-a"));
@@ -260,6 +304,7 @@ mod tests {
         assert_eq!(pod["volumes"][0]["configMap"]["name"], "config-pool-a");
         assert_eq!(pod["volumes"][1], json!({"name": "h", "hostPath": {"path": "/dev"}}), "nothing added elsewhere");
         assert_eq!(pod["containers"][0]["envFrom"][0]["configMapRef"]["name"], "config-pool-a");
+        assert_eq!(pod["initContainers"][0]["args"], json!(["--configmap-name", "config-pool-a", "--other", "config"]));
     }
 
     #[test]
@@ -268,6 +313,6 @@ mod tests {
         let mut objects = vec![object(
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}}),
         )];
-        assert!(matches!(confine::<Fixed>(&mut objects, &policy), Err(RenderError::Manifest { .. })));
+        assert!(matches!(confine::<Fixed>(&mut objects, &policy, &[]), Err(RenderError::Manifest { .. })));
     }
 }

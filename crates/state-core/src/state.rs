@@ -23,6 +23,10 @@ pub trait State: Send + Sync + 'static {
     /// NicNodePolicies may hold this section: the controller also renders it for each of them
     /// ([`crate::scope`]).
     const NODE_POLICIES: bool = false;
+    /// Kinds whose objects every NicNodePolicy of this state shares (e.g. the driver's
+    /// ServiceAccount and its roles, which cluster-wide RBAC names): they keep their names and
+    /// are owned by every NicNodePolicy holding the section ([`crate::scope`]).
+    const SHARED_KINDS: &'static [&'static str] = &[];
     /// The name of object `name` of this state when it belongs to NicNodePolicy `policy`.
     fn scoped_name(name: &str, policy: &str) -> String {
         format!("{name}-{policy}")
@@ -101,6 +105,9 @@ pub struct Observed {
     /// The live objects of the state (its label-selected watch): what the cluster runs now,
     /// for a render that keeps the shape of objects it adopted (e.g. OFED's legacy pools).
     pub owned: Vec<Arc<DynamicObject>>,
+    /// Rendering for a NicNodePolicy: every NicNodePolicy holding the state's section (the
+    /// owners of its [shared](State::SHARED_KINDS) objects).
+    pub peers: Vec<Arc<api::NicNodePolicy>>,
 }
 
 impl Observed {
@@ -149,6 +156,7 @@ pub static NOTHING_OBSERVED: Observed = Observed {
     cni_bin_dir: None,
     served: BTreeSet::new(),
     owned: Vec::new(),
+    peers: Vec::new(),
 };
 
 impl<'a> RenderContext<'a> {

@@ -11,8 +11,9 @@ use e2e::{TestEnv, WAIT, eventually, fresh_policy, unique_name};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 const STATE: &str = "state-RDMA-device-plugin";
 
@@ -38,10 +39,16 @@ fn rdma_policy(name: &str, key: &str) -> NicNodePolicy {
 /// Waits until NicNodePolicy `name`'s RDMA entry (for its generation) reads `wanted`; returns
 /// its message.
 async fn wait_for_node_policy_entry(client: &Client, name: &str, wanted: &str) -> String {
+    wait_for_entry_of(client, name, STATE, wanted).await
+}
+
+/// Waits until NicNodePolicy `name`'s entry of `state` (for its generation) reads `wanted`;
+/// returns its message.
+async fn wait_for_entry_of(client: &Client, name: &str, state: &str, wanted: &str) -> String {
     let policies: Api<NicNodePolicy> = Api::all(client.clone());
-    eventually(&format!("{name}'s {STATE} to be {wanted}"), WAIT, || async {
+    eventually(&format!("{name}'s {state} to be {wanted}"), WAIT, || async {
         let policy = policies.get(name).await.map_err(|e| e.to_string())?;
-        let entry = policy.applied_state(STATE).ok_or("no entry yet")?;
+        let entry = policy.applied_state(state).ok_or("no entry yet")?;
         if entry.state.to_string() == wanted && entry.observed_generation == policy.metadata.generation {
             Ok(entry.message.clone().unwrap_or_default())
         } else {
@@ -211,4 +218,158 @@ async fn node_policies_deploy_per_node_group_and_refuse_overlap_and_shared_secti
         let (status, _) = process.terminate(std::time::Duration::from_secs(5)).await;
         assert!(status.success(), "exit status {status:?}");
     }
+}
+
+const OFED: &str = "state-OFED";
+const OLD: &str = "23.04-0.5.3.3.1";
+const NEW: &str = "24.01-0.3.3.1";
+
+/// A NicNodePolicy `name` deploying driver `version` from `registry` on the nodes labelled
+/// `key`, upgraded automatically one node at a time (no drain).
+fn driver_policy(name: &str, key: &str, registry: &str, version: &str) -> NicNodePolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "mellanox.com/v1alpha1",
+        "kind": "NicNodePolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {key: "true"},
+            "ofedDriver": {
+                "image": "mofed", "repository": format!("{registry}/mellanox"), "version": version,
+                "upgradePolicy": {"autoUpgrade": true, "maxParallelUpgrades": 1, "drain": {"enable": false}}
+            }
+        }
+    }))
+    .expect("a NicNodePolicy")
+}
+
+/// Node name → (upgrade state, cordoned, mofed.wait).
+async fn driver_states(client: &Client, names: &[&String]) -> BTreeMap<String, (String, bool, Option<String>)> {
+    let nodes = Api::<Node>::all(client.clone()).list(&Default::default()).await.expect("nodes listable");
+    nodes
+        .items
+        .into_iter()
+        .filter(|n| names.iter().any(|name| **name == n.name_any()))
+        .map(|n| {
+            let labels = n.labels();
+            let state = labels.get(ofed::upgrade::STATE_LABEL).cloned().unwrap_or_default();
+            let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            (n.name_any(), (state, cordoned, labels.get(kubelet::MOFED_WAIT_LABEL).cloned()))
+        })
+        .collect()
+}
+
+/// The driver pod bound to `node`, not being deleted: (uid, image).
+async fn driver_on(client: &Client, namespace: &str, node: &str) -> Option<(String, String)> {
+    let pods = kubelet::pods(client, namespace, ofed::DRIVER_LABEL).await;
+    let pod = pods.into_iter().find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))?;
+    let image = pod.spec.as_ref()?.containers.first()?.image.clone()?;
+    Some((pod.uid()?, image))
+}
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn each_node_policy_runs_its_own_driver_and_upgrades_without_touching_the_other_group() {
+    let Some(env) = TestEnv::new("netop-e2e-nnp-ofed").await else { return };
+    let client = env.client.clone();
+    let tags = vec![format!("{OLD}-ubuntu22.04-amd64")];
+    let registry = e2e::registry::serve("mellanox/mofed", tags).await;
+    let suffix = unique_name("g");
+    let (gpu_key, storage_key) = (format!("netop-e2e/gpu-{suffix}"), format!("netop-e2e/storage-{suffix}"));
+    let gpu_nodes = [unique_name("netop-gpu"), unique_name("netop-gpu")];
+    let storage_node = unique_name("netop-storage");
+    for (node, key) in [(&gpu_nodes[0], &gpu_key), (&gpu_nodes[1], &gpu_key), (&storage_node, &storage_key)] {
+        let labels = [
+            (kubelet::NIC_LABEL, "true"),
+            (ofed::pools::OS_LABEL, "ubuntu"),
+            (ofed::pools::OS_VERSION_LABEL, "22.04"),
+            (ofed::pools::KERNEL_LABEL, "5.15.0-78-generic"),
+            (ofed::pools::ARCH_LABEL, "amd64"),
+            (key.as_str(), "true"),
+        ];
+        create_node(&env, node, &labels).await;
+    }
+    fresh_policy(&env, &NicClusterPolicy::new(POLICY_NAME, Default::default())).await;
+    let node_policies: Api<NicNodePolicy> = Api::all(client.clone());
+    let (gpus, storage) = (unique_name("gpus"), unique_name("storage"));
+    for (name, key) in [(&gpus, &gpu_key), (&storage, &storage_key)] {
+        env.cleanup.cluster_resource::<NicNodePolicy>(name);
+        node_policies.create(&PostParams::default(), &driver_policy(name, key, &registry, OLD)).await.expect("created");
+    }
+    let mut controller = ControllerProcess::start("ofed-controller", &env.namespace, &[]);
+    controller.wait_ready().await;
+
+    // Each policy runs its own pool DaemonSet on its own nodes; every node's driver comes up and
+    // mofed.wait turns "false".
+    let all: Vec<&String> = gpu_nodes.iter().chain([&storage_node]).collect();
+    eventually("every node's driver up and upgrade-done", WAIT, || async {
+        kubelet::confirm_deletions(&client, &env.namespace).await;
+        run_pods(&client, &env.namespace, ofed::DRIVER_LABEL, None).await;
+        let states = driver_states(&client, &all).await;
+        let settled = states.len() == 3
+            && states.values().all(|(s, c, wait)| s == "upgrade-done" && !c && wait.as_deref() == Some("false"));
+        if settled { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &env.namespace);
+    let names: Vec<String> =
+        daemon_sets.list(&Default::default()).await.unwrap().items.iter().map(|d| d.name_any()).collect();
+    for name in [&gpus, &storage] {
+        let own: Vec<&String> = names.iter().filter(|d| d.ends_with(&format!("-{name}-ds"))).collect();
+        assert_eq!(own.len(), 1, "one pool DaemonSet for {name}: {names:?}");
+        assert!(own[0].starts_with("mofed-ubuntu22.04-"), "{own:?}");
+        wait_for_entry_of(&client, name, OFED, "ready").await;
+    }
+    for node in &all {
+        let (_, image) = driver_on(&client, &env.namespace, node).await.expect("a driver pod");
+        assert!(image.contains(OLD), "{node}: {image}");
+    }
+    let storage_pod = driver_on(&client, &env.namespace, &storage_node).await.expect("storage driver");
+
+    // A driver upgrade of the GPU group: its nodes roll one at a time to the new version; the
+    // storage node keeps its driver pod and is never cordoned.
+    node_policies
+        .patch(&gpus, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"ofedDriver": {"version": NEW}}})))
+        .await
+        .expect("version bumped");
+    eventually("the GPU nodes upgraded", std::time::Duration::from_secs(120), || async {
+        kubelet::confirm_deletions(&client, &env.namespace).await;
+        run_pods(&client, &env.namespace, ofed::DRIVER_LABEL, None).await;
+        let states = driver_states(&client, &all).await;
+        let (storage_state, storage_cordoned, _) = states[&storage_node].clone();
+        assert_eq!((storage_state.as_str(), storage_cordoned), ("upgrade-done", false), "the other group: {states:?}");
+        assert_eq!(driver_on(&client, &env.namespace, &storage_node).await.as_ref(), Some(&storage_pod));
+        let cordoned = gpu_nodes.iter().filter(|n| states[*n].1).count();
+        assert!(cordoned <= 1, "maxParallelUpgrades 1 within the group: {states:?}");
+        let mut upgraded = 0;
+        for node in &gpu_nodes {
+            if driver_on(&client, &env.namespace, node).await.is_some_and(|(_, image)| image.contains(NEW)) {
+                upgraded += 1;
+            }
+        }
+        let done = gpu_nodes.iter().all(|n| states[n].0 == "upgrade-done" && !states[n].1);
+        if upgraded == 2 && done { Ok(()) } else { Err(format!("{upgraded} upgraded; {states:?}")) }
+    })
+    .await;
+
+    // Deleting the storage policy collects its DaemonSet only; its node loses mofed.wait; the
+    // shared ServiceAccount stays for the GPU group.
+    node_policies.delete(&storage, &DeleteParams::foreground()).await.expect("deleted");
+    eventually("the storage group's driver to go", WAIT, || async {
+        kubelet::confirm_deletions(&client, &env.namespace).await;
+        let names: Vec<String> =
+            daemon_sets.list(&Default::default()).await.unwrap().items.iter().map(|d| d.name_any()).collect();
+        let states = driver_states(&client, &all).await;
+        let gone = !names.iter().any(|d| d.ends_with(&format!("-{storage}-ds")));
+        let kept = names.iter().any(|d| d.ends_with(&format!("-{gpus}-ds")));
+        let unlabelled = states[&storage_node].2.is_none();
+        if gone && kept && unlabelled { Ok(()) } else { Err(format!("{names:?} {states:?}")) }
+    })
+    .await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &env.namespace);
+    let shared = accounts.get("ofed-driver").await.expect("the shared ServiceAccount stays");
+    let owners: Vec<String> = shared.owner_references().iter().map(|o| o.name.clone()).collect();
+    assert_eq!(owners, std::slice::from_ref(&gpus), "owned by the remaining policy");
+
+    let (status, _) = controller.terminate(std::time::Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status:?}");
 }

@@ -66,6 +66,34 @@ impl UpgradeMetrics {
     }
 }
 
+/// The nodes one policy's upgrades may touch, by name: the NicClusterPolicy's are every NIC node
+/// but those of NicNodePolicies with a driver; a NicNodePolicy's are those it selects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NodeSet {
+    /// Every node.
+    #[default]
+    All,
+    /// Only these.
+    Only(BTreeSet<String>),
+    /// Every node but these.
+    Except(BTreeSet<String>),
+}
+
+impl NodeSet {
+    /// Whether the node named `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            NodeSet::All => true,
+            NodeSet::Only(names) => names.contains(name),
+            NodeSet::Except(names) => !names.contains(name),
+        }
+    }
+
+    fn of(&self, nodes: Vec<Arc<Node>>) -> Vec<Arc<Node>> {
+        nodes.into_iter().filter(|node| self.contains(&node.name_any())).collect()
+    }
+}
+
 /// What a pass reports to the OFED state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -127,14 +155,16 @@ impl Upgrades {
         let _ = self.nodes.wait_until_ready().await;
     }
 
-    /// One pass for the policy's OFED section, its driver DaemonSets and driver pods.
+    /// One pass for a policy's OFED section, its driver DaemonSets and driver pods, on the
+    /// nodes of `scope` (the others are other policies').
     pub async fn pass(
         self: &Arc<Self>,
         spec: Option<&OfedDriverSpec>,
         daemon_sets: &[Arc<DynamicObject>],
         pods: &[Arc<Pod>],
+        scope: &NodeSet,
     ) -> PassReport {
-        let nodes = self.nodes.state();
+        let nodes = scope.of(self.nodes.state());
         let settings = match Settings::of(spec) {
             Ok(Some(settings)) => settings,
             Ok(None) => return self.turn_off(&nodes).await,
@@ -185,17 +215,24 @@ impl Upgrades {
         PassReport { message, recheck: plan.recheck || !errors.is_empty() }
     }
 
-    /// The policy is gone: as when upgrades are turned off, drains stop and every node loses
-    /// the upgrade's keys and cordons (no reconcile runs for a deleted policy).
-    pub async fn policy_deleted(&self) -> PassReport {
-        self.turn_off(&self.nodes.state()).await
+    /// The policy is gone: as when upgrades are turned off, drains stop and every node of
+    /// `scope` loses the upgrade's keys and cordons (no reconcile runs for a deleted policy).
+    pub async fn policy_deleted(&self, scope: &NodeSet) -> PassReport {
+        self.turn_off(&scope.of(self.nodes.state())).await
     }
 
-    /// Upgrades are off: drains stop, and every node loses its upgrade keys (see
+    /// Upgrades are off: the drains of `nodes` stop, and they lose their upgrade keys (see
     /// [`decide::turn_off`]).
     async fn turn_off(&self, nodes: &[Arc<Node>]) -> PassReport {
-        for (_, task) in std::mem::take(&mut *self.draining.lock().unwrap_or_else(|e| e.into_inner())) {
-            task.abort();
+        let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        {
+            let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+            let stopped: Vec<String> = draining.keys().filter(|node| names.contains(*node)).cloned().collect();
+            for node in stopped {
+                if let Some(task) = draining.remove(&node) {
+                    task.abort();
+                }
+            }
         }
         self.metrics.show(&Progress::default());
         let views: Vec<NodeView> = nodes.iter().map(|n| node_view(n)).collect();
