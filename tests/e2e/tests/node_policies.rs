@@ -141,6 +141,14 @@ async fn node_policies_deploy_per_node_group_and_refuse_overlap_and_shared_secti
         .await;
         wait_for_node_policy_entry(&client, name, "ready").await;
         wait_for_node_policy_state(&client, name, "ready").await;
+        // The conditions, as on the cluster policy: Ready and the section's own.
+        let conditions =
+            node_policies.get(name).await.unwrap().status.unwrap_or_default().conditions.unwrap_or_default();
+        for type_ in ["Ready", "RDMASharedDevicePluginReady"] {
+            let condition = conditions.iter().find(|c| c.type_ == type_);
+            assert_eq!(condition.map(|c| c.status.as_str()), Some("True"), "{type_} of {name}: {conditions:?}");
+        }
+        assert!(!conditions.iter().any(|c| c.type_ == "OFEDDriverReady"), "no condition for an absent section");
     }
 
     // A relabel makes both select the GPU node: the later policy is error naming the node, and
