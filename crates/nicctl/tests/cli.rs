@@ -309,10 +309,11 @@ fn node_policies_render_their_own_objects_named_after_them_on_the_nodes_they_sel
 
     let sriov = named("DaemonSet", "sriov-device-plugin-storage-nodes");
     let pod = &sriov["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "sriov-device-plugin-storage-nodes");
+    assert_eq!(pod["serviceAccountName"], "sriov-device-plugin", "the ServiceAccount is shared");
     assert_eq!(pod["nodeSelector"]["node-role.kubernetes.io/storage"], "");
     assert!(pod["tolerations"].as_array().unwrap().iter().any(|t| t["key"] == "dedicated"), "{pod}");
-    named("ServiceAccount", "sriov-device-plugin-storage-nodes");
+    let account = named("ServiceAccount", "sriov-device-plugin");
+    assert_eq!(account["metadata"]["labels"]["ds-owner"], "NicNodePolicies");
     assert!(
         objects.iter().all(|o| o["metadata"]["labels"]["ds-owner"]
             .as_str()

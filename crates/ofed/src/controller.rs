@@ -482,7 +482,7 @@ pub async fn run_controller(
         state_core::run::config_map_changes(&ctx.core.client, &namespace).boxed(),
         node_label_changes.boxed(),
         cluster_changes.boxed(),
-        node_policy_changes(&ctx.core.client).boxed(),
+        state_core::node_policies::node_policy_changes(&ctx.core.client).boxed(),
     ]);
     let (changes, node_policy_triggers) = state_core::run::fan_out(changes);
     let node_policy_ctx = Arc::new(crate::node_policies::NodePolicyContext { ofed: ctx.clone(), cluster });
@@ -501,14 +501,6 @@ pub async fn run_controller(
     cleaner.abort();
     node_policy_cleaner.abort();
     refresher.abort();
-}
-
-/// A stream that yields when a NicNodePolicy is created, changed or deleted (metadata only).
-fn node_policy_changes(client: &Client) -> impl futures::Stream<Item = ()> + Send + 'static {
-    let api: Api<PartialObjectMeta<NicNodePolicy>> = Api::all(client.clone());
-    state_core::owned::backoff_on_failure(watcher(api, watcher::Config::default())).filter_map(|event| async move {
-        matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(())
-    })
 }
 
 /// What the state leaves on the nodes when the policy is deleted (no reconcile runs then): the

@@ -37,6 +37,7 @@ impl State for RdmaDevicePlugin {
     const COMPONENT: &'static str = "rdma-dp";
     const NEEDS_DRIVER: bool = true;
     const NODE_POLICIES: bool = true;
+    const SHARED_KINDS: &'static [&'static str] = &["ServiceAccount", "Role", "RoleBinding"];
     type Spec = DevicePluginSpec;
 
     fn spec(policy: &NicClusterPolicy) -> Option<&DevicePluginSpec> {

@@ -38,6 +38,7 @@ impl State for SriovDevicePlugin {
     const COMPONENT: &'static str = "sriov-dp";
     const NEEDS_DRIVER: bool = true;
     const NODE_POLICIES: bool = true;
+    const SHARED_KINDS: &'static [&'static str] = &["ServiceAccount", "Role", "RoleBinding"];
     type Spec = DevicePluginSpec;
 
     fn spec(policy: &NicClusterPolicy) -> Option<&DevicePluginSpec> {

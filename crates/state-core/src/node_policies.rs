@@ -119,11 +119,7 @@ pub fn controller<S: State>(
     let controller = Controller::new(Api::<NicNodePolicy>::all(client.clone()), watcher::Config::default())
         .with_config(controller::Config::default().debounce(crate::run::DEBOUNCE));
     let node_policies = controller.store();
-    let policy_changes =
-        watcher(Api::<PartialObjectMeta<NicNodePolicy>>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .touched_objects()
-            .filter_map(|event| std::future::ready(event.ok().map(drop)));
+    let policy_changes = node_policy_changes(&client);
     let stores = (cluster.clone(), nodes.clone(), node_policies.clone());
     let synced = async move {
         let _ = stores.0.wait_until_ready().await;
@@ -149,32 +145,68 @@ pub fn controller<S: State>(
     (synced, run)
 }
 
-/// A cache of the NicClusterPolicy and a stream that yields when it changes.
+/// A cache of the NicClusterPolicy and a stream that yields when its spec changes (its
+/// generation) or it comes or goes; its status writes do not concern the NicNodePolicies.
 pub fn cluster_policy(client: &Client) -> (Store<NicClusterPolicy>, impl Stream<Item = ()> + Send + 'static) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().fields(&format!("metadata.name={}", api::POLICY_NAME));
-    let stream = reflector::reflector(writer, watcher(Api::<NicClusterPolicy>::all(client.clone()), config))
-        .default_backoff()
-        .touched_objects()
-        .filter_map(|event| std::future::ready(event.ok().map(drop)));
-    (reader, stream)
+    let events = reflector::reflector(writer, watcher(Api::<NicClusterPolicy>::all(client.clone()), config));
+    (
+        reader,
+        changes_of(crate::owned::backoff_on_failure(events), |policy| policy.metadata.generation.unwrap_or(0) as u64),
+    )
+}
+
+/// A stream that yields when a NicNodePolicy comes, goes or its spec changes (metadata only).
+pub fn node_policy_changes(client: &Client) -> impl Stream<Item = ()> + Send + 'static {
+    let events = watcher(Api::<PartialObjectMeta<NicNodePolicy>>::all(client.clone()), watcher::Config::default());
+    changes_of(crate::owned::backoff_on_failure(events), |policy| policy.metadata.generation.unwrap_or(0) as u64)
 }
 
 /// A cache of every node's labels (metadata only, without managed fields and annotations) and
-/// a stream that yields when one changes.
+/// a stream that yields when a node comes, goes or its labels change (not on its status
+/// updates).
 pub fn node_labels(client: &Client) -> (Store<PartialObjectMeta<Node>>, impl Stream<Item = ()> + Send + 'static) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().page_size(100);
-    let stream = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), config)
-        .default_backoff()
-        .modify(|node| {
-            node.metadata.managed_fields = None;
-            node.metadata.annotations = None;
-        })
-        .reflect(writer)
-        .touched_objects()
-        .filter_map(|event| std::future::ready(event.ok().map(drop)));
-    (reader, stream)
+    let events = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), config).modify(|node| {
+        node.metadata.managed_fields = None;
+        node.metadata.annotations = None;
+    });
+    let events = crate::owned::backoff_on_failure(reflector::reflector(writer, events));
+    (reader, changes_of(events, |node| hash_of(node.labels())))
+}
+
+/// A stream that yields when an object of `events` appears or goes, when what `key` reads of it
+/// changes, and after each full list.
+pub fn changes_of<K, S>(events: S, key: fn(&K) -> u64) -> impl Stream<Item = ()> + Send + 'static
+where
+    K: kube::Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                let name = object.meta().name.clone().unwrap_or_default();
+                seen.insert(name, key(&object)) != Some(key(&object))
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                seen.remove(&object.meta().name.clone().unwrap_or_default()).is_some()
+            }
+            Ok(watcher::Event::InitDone) => true,
+            Ok(watcher::Event::Init) | Err(_) => false,
+        };
+        std::future::ready(changed.then_some(()))
+    })
+}
+
+/// A hash of `labels`.
+fn hash_of(labels: &BTreeMap<String, String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -221,6 +253,31 @@ mod tests {
                 ..Default::default()
             },
         )
+    }
+
+    #[tokio::test]
+    async fn changes_are_arrivals_departures_and_changes_of_the_key_not_every_write() {
+        let node = |name: &str, pool: &str, version: &str| {
+            let mut node = PartialObjectMeta::<Node>::default();
+            node.metadata.name = Some(name.into());
+            node.metadata.labels = Some([("pool".to_string(), pool.to_string())].into());
+            node.metadata.resource_version = Some(version.into());
+            node
+        };
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(node("n1", "a", "1"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(node("n1", "a", "2"))), // a status update: same labels
+            Ok(watcher::Event::Apply(node("n1", "b", "3"))), // relabelled
+            Ok(watcher::Event::Apply(node("n2", "a", "4"))), // a new node
+            Ok(watcher::Event::Delete(node("n2", "a", "5"))),
+        ];
+        let triggers: Vec<()> =
+            changes_of(futures::stream::iter(events), |node: &PartialObjectMeta<Node>| hash_of(node.labels()))
+                .collect()
+                .await;
+        assert_eq!(triggers.len(), 5, "listed (first object, end of list), relabelled, new, gone");
     }
 
     #[test]

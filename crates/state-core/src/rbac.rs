@@ -193,10 +193,9 @@ impl ControllerRbac {
     }
 
     /// Reads the NicNodePolicies and every node's labels (their selectors must not overlap) and
-    /// writes their status; with `confined_roles`, writes and binds the Roles rendered for them,
-    /// whose names end in the policies' names (in the operands' namespace only).
-    pub fn allow_node_policies(&mut self, confined_roles: bool) -> &mut Self {
-        const RBAC: &str = "rbac.authorization.k8s.io";
+    /// writes their status. (The roles a NicNodePolicy's objects use are shared and keep their
+    /// names: [`State::SHARED_KINDS`], granted by name like the cluster policy's.)
+    pub fn allow_node_policies(&mut self) -> &mut Self {
         self.cluster.allow(api::GROUP, "nicnodepolicies", &READ_VERBS).allow_every(
             api::GROUP,
             "nicnodepolicies/status",
@@ -204,9 +203,6 @@ impl ControllerRbac {
             "the state's entry in the status of each NicNodePolicy (the users name them)",
         );
         self.cluster.allow("", "nodes", &READ_VERBS);
-        if confined_roles {
-            self.operands.allow(RBAC, "roles", &["escalate", "bind"]);
-        }
         self
     }
 
@@ -351,8 +347,7 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
     }
     rbac.allow_policy_status();
     if S::NODE_POLICIES {
-        let confined_roles = S::kinds().iter().any(|k| k.resource.kind == "Role") && !S::SHARED_KINDS.contains(&"Role");
-        rbac.allow_node_policies(confined_roles);
+        rbac.allow_node_policies();
     }
     rbac
 }

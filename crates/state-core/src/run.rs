@@ -491,10 +491,7 @@ pub async fn run_controller_with<S: State>(
     } else {
         (changes, None)
     };
-    let (node_policies_synced, node_policies_run) = match node_policies {
-        Some((synced, run)) => (Some(synced), Some(run)),
-        None => (None, None),
-    };
+    let (node_policies_synced, node_policies_run) = node_policies.unzip();
     let synced = async move {
         let _ = policy_store.wait_until_ready().await;
         owned.synced().await;
@@ -632,6 +629,24 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
+    }
+
+    #[tokio::test]
+    async fn both_fanned_out_streams_see_every_burst_and_a_burst_coalesces() {
+        let (source, receiver) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let events = futures::stream::unfold(receiver, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let (first, second) = fan_out(events);
+        let (mut first, mut second) = (Box::pin(first), Box::pin(second));
+        let wait = Duration::from_millis(200);
+        for _ in 0..3 {
+            source.send(()).unwrap();
+        }
+        assert_eq!(tokio::time::timeout(wait, first.next()).await, Ok(Some(())), "the first stream sees the burst");
+        assert_eq!(tokio::time::timeout(wait, second.next()).await, Ok(Some(())), "so does the second");
+        assert!(tokio::time::timeout(wait, first.next()).await.is_err(), "three waiting events make one trigger");
+        source.send(()).unwrap();
+        assert_eq!(tokio::time::timeout(wait, first.next()).await, Ok(Some(())), "a later event triggers again");
+        assert_eq!(tokio::time::timeout(wait, second.next()).await, Ok(Some(())));
     }
 
     #[tokio::test(start_paused = true)]

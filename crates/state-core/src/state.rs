@@ -23,8 +23,8 @@ pub trait State: Send + Sync + 'static {
     /// NicNodePolicies may hold this section: the controller also renders it for each of them
     /// ([`crate::scope`]).
     const NODE_POLICIES: bool = false;
-    /// Kinds whose objects every NicNodePolicy of this state shares (e.g. the driver's
-    /// ServiceAccount and its roles, which cluster-wide RBAC names): they keep their names and
+    /// Kinds whose objects every NicNodePolicy of this state shares (the ServiceAccounts and
+    /// roles its pods use, which the controllers' RBAC grants by name): they keep their names and
     /// are owned by every NicNodePolicy holding the section ([`crate::scope`]).
     const SHARED_KINDS: &'static [&'static str] = &[];
     /// The name of object `name` of this state when it belongs to NicNodePolicy `policy`.

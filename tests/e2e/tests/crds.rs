@@ -200,3 +200,27 @@ async fn resource_quantities_are_checked_when_the_policy_is_applied() {
         json!([{"name": "rdma-shared-dp", "requests": {"cpu": "100m", "memory": 64}, "limits": {"memory": "1.5Gi"}}]);
     create(&env.client, &policy(json!({"rdmaSharedDevicePlugin": rdma}))).await.expect("valid quantities");
 }
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn a_node_policy_is_cluster_scoped_answers_to_its_short_names_and_keeps_its_name_short() {
+    let Some(env) = TestEnv::new("netop-e2e-crds").await else { return };
+    let node_policy = |name: &str| {
+        json!({"apiVersion": "mellanox.com/v1alpha1", "kind": "NicNodePolicy", "metadata": {"name": name},
+               "spec": {"nodeSelector": {"pool": "a"}, "rdmaSharedDevicePlugin": image()}})
+    };
+    create(&env.client, &node_policy(&"p".repeat(59))).await.expect("59 characters are accepted");
+    let error = create(&env.client, &node_policy(&"p".repeat(60))).await.expect_err("60 are refused");
+    assert!(error.contains("a NicNodePolicy name has at most 59 characters"), "{error}");
+    let definition = api::crd::for_kind("NicNodePolicy").expect("shipped");
+    assert_eq!(definition.spec.scope, "Cluster");
+    assert_eq!(definition.spec.names.short_names, Some(vec!["nicnode".to_string(), "nnp".to_string()]));
+    let served =
+        Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(
+            env.client.clone(),
+        )
+        .get("nicnodepolicies.mellanox.com")
+        .await
+        .expect("installed");
+    assert_eq!(served.spec.names.short_names, definition.spec.names.short_names);
+}
