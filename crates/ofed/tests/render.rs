@@ -351,3 +351,11 @@ fn a_broken_upgrade_pod_selector_is_an_error_naming_the_field_and_nothing_render
         assert!(err.starts_with(&format!("spec.ofedDriver.upgradePolicy.{field}: ")), "{err}");
     }
 }
+
+#[test]
+fn a_node_policys_driver_pools_are_named_after_it_on_its_nodes_with_the_shared_rbac() {
+    let policy = testing::node_policy_from_file("example/crs/mellanox.com_v1alpha1_nicnodepolicy_cr.yaml", "pool-a");
+    let objects = testing::render_node_policy::<OfedDriver>(&policy, &observed(vec![ubuntu("gpu-1")]));
+    assert_round_trips(&objects);
+    insta::assert_snapshot!("node_policy", to_yaml(&objects));
+}

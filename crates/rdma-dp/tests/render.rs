@@ -190,3 +190,11 @@ fn container_resources_for_an_unknown_container_are_an_error_naming_the_entry() 
         "spec.rdmaSharedDevicePlugin.containerResources[0].name: no container \"rdma-shared-dp-typo\" in this component (containers: ofed-driver-validation, rdma-shared-dp)"
     );
 }
+
+#[test]
+fn a_node_policys_plugin_is_named_after_it_selects_its_nodes_and_waits_for_its_driver() {
+    let policy = testing::node_policy_from_file("example/crs/mellanox.com_v1alpha1_nicnodepolicy_cr.yaml", "pool-a");
+    let objects = testing::render_node_policy::<RdmaDevicePlugin>(&policy, &Default::default());
+    assert_round_trips(&objects);
+    insta::assert_snapshot!("node_policy", to_yaml(&objects));
+}

@@ -95,3 +95,12 @@ fn a_config_change_rolls_the_pods() {
     );
     assert_ne!(hash(&full()), hash(&changed));
 }
+
+#[test]
+fn a_node_policys_plugin_is_named_after_it_with_its_tolerations_and_the_shared_service_account() {
+    let policy =
+        testing::node_policy_from_file("example/crs/mellanox.com_v1alpha1_nicnodepolicy_cr.yaml", "storage-nodes");
+    let objects = testing::render_node_policy::<SriovDevicePlugin>(&policy, &Default::default());
+    assert_round_trips(&objects);
+    insta::assert_snapshot!("node_policy", to_yaml(&objects));
+}

@@ -64,6 +64,38 @@ pub fn render_observed<S: State>(
     }
 }
 
+/// The NicNodePolicy named `name` in a file relative to the repository root, with a uid and a
+/// generation as the API server gives them (so owner references show in goldens).
+pub fn node_policy_from_file(relative: &str, name: &str) -> api::NicNodePolicy {
+    let path = repo_root().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let documents = parse::parse_all(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut policy = documents
+        .into_iter()
+        .find_map(|document| match document {
+            Document::NodePolicy(policy) if policy.metadata.name.as_deref() == Some(name) => Some(*policy),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no NicNodePolicy {name} in {}", path.display()));
+    policy.metadata.uid = Some(format!("uid-of-{name}"));
+    policy.metadata.generation = Some(1);
+    policy
+}
+
+/// Every object of state `S` for NicNodePolicy `policy`, as its controller renders it (the
+/// policy alone holds the section), with `observed` from the cluster; panics if the section is
+/// absent or does not render.
+pub fn render_node_policy<S: State>(policy: &api::NicNodePolicy, observed: &Observed) -> Vec<DynamicObject> {
+    let view = policy.view(None);
+    let observed = Observed { peers: vec![std::sync::Arc::new(policy.clone())], ..observed.clone() };
+    let ctx = RenderContext { namespace: NAMESPACE, openshift: false, policy: &view, observed: &observed };
+    match crate::render::render_in_scope::<S>(&ctx, &crate::scope::Scope::Node(policy)) {
+        Ok(Some(objects)) => objects,
+        Ok(None) => panic!("{}: section absent", S::NAME),
+        Err(e) => panic!("{}: {e}", S::NAME),
+    }
+}
+
 /// The error rendering state `S` for `policy` gives (as its message); panics if it renders.
 pub fn render_error<S: State>(policy: &NicClusterPolicy) -> String {
     let ctx = RenderContext::new(NAMESPACE, false, policy);
