@@ -17,23 +17,24 @@ use std::collections::BTreeMap;
 
 const STATE: &str = "state-RDMA-device-plugin";
 
-/// A NicNodePolicy `name` deploying the RDMA shared device plugin on the nodes labelled `key`.
-fn rdma_policy(name: &str, key: &str) -> NicNodePolicy {
+/// A NicNodePolicy `name` holding `section` (`spec`) for the nodes labelled `key`.
+fn node_policy(name: &str, key: &str, section: &str, spec: serde_json::Value) -> NicNodePolicy {
     serde_json::from_value(json!({
         "apiVersion": "mellanox.com/v1alpha1",
         "kind": "NicNodePolicy",
         "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {key: "true"},
-            "rdmaSharedDevicePlugin": {
-                "image": "k8s-rdma-shared-dev-plugin",
-                "repository": "ghcr.io/mellanox",
-                "version": "v1.5.1",
-                "config": "{\"configList\": [{\"resourceName\": \"rdma_shared_device_a\", \"rdmaHcaMax\": 63, \"selectors\": {\"vendors\": [\"15b3\"]}}]}"
-            }
-        }
+        "spec": {"nodeSelector": {key: "true"}, section: spec}
     }))
     .expect("a NicNodePolicy")
+}
+
+/// A NicNodePolicy `name` deploying the RDMA shared device plugin on the nodes labelled `key`.
+fn rdma_policy(name: &str, key: &str) -> NicNodePolicy {
+    let config = json!({"configList": [{"resourceName": "rdma_shared_device_a", "rdmaHcaMax": 63,
+                                          "selectors": {"vendors": ["15b3"]}}]});
+    let spec = json!({"image": "k8s-rdma-shared-dev-plugin", "repository": "ghcr.io/mellanox", "version": "v1.5.1",
+                      "config": config.to_string()});
+    node_policy(name, key, "rdmaSharedDevicePlugin", spec)
 }
 
 /// Waits until NicNodePolicy `name`'s RDMA entry (for its generation) reads `wanted`; returns
@@ -236,19 +237,9 @@ const STORAGE: &str = "24.04-0.6.6.0";
 /// A NicNodePolicy `name` deploying driver `version` from `registry` on the nodes labelled
 /// `key`, upgraded automatically one node at a time (no drain).
 fn driver_policy(name: &str, key: &str, registry: &str, version: &str) -> NicNodePolicy {
-    serde_json::from_value(json!({
-        "apiVersion": "mellanox.com/v1alpha1",
-        "kind": "NicNodePolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {key: "true"},
-            "ofedDriver": {
-                "image": "mofed", "repository": format!("{registry}/mellanox"), "version": version,
-                "upgradePolicy": {"autoUpgrade": true, "maxParallelUpgrades": 1, "drain": {"enable": false}}
-            }
-        }
-    }))
-    .expect("a NicNodePolicy")
+    let spec = json!({"image": "mofed", "repository": format!("{registry}/mellanox"), "version": version,
+                      "upgradePolicy": {"autoUpgrade": true, "maxParallelUpgrades": 1, "drain": {"enable": false}}});
+    node_policy(name, key, "ofedDriver", spec)
 }
 
 /// Node name → (upgrade state, cordoned, mofed.wait).
