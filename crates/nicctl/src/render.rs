@@ -177,29 +177,32 @@ fn render_node_policy(
     // The policy's driver pools come from the nodes it selects.
     let mut mine = observed.clone();
     mine.nodes.retain(|node| policy.selects(node.labels()));
-    mine.peers = all.iter().filter(|p| p.spec.ofed_driver.is_some()).map(|p| Arc::new((*p).clone())).collect();
     let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy: &view, observed: &mine };
-    let scope = state_core::scope::Scope::Node(policy);
     let mut objects = Vec::new();
-    objects.extend(node_policy_state::<ofed::OfedDriver>(&ctx, &scope, policy, &args.file, args.nodes.is_some())?);
-    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, &scope, policy, &args.file, true)?);
-    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, &scope, policy, &args.file, true)?);
+    objects.extend(node_policy_state::<ofed::OfedDriver>(&ctx, policy, all, &args.file, args.nodes.is_some())?);
+    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, policy, all, &args.file, true)?);
+    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, policy, all, &args.file, true)?);
     Ok(objects)
 }
 
-/// The objects of state `S` for the NicNodePolicy of `scope`, when it holds the section; a
-/// state that waits for nodes says so, with a hint to pass them unless `nodes_given`.
+/// The objects of state `S` for NicNodePolicy `policy` (one of `all`, which share the state's
+/// shared objects), when it holds the section; a state that waits for nodes says so, with a
+/// hint to pass them unless `nodes_given`.
 fn node_policy_state<S: State>(
     ctx: &RenderContext<'_>,
-    scope: &state_core::scope::Scope<'_>,
     policy: &api::NicNodePolicy,
+    all: &[&api::NicNodePolicy],
     file: &Path,
     nodes_given: bool,
 ) -> Result<Vec<DynamicObject>, Failure> {
     if !policy.has_section(S::NAME) {
         return Ok(Vec::new());
     }
-    match state_core::render::render_in_scope::<S>(ctx, scope) {
+    let peers = all.iter().filter(|p| p.has_section(S::NAME)).map(|p| Arc::new((*p).clone())).collect();
+    let observed = Observed { peers, ..ctx.observed.clone() };
+    let ctx = RenderContext { observed: &observed, ..*ctx };
+    let scope = state_core::scope::Scope::Node(policy);
+    match state_core::render::render_in_scope::<S>(&ctx, &scope) {
         Ok(objects) => Ok(objects.unwrap_or_default()),
         Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
         Err(RenderError::Waiting(reason)) => {
