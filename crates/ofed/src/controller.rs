@@ -176,7 +176,11 @@ async fn upgrade(policy: &NicClusterPolicy, scope: &Scope<'_>, nodes: &NodeSet, 
         .filter(|(kind, object)| kind.resource.kind == "DaemonSet" && scope.contains(object))
         .map(|(_, object)| object)
         .collect();
-    ctx.upgrades.pass(OfedDriver::spec(policy), &daemon_sets, &ctx.pods.state(), nodes).await
+    let key = match scope {
+        Scope::Cluster => String::new(),
+        Scope::Node(node_policy) => node_policy.name_any(),
+    };
+    ctx.upgrades.pass(&key, OfedDriver::spec(policy), &daemon_sets, &ctx.pods.state(), nodes).await
 }
 
 /// The outcome with the upgrade's progress added to its message.
@@ -515,7 +519,7 @@ async fn clean_up_deleted_policies(policies: Api<NicClusterPolicy>, ctx: Arc<Ofe
     while deletions.next().await.is_some() {
         tracing::info!(state = OfedDriver::NAME, "the policy was deleted: stopping upgrades, cleaning the nodes");
         let scope = ctx.cluster_nodes(&NicClusterPolicy::new(api::POLICY_NAME, Default::default()));
-        let report = ctx.upgrades.policy_deleted(&scope).await;
+        let report = ctx.upgrades.policy_deleted("", &scope).await;
         let mut nodes = ctx.core.nodes.as_ref().map(NodeCache::nodes).unwrap_or_default();
         nodes.retain(|node| scope.contains(&node.name_any()));
         let changes = mofed_wait::changes(false, &nodes, &BTreeSet::new(), &ctx.pods.state());

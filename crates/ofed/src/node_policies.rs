@@ -95,7 +95,7 @@ pub async fn clean_up_deleted(ctx: Arc<NodePolicyContext>) {
         let name = policy.name_any();
         tracing::info!(state = OfedDriver::NAME, policy = %name, "NicNodePolicy deleted: stopping its upgrades, cleaning its nodes");
         let selected = NodeSet::Only(ctx.ofed.selected_by(&policy));
-        let report = ctx.ofed.upgrades.policy_deleted(&selected).await;
+        let report = ctx.ofed.upgrades.policy_deleted(&name, &selected).await;
         let cluster_driver =
             ctx.cluster.get(&ObjectRef::new(api::POLICY_NAME)).is_some_and(|c| c.spec.ofed_driver.is_some());
         let mut errors: Vec<String> = report.message.into_iter().collect();

@@ -33,12 +33,15 @@ pub const RECHECK: Duration = Duration::from_secs(10);
 /// How long a write waits to show up in the node watch.
 const WATCH_LAG: Duration = Duration::from_secs(10);
 
-/// The upgrade metrics: `network_operator_ofed_upgrade_nodes{state}` and
+/// The upgrade metrics: `network_operator_ofed_upgrade_nodes{state}` (summed over the policies
+/// with a driver: the NicClusterPolicy and each NicNodePolicy count their own nodes) and
 /// `network_operator_ofed_upgrade_failures_total`.
 #[derive(Clone)]
 pub struct UpgradeMetrics {
     nodes: IntGaugeVec,
     failures: IntCounter,
+    /// Nodes per state of each policy's last pass (`""`: the NicClusterPolicy).
+    by_policy: Arc<Mutex<BTreeMap<String, BTreeMap<NodeState, usize>>>>,
 }
 
 impl UpgradeMetrics {
@@ -54,13 +57,16 @@ impl UpgradeMetrics {
                 .expect("valid metric");
         metrics.register(Box::new(nodes.clone()));
         metrics.register(Box::new(failures.clone()));
-        Self { nodes, failures }
+        Self { nodes, failures, by_policy: Arc::default() }
     }
 
-    fn show(&self, progress: &Progress) {
+    /// Records the progress of `policy`'s last pass and shows the sum over every policy.
+    pub fn show(&self, policy: &str, progress: &Progress) {
+        let mut by_policy = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
+        by_policy.insert(policy.to_string(), progress.counts.clone());
         for state in NodeState::ALL {
             let label = if state == NodeState::Unknown { "unknown" } else { state.as_str() };
-            let count = progress.counts.get(&state).copied().unwrap_or(0);
+            let count: usize = by_policy.values().filter_map(|counts| counts.get(&state)).sum();
             self.nodes.with_label_values(&[label]).set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
@@ -155,10 +161,12 @@ impl Upgrades {
         let _ = self.nodes.wait_until_ready().await;
     }
 
-    /// One pass for a policy's OFED section, its driver DaemonSets and driver pods, on the
-    /// nodes of `scope` (the others are other policies').
+    /// One pass for the OFED section of `policy` (`""`: the NicClusterPolicy, else a
+    /// NicNodePolicy's name), its driver DaemonSets and driver pods, on the nodes of `scope` (the
+    /// others are other policies').
     pub async fn pass(
         self: &Arc<Self>,
+        policy: &str,
         spec: Option<&OfedDriverSpec>,
         daemon_sets: &[Arc<DynamicObject>],
         pods: &[Arc<Pod>],
@@ -167,7 +175,7 @@ impl Upgrades {
         let nodes = scope.of(self.nodes.state());
         let settings = match Settings::of(spec) {
             Ok(Some(settings)) => settings,
-            Ok(None) => return self.turn_off(&nodes).await,
+            Ok(None) => return self.turn_off(policy, &nodes).await,
             Err(_) => return PassReport::default(), // the render reports it, naming the field
         };
         let hashes = match self.hashes(daemon_sets).await {
@@ -188,7 +196,7 @@ impl Upgrades {
         let plan = decide(&settings, &snapshot);
         let held = decide::holding(&settings, &snapshot);
         let progress = Progress::of(&decide::after(&snapshot.nodes, &plan.actions));
-        self.metrics.show(&progress);
+        self.metrics.show(policy, &progress);
         let mut errors = Vec::new();
         for action in plan.actions {
             let result = match action {
@@ -215,15 +223,15 @@ impl Upgrades {
         PassReport { message, recheck: plan.recheck || !errors.is_empty() }
     }
 
-    /// The policy is gone: as when upgrades are turned off, drains stop and every node of
-    /// `scope` loses the upgrade's keys and cordons (no reconcile runs for a deleted policy).
-    pub async fn policy_deleted(&self, scope: &NodeSet) -> PassReport {
-        self.turn_off(&scope.of(self.nodes.state())).await
+    /// `policy` is gone: as when upgrades are turned off, drains stop and every node of `scope`
+    /// loses the upgrade's keys and cordons (no reconcile runs for a deleted policy).
+    pub async fn policy_deleted(&self, policy: &str, scope: &NodeSet) -> PassReport {
+        self.turn_off(policy, &scope.of(self.nodes.state())).await
     }
 
     /// Upgrades are off: the drains of `nodes` stop, and they lose their upgrade keys (see
     /// [`decide::turn_off`]).
-    async fn turn_off(&self, nodes: &[Arc<Node>]) -> PassReport {
+    async fn turn_off(&self, policy: &str, nodes: &[Arc<Node>]) -> PassReport {
         let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         {
             let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,7 +242,7 @@ impl Upgrades {
                 }
             }
         }
-        self.metrics.show(&Progress::default());
+        self.metrics.show(policy, &Progress::default());
         let views: Vec<NodeView> = nodes.iter().map(|n| node_view(n)).collect();
         let mut errors = Vec::new();
         for update in decide::turn_off(&views) {
@@ -460,6 +468,25 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::upgrade::{FAILURE_ANNOTATION, REQUESTED_ANNOTATION};
+
+    #[test]
+    fn the_upgrade_gauge_sums_the_policies_each_counting_its_own_nodes() {
+        let metrics = Metrics::new();
+        let upgrade = UpgradeMetrics::register(&metrics);
+        let progress = |state: NodeState, n: usize| Progress { counts: [(state, n)].into(), ..Default::default() };
+        let gauge = |state: &str| {
+            let line = format!("network_operator_ofed_upgrade_nodes{{state=\"{state}\"}} ");
+            metrics.encode().lines().find_map(|l| l.strip_prefix(&line).map(str::to_string)).unwrap_or_default()
+        };
+        upgrade.show("", &progress(NodeState::UpgradeDone, 2));
+        upgrade.show("pool-a", &progress(NodeState::UpgradeDone, 3));
+        upgrade.show("pool-b", &progress(NodeState::UpgradeFailed, 1));
+        assert_eq!((gauge("upgrade-done"), gauge("upgrade-failed")), ("5".to_string(), "1".to_string()));
+        // A later pass of one policy replaces only its own counts.
+        upgrade.show("pool-a", &progress(NodeState::UpgradeDone, 1));
+        upgrade.show("pool-b", &Progress::default());
+        assert_eq!((gauge("upgrade-done"), gauge("upgrade-failed")), ("3".to_string(), "0".to_string()));
+    }
 
     #[test]
     fn one_merge_patch_carries_the_state_annotations_and_cordon() {
