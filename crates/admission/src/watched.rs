@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use std::sync::Arc;
 
 /// The watched caches.
@@ -61,7 +61,7 @@ impl ClusterSource for Watched {
         Cluster {
             cluster_policy: self.cluster_policy.get(&ObjectRef::new(api::POLICY_NAME)),
             node_policies: self.node_policies.state(),
-            nodes: self.nodes.state().iter().map(|node| (node.name_any(), node.labels().clone())).collect(),
+            nodes: state_core::node_policies::labelled(&self.nodes.state()),
         }
     }
 }

@@ -19,11 +19,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use state_core::State;
-use state_core::node_policies::{peers, refusal, with_shared_pruned};
+use state_core::node_policies::{labelled, peers, refusal, with_shared_pruned};
 use state_core::nodes::NodeCache;
 use state_core::reconcile::{self, Error, field_manager};
 use state_core::scope::Scope;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,15 +40,11 @@ pub async fn reconcile(policy: Arc<NicNodePolicy>, ctx: Arc<NodePolicyContext>) 
     let ofed = &ctx.ofed;
     let cluster = ctx.cluster.get(&ObjectRef::new(api::POLICY_NAME));
     let others = ofed.node_policies.state();
-    let nodes: Vec<(String, BTreeMap<String, String>)> =
-        ofed.node_labels.state().iter().map(|node| (node.name_any(), node.labels().clone())).collect();
+    let holds_driver = policy.has_section(OfedDriver::NAME);
+    let nodes = if holds_driver { labelled(&ofed.node_labels.state()) } else { Vec::new() };
     let scope = Scope::Node(&policy);
     // Without a driver the policy's nodes are not its driver's: nothing is labelled or upgraded.
-    let mine = NodeSet::Only(if policy.has_section(OfedDriver::NAME) {
-        ofed.selected_by(&policy)
-    } else {
-        Default::default()
-    });
+    let mine = NodeSet::Only(if holds_driver { ofed.selected_by(&policy) } else { Default::default() });
     let view = policy.view(None);
     let peers = peers::<OfedDriver>(&others);
     let (outcome, recheck) =

@@ -60,8 +60,7 @@ pub async fn reconcile<S: State>(policy: Arc<NicNodePolicy>, ctx: Arc<NodePolicy
     let started = Instant::now();
     let cluster = ctx.cluster.get(&ObjectRef::new(api::POLICY_NAME));
     let others = ctx.node_policies.state();
-    let nodes: Vec<(String, BTreeMap<String, String>)> =
-        ctx.nodes.state().iter().map(|node| (node.name_any(), node.labels().clone())).collect();
+    let nodes = if policy.has_section(S::NAME) { labelled(&ctx.nodes.state()) } else { Vec::new() };
     // Without the section the view takes nothing from the cluster policy: the state is ignored.
     let view = if policy.has_section(S::NAME) { policy.view(cluster.as_deref()) } else { policy.view(None) };
     let scope = Scope::Node(&policy);
@@ -81,6 +80,13 @@ pub async fn reconcile<S: State>(policy: Arc<NicNodePolicy>, ctx: Arc<NodePolicy
         },
     };
     reconcile::finish_in::<S>(&view, &scope, &ctx.core, outcome, started).await
+}
+
+/// Each of `nodes` by name with its labels, as [`refusal`] and the overlap checks take them.
+pub fn labelled<K: kube::Resource>(
+    nodes: &[impl std::ops::Deref<Target = K>],
+) -> Vec<(String, BTreeMap<String, String>)> {
+    nodes.iter().map(|node| (node.name_any(), node.labels().clone())).collect()
 }
 
 /// The NicNodePolicies among `all` that hold the section of state `S`, oldest first.
