@@ -28,6 +28,8 @@ pub fn findings(policy: &NicClusterPolicy) -> Vec<FieldError> {
     found.extend(invalid::<ipoib::IpoibCni>(&ctx));
     found.extend(invalid::<whereabouts::Whereabouts>(&ctx));
     found.extend(invalid::<nv_ipam::NvIpam>(&ctx));
+    found.extend(invalid::<nic_configuration::NicConfiguration>(&ctx));
+    found.extend(invalid::<spectrum_x::SpectrumX>(&ctx));
     let mut unique = Vec::with_capacity(found.len());
     for finding in found {
         if !unique.contains(&finding) {
@@ -89,11 +91,13 @@ fn invalid_in_scope<S: State>(ctx: &RenderContext<'_>, scope: &state_core::scope
 fn invalid<S: State>(ctx: &RenderContext<'_>) -> Vec<FieldError> {
     // The resource rules, one finding each (a render joins them into one, and stops at a
     // section's first problem).
-    let mut found = match S::spec(ctx.policy) {
-        Some(spec) => api::validate::container_resources(
-            S::field_path(),
-            S::image(spec).container_resources.as_deref().unwrap_or_default(),
-        ),
+    let mut found: Vec<FieldError> = match S::spec(ctx.policy) {
+        Some(spec) => S::images(spec)
+            .into_iter()
+            .flat_map(|(field, image)| {
+                api::validate::container_resources(&field, image.container_resources.as_deref().unwrap_or_default())
+            })
+            .collect(),
         None => Vec::new(),
     };
     if let Err(RenderError::Invalid(error)) = render_state::<S>(ctx)

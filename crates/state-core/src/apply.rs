@@ -151,6 +151,44 @@ pub async fn apply_if_changed(
     Ok(Applied::Written(Arc::new(applied)))
 }
 
+/// Creates `object` (of a [kept kind](crate::State::KEPT_KINDS)) when it is missing; one that
+/// exists is never changed, but for being released when it is the operator's (labelled with
+/// `state` or owned by a policy: the original's), so nothing ever deletes it.
+pub async fn create_if_missing(
+    client: &Client,
+    kind: &Kind,
+    object: DynamicObject,
+    manager: &str,
+    state: &str,
+) -> Result<Applied, ApplyError> {
+    let key = ObjectKey::of(&object);
+    let api = api_for(client, kind, key.namespace.as_deref());
+    let failed = |source| ApplyError::Api { key: key.clone(), source };
+    match api.get_opt(&key.name).await.map_err(failed)? {
+        Some(live) if crate::leftovers::is_operators(&live, state) => {
+            match crate::leftovers::release_object(&api, &live).await {
+                crate::leftovers::Outcome::Failed(why) => {
+                    tracing::warn!(state, object = %key, error = %why, "could not release a kept object");
+                }
+                _ => tracing::info!(state, object = %key, "released: it holds the user's data, nothing deletes it"),
+            }
+            Ok(Applied::Unchanged(Arc::new(live)))
+        }
+        Some(live) => Ok(Applied::Unchanged(Arc::new(live))),
+        None => {
+            let params = kube::api::PostParams { field_manager: Some(manager.to_string()), ..Default::default() };
+            match api.create(&params, &object).await {
+                Ok(created) => Ok(Applied::Written(Arc::new(created))),
+                // Created in between (by the user): theirs.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    api.get(&key.name).await.map(|live| Applied::Unchanged(Arc::new(live))).map_err(failed)
+                }
+                Err(source) => Err(failed(source)),
+            }
+        }
+    }
+}
+
 /// Deletes the object `key` of `kind`; an object already gone counts as deleted.
 pub async fn delete(client: &Client, kind: &Kind, key: &ObjectKey) -> Result<(), kube::Error> {
     match api_for(client, kind, key.namespace.as_deref()).delete(&key.name, &DeleteParams::default()).await {

@@ -26,8 +26,8 @@ pub struct Edits<'a> {
     pub state: &'a str,
     /// The whole policy (owner, tolerations, node affinity, OFED presence).
     pub policy: &'a NicClusterPolicy,
-    /// The section's image spec (pull secrets, container resources).
-    pub image: &'a ImageSpec,
+    /// The section's image specs (pull secrets, container resources), the main one first.
+    pub images: &'a [&'a ImageSpec],
     /// The state's pods run on NIC nodes and need the driver when OFED is deployed.
     pub needs_driver: bool,
 }
@@ -83,7 +83,20 @@ impl Edits<'_> {
     }
 
     fn pull_secrets(&self, pod: &mut Value) {
-        let secrets = self.image.image_pull_secrets.iter().flatten();
+        // One image: its pull secrets go to every workload. Several: each workload gets those
+        // of the images its containers run.
+        let images = self.images.iter().filter(|image| {
+            self.images.len() == 1 || {
+                let reference = image.reference();
+                ["initContainers", "containers"]
+                    .iter()
+                    .filter_map(|list| pod[*list].as_array())
+                    .flatten()
+                    .any(|container| container["image"].as_str() == Some(reference.as_str()))
+            }
+        });
+        let secrets: Vec<String> =
+            images.flat_map(|image| image.image_pull_secrets.iter().flatten().cloned()).collect();
         let list = array(pod, "imagePullSecrets");
         for name in secrets {
             let entry = json!({ "name": name });
@@ -100,7 +113,7 @@ impl Edits<'_> {
                 let Some(name) = container["name"].as_str() else {
                     continue;
                 };
-                let Some(wanted) = self.image.resources_for(name) else {
+                let Some(wanted) = self.images.iter().find_map(|image| image.resources_for(name)) else {
                     continue;
                 };
                 let mut resources = serde_json::Map::new();
@@ -238,7 +251,7 @@ mod tests {
     fn edited(kind: &str, spec: api::NicClusterPolicySpec) -> Value {
         let policy = NicClusterPolicy::new(api::POLICY_NAME, spec);
         let image = ImageSpec::default();
-        let edits = Edits { state: "state-x", policy: &policy, image: &image, needs_driver: false };
+        let edits = Edits { state: "state-x", policy: &policy, images: &[&image], needs_driver: false };
         let mut object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "x"},
             "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}},

@@ -45,7 +45,7 @@ fn is_policy(owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerRefere
 
 /// Whether `object` is one the operator created: the state label of `state`, or an owner
 /// reference to a NicClusterPolicy.
-fn is_operators(object: &kube::core::DynamicObject, state: &str) -> bool {
+pub fn is_operators(object: &kube::core::DynamicObject, state: &str) -> bool {
     object.labels().get(STATE_LABEL).is_some_and(|s| s == state) || object.owner_references().iter().any(is_policy)
 }
 
@@ -72,13 +72,20 @@ pub async fn release(client: &Client, namespace: &str, state: &str, leftover: &L
         Ok(live) => live,
         Err(outcome) => return outcome,
     };
+    release_object(&api, &live).await
+}
+
+/// Releases `live`, an object of the operator's: one merge patch removes the state label and
+/// every NicClusterPolicy owner reference (other owners are kept), guarded by its
+/// resourceVersion.
+pub async fn release_object(api: &kube::Api<kube::core::DynamicObject>, live: &kube::core::DynamicObject) -> Outcome {
     let owners: Vec<_> = live.owner_references().iter().filter(|o| !is_policy(o)).cloned().collect();
     let patch = serde_json::json!({"metadata": {
         "resourceVersion": live.resource_version(),
         "labels": {STATE_LABEL: null},
         "ownerReferences": owners,
     }});
-    match api.patch(leftover.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api.patch(&live.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Outcome::Released,
         Err(kube::Error::Api(status)) if status.code == 404 => Outcome::Absent,
         Err(e) => Outcome::Failed(apply::describe(&e)),

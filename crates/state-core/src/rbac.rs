@@ -82,6 +82,14 @@ impl Rules {
         self.allow(&kind.resource.group, &kind.resource.plural, &OBJECT_VERBS)
     }
 
+    /// Grants what the controller needs on the objects of `kind`, a
+    /// [kept kind](crate::State::KEPT_KINDS) it renders: [`OBJECT_VERBS`] but `delete`.
+    pub fn allow_kept_objects(&mut self, kind: &Kind) -> &mut Self {
+        self.owned.insert((kind.resource.group.clone(), kind.resource.plural.clone()));
+        let verbs: Vec<&str> = OBJECT_VERBS.into_iter().filter(|verb| *verb != "delete").collect();
+        self.allow(&kind.resource.group, &kind.resource.plural, &verbs)
+    }
+
     /// Grants everything `other` grants.
     pub fn merge(&mut self, other: &Rules) -> &mut Self {
         for (key, verbs) in &other.rules {
@@ -294,7 +302,7 @@ fn names_of(objects: &[DynamicObject], kind: &Kind) -> Vec<String> {
 /// watched, and written by the names it renders; its Roles and bindings through `escalate` and
 /// `bind`; the policy and its status; its Lease; the NIC nodes when it renders from them, the
 /// ConfigMaps its section may name, its leftovers (read and delete, by name) and the objects it
-/// releases (read and patch, by name).
+/// releases (read and patch, by name); its [kept kinds](State::KEPT_KINDS) never deleted.
 pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> ControllerRbac {
     let mut rbac = ControllerRbac::with_lease();
     let rendered: Vec<DynamicObject> = [false, true]
@@ -306,7 +314,11 @@ pub fn state_rbac<S: State>(sample: &NicClusterPolicy, cluster: &Observed) -> Co
         })
         .collect();
     for kind in S::kinds() {
-        if kind.namespaced {
+        if S::KEPT_KINDS.contains(&kind.resource.kind.as_str()) {
+            // Created, and released when the original owned it; never deleted.
+            let scope = if kind.namespaced { &mut rbac.operands } else { &mut rbac.cluster };
+            scope.allow_kept_objects(&kind);
+        } else if kind.namespaced {
             rbac.operands.allow_objects(&kind);
         } else {
             let (group, plural) = (&kind.resource.group, &kind.resource.plural);

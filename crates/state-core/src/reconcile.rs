@@ -402,7 +402,12 @@ async fn apply_if_changed<S: State>(
     let Some(kind) = kinds.iter().find(|k| k.matches(&object)) else {
         return Err(Outcome::new(SyncState::Error, format!("internal error: {key} is of an undeclared kind")));
     };
-    match apply::apply_if_changed(&ctx.client, ctx.owned.get(&key), kind, object, &field_manager::<S>()).await {
+    let applied = if S::KEPT_KINDS.contains(&key.kind.as_str()) {
+        apply::create_if_missing(&ctx.client, kind, object, &field_manager::<S>(), S::NAME).await
+    } else {
+        apply::apply_if_changed(&ctx.client, ctx.owned.get(&key), kind, object, &field_manager::<S>()).await
+    };
+    match applied {
         Ok(Applied::Unchanged(live)) => Ok(live),
         Ok(Applied::Written(live)) => {
             tracing::info!(state = S::NAME, object = %key, "applied");
@@ -453,6 +458,15 @@ async fn prune<S: State>(ctx: &Context, scope: &Scope<'_>, keep: &BTreeSet<Objec
     for (kind, object) in ctx.owned.all() {
         let key = ObjectKey::of(&object);
         if keep.contains(&key) || object.metadata.deletion_timestamp.is_some() || !scope.contains(&object) {
+            continue;
+        }
+        if S::KEPT_KINDS.contains(&key.kind.as_str()) {
+            // The user's data (the original labelled and owned it): released, never deleted.
+            let api = apply::api_for(&ctx.client, &kind, key.namespace.as_deref());
+            if let crate::leftovers::Outcome::Failed(why) = crate::leftovers::release_object(&api, &object).await {
+                return Err(format!("releasing {key}: {why}"));
+            }
+            tracing::info!(state = S::NAME, object = %key, "released: it holds the user's data, nothing deletes it");
             continue;
         }
         if !owned_by_a_policy(&object, scope) {

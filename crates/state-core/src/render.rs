@@ -17,13 +17,17 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
     let Some(spec) = S::spec(ctx.policy) else {
         return Ok(None);
     };
-    api::image::check(S::field_path(), S::image(spec))?;
+    let images = S::images(spec);
+    for (field, image) in &images {
+        api::image::check(field, image)?;
+    }
     if let Some(error) = FieldError::join(api::pod_spec::placement(ctx.policy)) {
         return Err(error.into());
     }
     let mut objects = S::render(spec, ctx)?;
     let kinds = S::kinds();
-    let edits = Edits { state: S::NAME, policy: ctx.policy, image: S::image(spec), needs_driver: S::NEEDS_DRIVER };
+    let image_specs: Vec<&api::ImageSpec> = images.iter().map(|(_, image)| *image).collect();
+    let edits = Edits { state: S::NAME, policy: ctx.policy, images: &image_specs, needs_driver: S::NEEDS_DRIVER };
     let mut seen = BTreeSet::new();
     for object in &mut objects {
         let key = ObjectKey::of(object);
@@ -34,9 +38,23 @@ pub fn render_state<S: State>(ctx: &RenderContext<'_>) -> Result<Option<Vec<Dyna
             return Err(RenderError::Manifest { manifest: key.to_string(), message: "rendered twice".into() });
         }
         edits.apply(object);
+        if S::KEPT_KINDS.contains(&key.kind.as_str()) {
+            unmanage(object);
+        }
     }
-    check_container_resources(S::field_path(), S::image(spec), &objects)?;
+    for (field, image) in &images {
+        check_container_resources(field, image, &objects)?;
+    }
     Ok(Some(objects))
+}
+
+/// Takes the state label and the owner references off `object`, an object of a
+/// [kept kind](State::KEPT_KINDS): nothing prunes or garbage-collects it.
+fn unmanage(object: &mut DynamicObject) {
+    if let Some(labels) = object.metadata.labels.as_mut() {
+        labels.remove(crate::STATE_LABEL);
+    }
+    object.metadata.owner_references = None;
 }
 
 /// The objects of state `S` for the policy of `scope` (`render_ctx.policy` is its view): a NicNodePolicy's

@@ -27,6 +27,11 @@ pub trait State: Send + Sync + 'static {
     /// roles its pods use, which the controllers' RBAC grants by name): they keep their names and
     /// are owned by every NicNodePolicy holding the section ([`crate::scope`]).
     const SHARED_KINDS: &'static [&'static str] = &[];
+    /// Kinds whose objects hold the user's data (e.g. the NIC firmware storage PVC): created
+    /// when missing and then never changed, owned or deleted by the operator (no state label,
+    /// no owner reference); one the original labelled and owned is released
+    /// ([`crate::leftovers::release_object`]).
+    const KEPT_KINDS: &'static [&'static str] = &[];
     /// The name of object `name` of this state when it belongs to NicNodePolicy `policy`.
     fn scoped_name(name: &str, policy: &str) -> String {
         format!("{name}-{policy}")
@@ -36,6 +41,13 @@ pub trait State: Send + Sync + 'static {
     fn spec(policy: &NicClusterPolicy) -> Option<&Self::Spec>;
     /// The section's image spec (pull secrets, container resources).
     fn image(spec: &Self::Spec) -> &ImageSpec;
+    /// Every image spec of the section with its field path, the main one ([`image`](Self::image))
+    /// first: each is checked and completed from `spec.global`, and gives pull secrets and
+    /// container resources (with several, a workload gets the pull secrets of the images its
+    /// containers run).
+    fn images(spec: &Self::Spec) -> Vec<(String, &ImageSpec)> {
+        vec![(Self::field_path().to_string(), Self::image(spec))]
+    }
     /// The section's field path in the policy, e.g. `spec.rdmaSharedDevicePlugin`.
     fn field_path() -> &'static str;
     /// Every kind this state may render; these are watched and pruned.

@@ -7,7 +7,7 @@ use api::NicClusterPolicy;
 use api::parse::{self, Document};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
 use kube::client::Body;
@@ -158,6 +158,7 @@ pub fn assert_round_trips(objects: &[DynamicObject]) {
             "DaemonSet" => parse::round_trip_losses::<DaemonSet>(&value),
             "Deployment" => parse::round_trip_losses::<Deployment>(&value),
             "ConfigMap" => parse::round_trip_losses::<ConfigMap>(&value),
+            "PersistentVolumeClaim" => parse::round_trip_losses::<PersistentVolumeClaim>(&value),
             "Service" => parse::round_trip_losses::<Service>(&value),
             "ServiceAccount" => parse::round_trip_losses::<ServiceAccount>(&value),
             "Role" => parse::round_trip_losses::<Role>(&value),
