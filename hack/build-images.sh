@@ -22,6 +22,7 @@ out="${IMAGE_OUT:-$PWD/target/images}"
 binaries=(aggregator network-nads-controller ofed-controller rdma-dp-controller sriov-dp-controller
     nic-feature-discovery-controller doca-telemetry-controller ib-kubernetes-controller multus-controller
     cni-plugins-controller ipoib-controller whereabouts-controller nv-ipam-state-controller
+    nic-configuration-controller spectrum-x-controller
     network-operator admission-webhook)
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] || { echo "no CA bundle at $ca (Debian: apt-get install ca-certificates)" >&2; exit 1; }

@@ -27,7 +27,7 @@ export KUBECONFIG="$tmp/no-kubeconfig"
 
 charts=charts
 umbrella=$charts/network-operator
-controllers=(aggregator ofed rdma-dp nic-feature-discovery doca-telemetry ib-kubernetes sriov-dp multus cni-plugins ipoib whereabouts nv-ipam network-nads)
+controllers=(aggregator ofed rdma-dp nic-feature-discovery doca-telemetry ib-kubernetes sriov-dp multus cni-plugins ipoib whereabouts nv-ipam nic-configuration spectrum-x network-nads)
 release=network-operator
 namespace=nvidia-network-operator
 # APIs the optional objects wait for (ServiceMonitor, PrometheusRule, NodeFeatureRule).
@@ -147,15 +147,15 @@ lint "network-operator (every section values)" "$umbrella" -f "$umbrella/ci/ever
 per_controller="ServiceAccount=1 ClusterRole=1 ClusterRoleBinding=1 Deployment=1 Service=1"
 
 if render defaults; then
-    expect defaults "13 controllers, their RBAC and Services, the OFED settings, nothing optional" \
-        kinds_are "$tmp/defaults.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13 ConfigMap=1"
+    expect defaults "15 controllers, their RBAC and Services, the OFED settings, nothing optional" \
+        kinds_are "$tmp/defaults.yaml" "ServiceAccount=15 ClusterRole=15 ClusterRoleBinding=15 Role=28 RoleBinding=28 Deployment=15 Service=15 ConfigMap=1"
 fi
 
 if render all "${all_apis[@]}" \
     --set global.serviceMonitor.enabled=true --set prometheusRule.enabled=true \
     --set grafanaDashboard.enabled=true --set nfd.deployNodeFeatureRules=true; then
     expect all "plus ServiceMonitors, PrometheusRule, NodeFeatureRule, dashboard ConfigMap" \
-        kinds_are "$tmp/all.yaml" "ServiceAccount=13 ClusterRole=13 ClusterRoleBinding=13 Role=24 RoleBinding=24 Deployment=13 Service=13 ServiceMonitor=13 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=2"
+        kinds_are "$tmp/all.yaml" "ServiceAccount=15 ClusterRole=15 ClusterRoleBinding=15 Role=28 RoleBinding=28 Deployment=15 Service=15 ServiceMonitor=15 PrometheusRule=1 NodeFeatureRule=1 ConfigMap=2"
     expect all "dashboard ConfigMap labelled grafana_dashboard" grep -q 'grafana_dashboard: "1"' "$tmp/all.yaml"
 fi
 
@@ -163,11 +163,11 @@ fi
 readme_values="$tmp/readme-some.yaml"
 sed -n "/^cat > some.yaml <<'VALUES'/,/^VALUES/p" "$umbrella/README.md" | sed '1d;$d' >"$readme_values"
 examples=(
-    "example-all-but-nads|12|--set network-nads.enabled=false"
+    "example-all-but-nads|14|--set network-nads.enabled=false"
     "example-some-yaml|3|-f $readme_values"
     "example-networks-only|1|-f $umbrella/values-networks-only.yaml"
     "example-all-in-one|1|-f $umbrella/values-all-in-one.yaml"
-    "example-defaults|13|"
+    "example-defaults|15|"
 )
 for example in "${examples[@]}"; do
     IFS='|' read -r name deployments args <<<"$example"
@@ -184,7 +184,7 @@ for c in "${controllers[@]}"; do
     for other in "${controllers[@]}"; do [ "$other" = "$c" ] || off+=(--set "$other.enabled=false"); done
     if render "only-$c" "${off[@]}"; then
         case "$c" in
-            rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes|sriov-dp|multus|cni-plugins|ipoib|whereabouts|nv-ipam) roles="Role=2 RoleBinding=2" ;; # operands + leader election
+            rdma-dp|ofed|nic-feature-discovery|doca-telemetry|ib-kubernetes|sriov-dp|multus|cni-plugins|ipoib|whereabouts|nv-ipam|nic-configuration|spectrum-x) roles="Role=2 RoleBinding=2" ;; # operands + leader election
             *) roles="Role=1 RoleBinding=1" ;;       # leader election
         esac
         settings=""; [ "$c" = ofed ] && settings="ConfigMap=1"  # ofedDriver.initContainer
@@ -219,7 +219,7 @@ refuse admission-secret-without-ca caBundle "${webhook_only[@]}" --set admission
 
 if render cni-bin-dir --set global.cniBinDir=/usr/libexec/cni; then
     expect cni-bin-dir "CNI_BIN_DIR=/usr/libexec/cni for every controller" \
-        test "$(grep -A1 'name: CNI_BIN_DIR$' "$tmp/cni-bin-dir.yaml" | grep -c 'value: "/usr/libexec/cni"')" = 13
+        test "$(grep -A1 'name: CNI_BIN_DIR$' "$tmp/cni-bin-dir.yaml" | grep -c 'value: "/usr/libexec/cni"')" = 15
 fi
 if render deploycr-seed -f "$umbrella/ci/seed-policy-values.yaml"; then
     expect deploycr-seed "NicClusterPolicy nic-cluster-policy" grep -q '^kind: NicClusterPolicy$' "$tmp/deploycr-seed.yaml"
@@ -301,10 +301,10 @@ check_package() {
     helm template "$release" "$tmp"/package/network-operator-*.tgz -n "$namespace" >"$tmp/packaged.yaml" 2>"$log"
     if grep -q 'found symbolic link' "$log"; then
         fail "package: helm still follows symlinks in the packaged chart" "$log"
-    elif [ "$(count Deployment "$tmp/packaged.yaml")" != 13 ]; then
-        fail "package: the packaged chart renders $(count Deployment "$tmp/packaged.yaml") Deployments, not 13" "$log"
+    elif [ "$(count Deployment "$tmp/packaged.yaml")" != 15 ]; then
+        fail "package: the packaged chart renders $(count Deployment "$tmp/packaged.yaml") Deployments, not 15" "$log"
     else
-        ok "package: the packaged chart renders the 13 controllers with no symlink lines"
+        ok "package: the packaged chart renders the 15 controllers with no symlink lines"
     fi
 }
 check_package

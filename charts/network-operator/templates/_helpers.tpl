@@ -18,7 +18,7 @@ A controller subchart's context as the library's name templates see it, for its 
 
 {{/* The controller subcharts, in a fixed order. */}}
 {{- define "network-operator.controllers" -}}
-{{- toJson (list "aggregator" "ofed" "rdma-dp" "nic-feature-discovery" "doca-telemetry" "ib-kubernetes" "sriov-dp" "multus" "cni-plugins" "ipoib" "whereabouts" "nv-ipam" "network-nads" "all-in-one") -}}
+{{- toJson (list "aggregator" "ofed" "rdma-dp" "nic-feature-discovery" "doca-telemetry" "ib-kubernetes" "sriov-dp" "multus" "cni-plugins" "ipoib" "whereabouts" "nv-ipam" "nic-configuration" "spectrum-x" "network-nads" "all-in-one") -}}
 {{- end -}}
 
 {{/* Whether a value is set: booleans and numbers always, strings, lists and maps when not empty. */}}

@@ -29,6 +29,8 @@ pub fn controllers() -> Vec<(&'static str, Body)> {
         ("ipoib-controller", body(state_body::<ipoib::IpoibCni>)),
         ("whereabouts-controller", body(state_body::<whereabouts::Whereabouts>)),
         ("nv-ipam-state-controller", body(state_body::<nv_ipam::NvIpam>)),
+        ("nic-configuration-controller", body(state_body::<nic_configuration::NicConfiguration>)),
+        ("spectrum-x-controller", body(state_body::<spectrum_x::SpectrumX>)),
     ]
 }
 

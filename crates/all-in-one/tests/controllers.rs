@@ -27,7 +27,7 @@ fn chart_binaries() -> BTreeSet<String> {
 fn the_one_process_runs_exactly_the_controllers_the_charts_ship() {
     let running: BTreeSet<String> = all_in_one::controllers().into_iter().map(|(name, _)| name.to_string()).collect();
     let shipped = chart_binaries();
-    assert_eq!(shipped.len(), 13, "{shipped:?}");
+    assert_eq!(shipped.len(), 15, "{shipped:?}");
     assert_eq!(running, shipped);
 }
 

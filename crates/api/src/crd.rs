@@ -5,8 +5,10 @@
 
 use crate::nad::NetworkAttachmentDefinition;
 use crate::networks::{HostDeviceNetwork, IPoIBNetwork, MacvlanNetwork};
+use crate::nic_configuration;
 use crate::nv_ipam;
 use crate::policy::NicClusterPolicy;
+use crate::spectrum_x::SpectrumXRailPoolConfig;
 use crate::whereabouts::{IPPool, OverlappingRangeIPReservation};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool, ValidationRule,
@@ -40,6 +42,12 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         finish(OverlappingRangeIPReservation::crd()),
         finish(nv_ipam::IPPool::crd()),
         finish(nv_ipam::CIDRPool::crd()),
+        finish(nic_configuration::NicConfigurationTemplate::crd()),
+        finish(nic_configuration::NicDevice::crd()),
+        finish(nic_configuration::NicFirmwareSource::crd()),
+        finish(nic_configuration::NicFirmwareTemplate::crd()),
+        finish(nic_configuration::NicInterfaceNameTemplate::crd()),
+        finish(SpectrumXRailPoolConfig::crd()),
     ]
 }
 

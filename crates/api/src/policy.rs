@@ -71,6 +71,12 @@ pub struct NicClusterPolicySpec {
     /// DOCA telemetry service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doca_telemetry_service: Option<DocaTelemetryServiceSpec>,
+    /// The NIC configuration operator: NIC firmware and its settings, applied node by node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_configuration_operator: Option<NicConfigurationOperatorSpec>,
+    /// The NVIDIA Spectrum-X operator (its flow controller on the NIC nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectrum_x_operator: Option<SpectrumXOperatorSpec>,
 }
 
 optional_spec!(NicClusterPolicySpec);
@@ -79,6 +85,10 @@ impl NicClusterPolicySpec {
     /// Every section's image, for reading or filling defaults.
     fn images_mut(&mut self) -> Vec<&mut ImageSpec> {
         let secondary = self.secondary_network.as_mut();
+        let (nic_configuration, nic_configuration_daemon) = match self.nic_configuration_operator.as_mut() {
+            Some(s) => (Some(&mut s.operator), Some(&mut s.configuration_daemon)),
+            None => (None, None),
+        };
         let (multus, cni_plugins, ipoib, ipam_plugin) = match secondary {
             Some(s) => (
                 s.multus.as_mut().map(|m| &mut m.image),
@@ -100,6 +110,9 @@ impl NicClusterPolicySpec {
             self.nv_ipam.as_mut().map(|s| &mut s.image),
             self.nic_feature_discovery.as_mut().map(|s| &mut s.image),
             self.doca_telemetry_service.as_mut().map(|s| &mut s.image),
+            nic_configuration,
+            nic_configuration_daemon,
+            self.spectrum_x_operator.as_mut().map(|s| &mut s.image),
         ]
         .into_iter()
         .flatten()
@@ -395,6 +408,97 @@ pub struct DocaTelemetryServiceConfig {
     pub from_config_map: Option<String>,
 }
 
+/// The NIC configuration operator (`spec.nicConfigurationOperator`): its operator Deployment and
+/// its configuration daemon on the NIC nodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NicConfigurationOperatorSpec {
+    /// Image of the operator (Deployment `nic-configuration-operator`).
+    pub operator: ImageSpec,
+    /// Image of the configuration daemon (DaemonSet `nic-configuration-daemon`).
+    pub configuration_daemon: ImageSpec,
+    /// Environment variables of both containers, after `LOG_LEVEL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    /// Storage of the NIC firmware files; without it, none is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_firmware_storage: Option<NicFirmwareStorageSpec>,
+    /// Log verbosity of both: `info` (the default) or `debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["info", "debug"], "default" = "info"))]
+    pub log_level: Option<String>,
+}
+
+impl NicConfigurationOperatorSpec {
+    /// `logLevel`, `info` when left out.
+    pub fn log_level(&self) -> &str {
+        self.log_level.as_deref().unwrap_or("info")
+    }
+}
+
+/// A DNS-1123 label: the pattern of `pvcName` and `storageClassName`, as in the original.
+const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Where the NIC configuration operator keeps firmware files: a PersistentVolumeClaim in the
+/// operands' namespace, created by the operator when `create` (and never deleted by it: it
+/// holds the user's files), else the user's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NicFirmwareStorageSpec {
+    /// Create the PVC (default), or use an existing one of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = true))]
+    pub create: Option<bool>,
+    /// Name of the PVC; default `nic-fw-storage-pvc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_LABEL_PATTERN), length(min = 1, max = 63), extend("default" = "nic-fw-storage-pvc"))]
+    pub pvc_name: Option<String>,
+    /// Storage class of a created PVC; the cluster's default when left out. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_LABEL_PATTERN), length(min = 1, max = 63), extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "storageClassName is immutable once set: remove nicFirmwareStorage and set it again with a new value",
+    }]))]
+    pub storage_class_name: Option<String>,
+    /// Size a created PVC requests, e.g. `1Gi` (the default). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(\d+)(Ei|Pi|Ti|Gi|Mi|Ki)$"), extend("default" = "1Gi", "x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "availableStorageSize is immutable once set: remove nicFirmwareStorage and set it again with a new value",
+    }]))]
+    pub available_storage_size: Option<String>,
+}
+
+impl NicFirmwareStorageSpec {
+    /// `create`, true when left out.
+    pub fn create(&self) -> bool {
+        self.create.unwrap_or(true)
+    }
+
+    /// `pvcName`, `nic-fw-storage-pvc` when left out.
+    pub fn pvc_name(&self) -> &str {
+        self.pvc_name.as_deref().unwrap_or("nic-fw-storage-pvc")
+    }
+
+    /// `availableStorageSize`, `1Gi` when left out.
+    pub fn available_storage_size(&self) -> &str {
+        self.available_storage_size.as_deref().unwrap_or("1Gi")
+    }
+}
+
+/// The NVIDIA Spectrum-X operator (`spec.spectrumXOperator`): its flow controller on the NIC nodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpectrumXOperatorSpec {
+    /// Image of the Spectrum-X operator's flow controller.
+    #[serde(flatten)]
+    pub image: ImageSpec,
+    /// The X-plane image the flow controller starts (passed to it when `version` is set; not
+    /// completed from `spec.global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_plane: Option<ImageSpec>,
+}
+
 /// The observed state of the policy: one global state and one entry per section.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -448,6 +552,8 @@ impl NicClusterPolicySpec {
             names::NV_IPAM => self.nv_ipam.is_some(),
             names::NIC_FEATURE_DISCOVERY => self.nic_feature_discovery.is_some(),
             names::DOCA_TELEMETRY => self.doca_telemetry_service.is_some(),
+            names::NIC_CONFIGURATION => self.nic_configuration_operator.is_some(),
+            names::SPECTRUM_X => self.spectrum_x_operator.is_some(),
             _ => false,
         }
     }

@@ -72,9 +72,13 @@ pub mod names {
     pub const NIC_FEATURE_DISCOVERY: &str = "state-nic-feature-discovery";
     /// `spec.docaTelemetryService`
     pub const DOCA_TELEMETRY: &str = "state-doca-telemetry-service";
+    /// `spec.nicConfigurationOperator`
+    pub const NIC_CONFIGURATION: &str = "state-nic-configuration-operator";
+    /// `spec.spectrumXOperator`
+    pub const SPECTRUM_X: &str = "state-spectrum-x-operator";
 
     /// Every state of the policy, in execution order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         MULTUS,
         CNI_PLUGINS,
         IPOIB,
@@ -86,6 +90,8 @@ pub mod names {
         NV_IPAM,
         NIC_FEATURE_DISCOVERY,
         DOCA_TELEMETRY,
+        NIC_CONFIGURATION,
+        SPECTRUM_X,
     ];
 }
 
@@ -123,6 +129,8 @@ pub mod conditions {
             names::NV_IPAM => "NVIPAMReady",
             names::NIC_FEATURE_DISCOVERY => "NICFeatureDiscoveryReady",
             names::DOCA_TELEMETRY => "DOCATelemetryServiceReady",
+            names::NIC_CONFIGURATION => "NICConfigurationOperatorReady",
+            names::SPECTRUM_X => "SpectrumXOperatorReady",
             _ => return None,
         })
     }

@@ -187,9 +187,10 @@ fn every_quantity_in_every_crd_has_the_quantity_schema() {
     let policy_schema = crd::schema_json(&crd::nic_cluster_policy());
     let text = policy_schema.to_string();
     assert!(!text.contains("Quantity is a fixed-point"), "a quantity kept the plain int-or-string schema");
-    // requests + limits of every section's containerResources (11 sections, 4 of them inside
-    // secondaryNetwork) and the OFED env divisor.
-    assert_eq!(count(&policy_schema), 2 * 11 + 1);
+    // requests + limits of every image's containerResources (15: one per section, 4 of them
+    // inside secondaryNetwork, but two for the NIC configuration operator and Spectrum-X's
+    // xPlane) and the env divisors of OFED and the NIC configuration operator.
+    assert_eq!(count(&policy_schema), 2 * 15 + 2);
 }
 
 #[test]

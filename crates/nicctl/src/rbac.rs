@@ -42,6 +42,8 @@ fn one_per_controller() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
             "nv-ipam",
             state_rbac::<nv_ipam::NvIpam>(&sample, &Observed::default().serving_all(&nv_ipam::NvIpam::kinds())),
         ),
+        ("nic-configuration", state_rbac::<nic_configuration::NicConfiguration>(&sample, &Observed::default())),
+        ("spectrum-x", state_rbac::<spectrum_x::SpectrumX>(&sample, &Observed::default())),
         ("network-nads", network_nads::rbac()),
     ])
 }
@@ -157,6 +159,8 @@ mod tests {
                     not_writable::<sriov_dp::SriovDevicePlugin>(&controller("sriov-dp"), &policy),
                     not_writable::<cni_plugins::CniPlugins>(&controller("cni-plugins"), &policy),
                     not_writable::<doca_telemetry::DocaTelemetry>(&controller("doca-telemetry"), &policy),
+                    not_writable::<nic_configuration::NicConfiguration>(&controller("nic-configuration"), &policy),
+                    not_writable::<spectrum_x::SpectrumX>(&controller("spectrum-x"), &policy),
                     not_writable::<nic_feature_discovery::NicFeatureDiscovery>(
                         &controller("nic-feature-discovery"),
                         &policy,

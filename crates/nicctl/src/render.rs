@@ -120,6 +120,8 @@ fn render_policy(
     objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file, args.nodes.is_some())?);
     objects.extend(state::<nv_ipam::NvIpam>(&ctx, &args.file, args.nodes.is_some())?);
     objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<nic_configuration::NicConfiguration>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<spectrum_x::SpectrumX>(&ctx, &args.file, args.nodes.is_some())?);
     let compiled_in = [
         multus::Multus::NAME,
         cni_plugins::CniPlugins::NAME,
@@ -132,6 +134,8 @@ fn render_policy(
         nv_ipam::NvIpam::NAME,
         nic_feature_discovery::NicFeatureDiscovery::NAME,
         doca_telemetry::DocaTelemetry::NAME,
+        nic_configuration::NicConfiguration::NAME,
+        spectrum_x::SpectrumX::NAME,
     ];
     let skipped: Vec<&str> = api::state::names::ALL
         .into_iter()

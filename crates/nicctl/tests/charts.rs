@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTROLLERS: [&str; 13] = [
+const CONTROLLERS: [&str; 15] = [
     "aggregator",
     "ofed",
     "rdma-dp",
@@ -24,6 +24,8 @@ const CONTROLLERS: [&str; 13] = [
     "ipoib",
     "whereabouts",
     "nv-ipam",
+    "nic-configuration",
+    "spectrum-x",
     "network-nads",
 ];
 

@@ -24,6 +24,8 @@ pub const CONTROLLERS: &[&str] = &[
     "ipoib-controller",
     "whereabouts-controller",
     "nv-ipam-state-controller",
+    "nic-configuration-controller",
+    "spectrum-x-controller",
     "network-nads-controller",
 ];
 

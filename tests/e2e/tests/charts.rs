@@ -58,10 +58,12 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
         "ipoib",
         "multus",
         "network-nads",
+        "nic-configuration",
         "nic-feature-discovery",
         "nv-ipam",
         "ofed",
         "rdma-dp",
+        "spectrum-x",
         "sriov-dp",
         "whereabouts",
     ]
@@ -110,6 +112,10 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
             "whereabouts.enabled=false",
             "--set",
             "nv-ipam.enabled=false",
+            "--set",
+            "nic-configuration.enabled=false",
+            "--set",
+            "spectrum-x.enabled=false",
         ],
     );
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
@@ -334,6 +340,26 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
             Workload::Deployment("nv-ipam-controller"),
             json!({"image": "nvidia-k8s-ipam", "repository": "ghcr.io/mellanox", "version": "v0.2.0", "enableWebhook": false}),
         ),
+        // The NIC configuration operator: a ClusterRole, a Deployment, a DaemonSet, and the
+        // firmware-storage PVC it creates but never owns.
+        (
+            "nic-configuration",
+            "nicConfigurationOperator",
+            "state-nic-configuration-operator",
+            Workload::Deployment("nic-configuration-operator"),
+            json!({
+                "operator": {"image": "nic-configuration-operator", "repository": "nvcr.io/nvidia/mellanox", "version": "network-operator-v26.4.1"},
+                "configurationDaemon": {"image": "nic-configuration-operator-daemon", "repository": "nvcr.io/nvidia/mellanox", "version": "network-operator-v26.4.1"},
+                "nicFirmwareStorage": {"create": true, "pvcName": "rbac-fw-storage"},
+            }),
+        ),
+        (
+            "spectrum-x",
+            "spectrumXOperator",
+            "state-spectrum-x-operator",
+            Workload::DaemonSet("spectrum-x-flowcontroller"),
+            json!({"image": "spectrum-x-operator", "repository": "nvcr.io/nvidia/mellanox", "version": "network-operator-v26.4.1"}),
+        ),
     ];
     for (chart, key, state, workload, section) in sections {
         let config = as_account(chart);
@@ -350,6 +376,8 @@ async fn every_controller_does_its_job_with_only_its_charts_rbac() {
             "multus" => Some("multus"),
             "whereabouts" => Some("whereabouts-cni"),
             "nv-ipam" => Some("nv-ipam-controller"),
+            "nic-configuration" => Some("nic-configuration-operator"),
+            "spectrum-x" => Some("spectrum-x-operator"),
             _ => None,
         };
         if let Some(name) = cluster_role {
