@@ -158,11 +158,11 @@ async fn no_service_account_may_damage_what_its_controller_does_not_own() {
         assert!(!refused(&result), "the admin was refused {what}: {result:?}");
     }
 
-    // Every ServiceAccount the two releases made: 13 controllers and the webhook, and the one
+    // Every ServiceAccount the two releases made: 15 controllers and the webhook, and the one
     // of the all-in-one.
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     let mut accounts = Vec::new();
-    for (instance, expected) in [(&release, 14), (&single, 1)] {
+    for (instance, expected) in [(&release, 16), (&single, 1)] {
         let selector = format!("app.kubernetes.io/instance={instance}");
         let listed = service_accounts.list(&ListParams::default().labels(&selector)).await.unwrap();
         assert_eq!(listed.items.len(), expected, "ServiceAccounts of {instance}");

@@ -158,7 +158,7 @@ async fn every_controller_runs_as_a_real_pod_from_the_images_this_repo_builds() 
         &ns,
         &["--set", &format!("global.image.registry={}", registry()), "--set", "rdma-dp.replicas=2"],
     );
-    let problems = controllers_run(&client, &ns, &node, 13).await;
+    let problems = controllers_run(&client, &ns, &node, 15).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
     // Two rdma-dp replicas: exactly one leads (its Lease names it, its metrics say so); deleting
@@ -481,7 +481,7 @@ async fn operands_run_on_the_real_kubelet_and_a_driver_upgrade_drains_and_restar
     }
     let (client, ns) = (env.client.clone(), env.namespace.clone());
     install(&env.cleanup, RELEASE, &ns, &["--set", &format!("global.image.registry={}", registry())]);
-    let problems = controllers_run(&client, &ns, &node, 13).await;
+    let problems = controllers_run(&client, &ns, &node, 15).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     label_as_nic_node(&env, &node).await;
     let policy = seed_policy();
@@ -563,7 +563,7 @@ async fn operands_run_on_the_real_kubelet_and_a_driver_upgrade_drains_and_restar
         "the device plugin restarted at {plugin_created}, before the new driver was Ready at {driver_ready}"
     );
     // The operator's controllers were not drained: none restarted or moved.
-    let problems = controllers_run(&client, &ns, &node, 13).await;
+    let problems = controllers_run(&client, &ns, &node, 15).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -623,7 +623,7 @@ async fn helm_upgrade_rolls_the_controllers_and_uninstall_leaves_the_operands_ru
     let (client, ns) = (env.client.clone(), env.namespace.clone());
     let registry_value = format!("global.image.registry={}", registry());
     install(&env.cleanup, RELEASE, &ns, &["--set", &registry_value]);
-    let problems = controllers_run(&client, &ns, &node, 13).await;
+    let problems = controllers_run(&client, &ns, &node, 15).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     label_as_nic_node(&env, &node).await;
     let policy = seed_policy();
@@ -635,7 +635,7 @@ async fn helm_upgrade_rolls_the_controllers_and_uninstall_leaves_the_operands_ru
     // New controller images: every controller rolls, no operand is touched.
     upgrade(RELEASE, &ns, &["--reuse-values", "--set", &format!("global.image.tag={next_tag}")]);
     eventually("every controller to roll out to the new tag", START, || rolled_out_to(&client, &ns, &next_tag)).await;
-    let problems = controllers_run(&client, &ns, &node, 13).await;
+    let problems = controllers_run(&client, &ns, &node, 15).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     operands_ready(&client, &ns, &node, &stand_ins).await;
     assert_eq!(operand_uids(&client, &ns).await, before, "helm upgrade touched the operands");

@@ -2,7 +2,7 @@
 //! the original deploys the seed policy (OFED with automatic upgrades on three NIC nodes of two
 //! kernels and two architectures, the RDMA plugin, the secondary network) and a MacvlanNetwork,
 //! the played kubelet makes everything Ready, then the original stops, our CRDs are applied over
-//! its CRDs as the README says, and our 13 controllers start, each as its chart's ServiceAccount.
+//! its CRDs as the README says, and our 15 controllers start, each as its chart's ServiceAccount.
 //! After our status is ready and a minute more, no pod, template, object, node or NAD changed.
 
 use api::{NicClusterPolicy, POLICY_NAME, SyncState};
@@ -249,7 +249,7 @@ async fn switching_from_the_running_original_touches_no_operand() {
             ControllerProcess::start(binary, &ns, &[("KUBECONFIG", config.to_str().unwrap()), ("RUST_LOG", "info")])
         })
         .collect();
-    assert_eq!(controllers.len(), 13, "{configs:?}");
+    assert_eq!(controllers.len(), 15, "{configs:?}");
     let started = std::time::Instant::now();
     eventually("our status to be ready for the current generation", Duration::from_secs(120), || async {
         let live = policies.get(POLICY_NAME).await.map_err(|e| e.to_string())?;
