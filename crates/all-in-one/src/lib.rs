@@ -29,7 +29,7 @@ pub fn controllers() -> Vec<(&'static str, Body)> {
         ("ipoib-controller", body(state_body::<ipoib::IpoibCni>)),
         ("whereabouts-controller", body(state_body::<whereabouts::Whereabouts>)),
         ("nv-ipam-state-controller", body(state_body::<nv_ipam::NvIpam>)),
-        ("nic-configuration-controller", body(state_body::<nic_configuration::NicConfiguration>)),
+        ("nic-configuration-controller", body(nic_configuration::controller)),
         ("spectrum-x-controller", body(state_body::<spectrum_x::SpectrumX>)),
     ]
 }

@@ -10,6 +10,9 @@
 //! the privileged SCC. With `nicFirmwareStorage`, both mount the PVC `pvcName` (the operator
 //! read-write, the daemons read-only); with `create` (the default) the controller creates it.
 //!
+//! The controller also keeps the `network.nvidia.com/operator.nic-configuration.wait` node
+//! label while the section is absent, as the original does ([`wait_label`]).
+//!
 //! Unlike the original:
 //! - the firmware-storage PVC is created when missing and then never changed, owned or deleted
 //!   (it holds the user's firmware files; [`State::KEPT_KINDS`]): removing the section or the
@@ -30,6 +33,8 @@ use state_core::leftovers::Leftover;
 use state_core::objects::Kind;
 use state_core::template::{Manifest, render_manifests};
 use state_core::{RenderContext, RenderError, State};
+
+pub mod wait_label;
 
 /// The CRDs the original operator rendered with this state.
 pub const CRDS: [&str; 5] = [
@@ -161,4 +166,28 @@ impl State for NicConfiguration {
         });
         render_manifests(MANIFESTS, &values)
     }
+}
+
+/// The controller's body: the state, and the wait label ([`wait_label`]), until shutdown.
+pub async fn controller(process: state_core::run::Process) {
+    let labels = wait_label::run(process.client.clone(), process.flags.namespace.clone());
+    tokio::select! {
+        () = state_core::run::state_body::<NicConfiguration>(process) => {}
+        () = labels => {}
+    }
+}
+
+/// The controller's RBAC: the state's ([`state_core::rbac::state_rbac`]), the nodes' wait
+/// label and the daemon's pods.
+pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
+    let mut rbac = state_core::rbac::state_rbac::<NicConfiguration>(sample, &Default::default());
+    rbac.cluster.allow_every(
+        "",
+        "nodes",
+        &["get", "list", "watch", "patch"],
+        "keeps the network.nvidia.com/operator.nic-configuration.wait label of the nodes while the policy has no \
+         nicConfigurationOperator; it patches only that label",
+    );
+    rbac.operands.allow("", "pods", &state_core::rbac::READ_VERBS);
+    rbac
 }

@@ -42,7 +42,7 @@ fn one_per_controller() -> anyhow::Result<Vec<(&'static str, ControllerRbac)>> {
             "nv-ipam",
             state_rbac::<nv_ipam::NvIpam>(&sample, &Observed::default().serving_all(&nv_ipam::NvIpam::kinds())),
         ),
-        ("nic-configuration", state_rbac::<nic_configuration::NicConfiguration>(&sample, &Observed::default())),
+        ("nic-configuration", nic_configuration::rbac(&sample)),
         ("spectrum-x", state_rbac::<spectrum_x::SpectrumX>(&sample, &Observed::default())),
         ("network-nads", network_nads::rbac()),
     ])

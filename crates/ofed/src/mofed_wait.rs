@@ -4,23 +4,12 @@
 //! pure function, written only when it changes.
 
 use crate::pod::Pod;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
-use serde_json::json;
+use kube::Client;
 use state_core::edits::MOFED_WAIT_LABEL;
+pub use state_core::nodes::LabelChange as Change;
 use state_core::nodes::NodeFacts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// A change of one node's label.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Set it to this value.
-    Set(&'static str),
-    /// Remove it.
-    Remove,
-}
 
 /// Whether `pod` (a driver pod) is Ready.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -80,28 +69,9 @@ pub fn labels_behind(available: i64, pooled: &BTreeSet<String>, pods: &[Arc<Pod>
     })
 }
 
-/// Writes `changes`: a value by server-side apply with `manager`, a removal by a merge patch
-/// (whoever set it). Returns the errors, one line per node.
+/// Writes `changes` of the label ([`state_core::nodes::write_label`]).
 pub async fn write(client: &Client, manager: &str, changes: &BTreeMap<String, Change>) -> Vec<String> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut errors = Vec::new();
-    for (name, change) in changes {
-        let result = match change {
-            Change::Set(value) => {
-                let patch = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {MOFED_WAIT_LABEL: value}}});
-                nodes.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await
-            }
-            Change::Remove => {
-                let patch = json!({"metadata": {"labels": {MOFED_WAIT_LABEL: null}}});
-                nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
-            }
-        };
-        match result {
-            Ok(_) => tracing::info!(node = %name, ?change, "{MOFED_WAIT_LABEL} updated"),
-            Err(e) => errors.push(format!("labelling node {name}: {}", state_core::apply::describe(&e))),
-        }
-    }
-    errors
+    state_core::nodes::write_label(client, manager, MOFED_WAIT_LABEL, changes).await
 }
 
 #[cfg(test)]

@@ -173,6 +173,47 @@ pub fn container_runtime(node: &NodeFacts) -> Option<&str> {
     node.metadata.labels.as_ref()?.get(RUNTIME_LABEL).map(String::as_str)
 }
 
+/// A change of one node's label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelChange {
+    /// Set it to this value.
+    Set(&'static str),
+    /// Remove it.
+    Remove,
+}
+
+/// Writes `changes` of node label `label`: a value by server-side apply with `manager`, a
+/// removal by a merge patch (whoever set it). Returns the errors, one line per node.
+pub async fn write_label(
+    client: &Client,
+    manager: &str,
+    label: &str,
+    changes: &BTreeMap<String, LabelChange>,
+) -> Vec<String> {
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut errors = Vec::new();
+    for (name, change) in changes {
+        let result = match change {
+            LabelChange::Set(value) => {
+                let patch =
+                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {label: value}}});
+                nodes.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await
+            }
+            LabelChange::Remove => {
+                let patch = json!({"metadata": {"labels": {label: null}}});
+                nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+            }
+        };
+        match result {
+            Ok(_) => tracing::info!(node = %name, ?change, "{label} updated"),
+            Err(e) => errors.push(format!("labelling node {name}: {}", crate::apply::describe(&e))),
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

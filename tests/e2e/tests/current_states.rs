@@ -2,7 +2,9 @@
 //! kubelet): `nic-configuration-controller` and `spectrum-x-controller` apply their objects, are
 //! ready once their workloads run, prune them when the section goes, and never delete their
 //! CRDs, the user's CRs or the firmware-storage PVC (one the original labelled and owned is
-//! released; one they create has no owner). The CRDs from `crds/` accept CRs of each kind.
+//! released; one they create has no owner). Without its section, the NIC configuration
+//! controller keeps the nodes' `nic-configuration.wait` label as the original does. The CRDs from
+//! `crds/` accept CRs of each kind and refuse what the original's refuse.
 
 use api::parse::{self, Document};
 use api::{NicClusterPolicy, POLICY_NAME};
@@ -10,13 +12,35 @@ use e2e::binary::ControllerProcess;
 use e2e::kubelet::{confirm_deletions, create_node, run_pods};
 use e2e::{TestEnv, WAIT, eventually, fresh_policy, install_crd_files, unique_name, wait_for_entry};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 const NIC_LABEL: (&str, &str) = ("feature.node.kubernetes.io/pci-15b3.present", "true");
 const STATE_LABEL: &str = "nvidia.network-operator.state";
+const WAIT_LABEL: &str = "network.nvidia.com/operator.nic-configuration.wait";
+
+/// Waits until the wait label of each node of `nodes` is the one wanted (`None`: no label).
+async fn wait_labels(client: &Client, nodes: &[String; 2], wanted: [Option<&str>; 2], what: &str) {
+    let api: Api<Node> = Api::all(client.clone());
+    eventually(what, WAIT, || async {
+        let mut found = Vec::new();
+        for node in nodes {
+            let live = api.get(node).await.map_err(|e| e.to_string())?;
+            found.push(live.labels().get(WAIT_LABEL).cloned());
+        }
+        let wanted: Vec<Option<String>> = wanted.iter().map(|w| w.map(String::from)).collect();
+        if found == wanted { Ok(()) } else { Err(format!("{found:?}")) }
+    })
+    .await;
+}
+
+/// Sets the wait label of `node`, as the configuration daemon does.
+async fn set_wait_label(client: &Client, node: &str, value: &str) {
+    let patch = json!({"metadata": {"labels": {WAIT_LABEL: value}}});
+    Api::<Node>::all(client.clone()).patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
 
 fn example(text: &str) -> NicClusterPolicy {
     match parse::parse_all(text).expect("the example parses").remove(0) {
@@ -147,8 +171,9 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
         create_cr(&client, ns, CONFIGURATION, "v1alpha1", kind, plural, body).await;
     }
     let nodes = [unique_name("netop-nic-config"), unique_name("netop-nic-config")];
-    create_node(&env, &nodes[0], &[NIC_LABEL]).await;
-    create_node(&env, &nodes[1], &[]).await;
+    // The wait label as a previous configuration left it, on a NIC node and on another.
+    create_node(&env, &nodes[0], &[NIC_LABEL, (WAIT_LABEL, "true")]).await;
+    create_node(&env, &nodes[1], &[(WAIT_LABEL, "false")]).await;
 
     let full =
         example(include_str!("../../../example/crs/mellanox.com_v1alpha1_nicclusterpolicy_cr-full-v26.4.1.yaml"));
@@ -167,6 +192,8 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     pvcs.create(&PostParams::default(), &originals).await.unwrap();
 
     let _controller = ControllerProcess::start("nic-configuration-controller", ns, &[]);
+    // Without the section, as the original: false on the NIC node, none elsewhere.
+    wait_labels(&client, &nodes, [Some("false"), None], "the wait labels without the section").await;
     set_section(&client, "nicConfigurationOperator", serde_json::to_value(&section).unwrap()).await;
     eventually("the configuration daemon to run on the NIC node only", WAIT, || async {
         match run_pods(&client, ns, "app.kubernetes.io/name=nic-configuration-daemon", None).await {
@@ -183,6 +210,10 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     })
     .await;
     wait_for_entry(&client, "state-nic-configuration-operator", "ready").await;
+    // With the section the daemon owns the label: what it sets stays.
+    set_wait_label(&client, &nodes[0], "true").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    wait_labels(&client, &nodes, [Some("true"), None], "the daemon's label left alone").await;
     let released = pvcs.get("nic-fw-storage-pvc").await.expect("the original's PVC is kept");
     assert!(!released.labels().contains_key(STATE_LABEL), "{:?}", released.labels());
     assert!(released.owner_references().is_empty(), "{:?}", released.owner_references());
@@ -206,6 +237,8 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     gone(&Api::<Deployment>::namespaced(client.clone(), ns), "nic-configuration-operator", "the Deployment").await;
     gone(&Api::<DaemonSet>::namespaced(client.clone(), ns), "nic-configuration-daemon", "the DaemonSet").await;
     confirm_deletions(&client, ns).await;
+    // The daemon gone: false again on the NIC node.
+    wait_labels(&client, &nodes, [Some("false"), None], "the wait label after the section's removal").await;
     // The policy deleted too: the garbage collector finds nothing of the user's to take.
     Api::<NicClusterPolicy>::all(client.clone()).delete(POLICY_NAME, &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
