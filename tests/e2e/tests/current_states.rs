@@ -69,59 +69,66 @@ where
     .await;
 }
 
-/// Creates one CR of `kind` (plural `plural`) in `group`, which the CRD from `crds/` must accept.
-async fn create_cr(
-    client: &Client,
-    namespace: &str,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-    body: Value,
-) {
-    let resource = ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: format!("{group}/{version}"),
-        kind: kind.into(),
-        plural: plural.into(),
-    };
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": format!("{group}/{version}"), "kind": kind,
-        "metadata": {"name": format!("e2e-{}", kind.to_lowercase()), "namespace": namespace},
-        "spec": body,
-    }))
-    .unwrap();
-    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("the {kind} CRD refuses a valid {kind}: {e}"));
+/// A kind of one of the shipped CRDs.
+struct CustomKind {
+    api_version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
 }
 
-/// Whether the CR of `kind` created by [`create_cr`] is still there.
-async fn cr_exists(client: &Client, namespace: &str, group: &str, version: &str, kind: &str, plural: &str) -> bool {
-    let resource = ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: format!("{group}/{version}"),
-        kind: kind.into(),
-        plural: plural.into(),
-    };
-    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
-        .get_opt(&format!("e2e-{}", kind.to_lowercase()))
-        .await
+impl CustomKind {
+    /// Its API in `namespace`.
+    fn api(&self, client: &Client, namespace: &str) -> Api<DynamicObject> {
+        let (group, version) = self.api_version.split_once('/').unwrap();
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: self.api_version.into(),
+            kind: self.kind.into(),
+            plural: self.plural.into(),
+        };
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    }
+
+    /// The object `name` with `spec`.
+    fn object(&self, name: &str, spec: Value) -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": self.api_version, "kind": self.kind,
+            "metadata": {"name": name}, "spec": spec}))
         .unwrap()
-        .is_some()
+    }
+
+    /// Creates the test's CR of this kind, which the CRD from `crds/` must accept.
+    async fn create(&self, client: &Client, namespace: &str, spec: Value) {
+        let object = self.object(&format!("e2e-{}", self.plural), spec);
+        self.api(client, namespace)
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("the {} CRD refuses a valid one: {e}", self.kind));
+    }
+
+    /// Whether the test's CR of this kind is still there.
+    async fn exists(&self, client: &Client, namespace: &str) -> bool {
+        self.api(client, namespace).get_opt(&format!("e2e-{}", self.plural)).await.unwrap().is_some()
+    }
 }
 
-const CONFIGURATION: &str = "configuration.net.nvidia.com";
+const CONFIGURATION_TEMPLATES: CustomKind = CustomKind {
+    api_version: "configuration.net.nvidia.com/v1alpha1",
+    kind: "NicConfigurationTemplate",
+    plural: "nicconfigurationtemplates",
+};
+const RAIL_POOL_CONFIGS: CustomKind = CustomKind {
+    api_version: "spectrumx.nvidia.com/v1alpha2",
+    kind: "SpectrumXRailPoolConfig",
+    plural: "spectrumxrailpoolconfigs",
+};
 
 /// One CR of each NIC configuration kind, as its operator's documentation shows them.
-fn nic_configuration_crs() -> [(&'static str, &'static str, Value); 5] {
+fn nic_configuration_crs() -> [(CustomKind, Value); 5] {
+    let kind = |kind, plural| CustomKind { api_version: "configuration.net.nvidia.com/v1alpha1", kind, plural };
     [
         (
-            "NicConfigurationTemplate",
-            "nicconfigurationtemplates",
+            CONFIGURATION_TEMPLATES,
             json!({"nodeSelector": {"feature.node.kubernetes.io/network-sriov.capable": "true"},
                 "nicSelector": {"nicType": "1021"}, "resetToDefault": false,
                 "template": {"numVfs": 8, "linkType": "Ethernet",
@@ -129,21 +136,21 @@ fn nic_configuration_crs() -> [(&'static str, &'static str, Value); 5] {
                     "roceOptimized": {"enabled": true, "qos": {"trust": "dscp", "pfc": "0,0,0,1,0,0,0,0", "tos": 0}},
                     "gpuDirectOptimized": {"enabled": true, "env": "Baremetal"}}}),
         ),
-        ("NicDevice", "nicdevices", json!({"configuration": {"template": {"numVfs": 0, "linkType": "Ethernet"}}})),
         (
-            "NicFirmwareSource",
-            "nicfirmwaresources",
+            kind("NicDevice", "nicdevices"),
+            json!({"configuration": {"template": {"numVfs": 0, "linkType": "Ethernet"}}}),
+        ),
+        (
+            kind("NicFirmwareSource", "nicfirmwaresources"),
             json!({"binUrlSources": ["https://firmware.example/fw-ConnectX7.zip"]}),
         ),
         (
-            "NicFirmwareTemplate",
-            "nicfirmwaretemplates",
+            kind("NicFirmwareTemplate", "nicfirmwaretemplates"),
             json!({"nicSelector": {"nicType": "1021"},
-                "template": {"nicFirmwareSourceRef": "e2e-nicfirmwaresource", "updatePolicy": "Update"}}),
+                "template": {"nicFirmwareSourceRef": "e2e-nicfirmwaresources", "updatePolicy": "Update"}}),
         ),
         (
-            "NicInterfaceNameTemplate",
-            "nicinterfacenametemplates",
+            kind("NicInterfaceNameTemplate", "nicinterfacenametemplates"),
             json!({"netDevicePrefix": "eth", "rdmaDevicePrefix": "mlx", "pfsPerNic": 1,
                 "railPciAddresses": [["0000:1a:00.0"], ["0000:2a:00.0"]]}),
         ),
@@ -167,8 +174,8 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
         ],
     )
     .await;
-    for (kind, plural, body) in nic_configuration_crs() {
-        create_cr(&client, ns, CONFIGURATION, "v1alpha1", kind, plural, body).await;
+    for (kind, spec) in nic_configuration_crs() {
+        kind.create(&client, ns, spec).await;
     }
     let nodes = [unique_name("netop-nic-config"), unique_name("netop-nic-config")];
     // The wait label as a previous configuration left it, on a NIC node and on another.
@@ -245,8 +252,8 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     for name in ["nic-fw-storage-pvc", "fw-storage-2"] {
         assert!(pvcs.get_opt(name).await.unwrap().is_some(), "PVC {name} was deleted");
     }
-    for (kind, plural, _) in nic_configuration_crs() {
-        assert!(cr_exists(&client, ns, CONFIGURATION, "v1alpha1", kind, plural).await, "the {kind} was deleted");
+    for (kind, _) in nic_configuration_crs() {
+        assert!(kind.exists(&client, ns).await, "the {} was deleted", kind.kind);
     }
 }
 
@@ -259,16 +266,7 @@ async fn spectrum_x_is_ready_with_its_flow_controllers_and_never_deletes_a_rail_
     install_crd_files(&client, &["spectrumxrailpoolconfigs.spectrumx.nvidia.com.yaml"]).await;
     let rails = json!({"nodeSelector": {"spectrumx": "true"}, "networkNamespace": "default", "numVfs": 1,
         "railTopology": [{"name": "rail-1", "nicSelector": {"pfNames": ["eth1"]}, "mtu": 9000, "cidrPoolRef": "rail-1"}]});
-    create_cr(
-        &client,
-        ns,
-        "spectrumx.nvidia.com",
-        "v1alpha2",
-        "SpectrumXRailPoolConfig",
-        "spectrumxrailpoolconfigs",
-        rails,
-    )
-    .await;
+    RAIL_POOL_CONFIGS.create(&client, ns, rails).await;
     let nodes = [unique_name("netop-spcx"), unique_name("netop-spcx")];
     for node in &nodes {
         create_node(&env, node, &[NIC_LABEL]).await;
@@ -297,15 +295,7 @@ async fn spectrum_x_is_ready_with_its_flow_controllers_and_never_deletes_a_rail_
     wait_for_entry(&client, "state-spectrum-x-operator", "ignore").await;
     gone(&Api::<DaemonSet>::namespaced(client.clone(), ns), "spectrum-x-flowcontroller", "the DaemonSet").await;
     confirm_deletions(&client, ns).await;
-    let kept = cr_exists(
-        &client,
-        ns,
-        "spectrumx.nvidia.com",
-        "v1alpha2",
-        "SpectrumXRailPoolConfig",
-        "spectrumxrailpoolconfigs",
-    );
-    assert!(kept.await, "the rail pool configuration was deleted");
+    assert!(RAIL_POOL_CONFIGS.exists(&client, ns).await, "the rail pool configuration was deleted");
 }
 
 #[tokio::test]
@@ -322,60 +312,29 @@ async fn the_current_crds_refuse_what_the_originals_refuse() {
         ],
     )
     .await;
-    let template = |nic_type: &str, link: &str, num_vfs: i64| {
-        json!({"apiVersion": "configuration.net.nvidia.com/v1alpha1", "kind": "NicConfigurationTemplate",
-            "metadata": {"name": unique_name("t"), "namespace": ns},
-            "spec": {"nicSelector": {"nicType": nic_type},
-                "template": {"numVfs": num_vfs, "linkType": link,
-                    "spectrumXOptimized": {"enabled": true, "version": "RA2.0"}}}})
-    };
-    let templates = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource {
-            group: CONFIGURATION.into(),
-            version: "v1alpha1".into(),
-            api_version: format!("{CONFIGURATION}/v1alpha1"),
-            kind: "NicConfigurationTemplate".into(),
-            plural: "nicconfigurationtemplates".into(),
-        },
-    );
-    let create = |value: Value| {
+    let templates = CONFIGURATION_TEMPLATES.api(&client, ns);
+    let template = |nic_type: &str, link: &str| {
+        let spec = json!({"nicSelector": {"nicType": nic_type}, "template": {"numVfs": 1, "linkType": link,
+            "spectrumXOptimized": {"enabled": true, "version": "RA2.0"}}});
+        let object = CONFIGURATION_TEMPLATES.object(&unique_name("t"), spec);
         let templates = templates.clone();
-        async move { templates.create(&PostParams::default(), &serde_json::from_value(value).unwrap()).await }
+        async move { templates.create(&PostParams::default(), &object).await }
     };
-    create(template("1023", "Ethernet", 1)).await.expect("Spectrum-X on a ConnectX-8 with one VF is valid");
-    let refused = create(template("1021", "Ethernet", 1)).await.expect_err("a ConnectX-7 is refused");
+    template("1023", "Ethernet").await.expect("Spectrum-X on a ConnectX-8 with one VF is valid");
+    let refused = template("1021", "Ethernet").await.expect_err("a ConnectX-7 is refused");
     assert!(refused.to_string().contains("ConnectX-8, ConnectX-9 or BlueField-3"), "{refused}");
-    let refused = create(template("1023", "Infiniband", 1)).await.expect_err("InfiniBand is refused");
+    let refused = template("1023", "Infiniband").await.expect_err("InfiniBand is refused");
     assert!(refused.to_string().contains("linkType=='Ethernet' and numVfs==1"), "{refused}");
 
-    let pools = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource {
-            group: "spectrumx.nvidia.com".into(),
-            version: "v1alpha2".into(),
-            api_version: "spectrumx.nvidia.com/v1alpha2".into(),
-            kind: "SpectrumXRailPoolConfig".into(),
-            plural: "spectrumxrailpoolconfigs".into(),
-        },
-    );
-    let both: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "spectrumx.nvidia.com/v1alpha2", "kind": "SpectrumXRailPoolConfig",
-        "metadata": {"name": "both", "namespace": ns},
-        "spec": {"numVfs": 1, "railTopology": [{"name": "r", "nicSelector": {"pfNames": ["eth1"]}, "mtu": 1500,
-            "cidrPoolRef": "p", "ipam": "{}"}]}
-    }))
-    .unwrap();
+    let pools = RAIL_POOL_CONFIGS.api(&client, ns);
+    let rail = json!({"name": "r", "nicSelector": {"pfNames": ["eth1"]}, "mtu": 1500});
+    let mut both = rail.clone();
+    both["cidrPoolRef"] = json!("p");
+    both["ipam"] = json!("{}");
+    let both = RAIL_POOL_CONFIGS.object("both", json!({"numVfs": 1, "railTopology": [both]}));
     let refused = pools.create(&PostParams::default(), &both).await.expect_err("cidrPoolRef and ipam together");
     assert!(refused.to_string().contains("Only one of cidrPoolRef or ipam"), "{refused}");
-    let defaulted: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "spectrumx.nvidia.com/v1alpha2", "kind": "SpectrumXRailPoolConfig",
-        "metadata": {"name": "defaults", "namespace": ns},
-        "spec": {"numVfs": 1, "railTopology": [{"name": "r", "nicSelector": {"pfNames": ["eth1"]}, "mtu": 1500}]}
-    }))
-    .unwrap();
+    let defaulted = RAIL_POOL_CONFIGS.object("defaults", json!({"numVfs": 1, "railTopology": [rail]}));
     let stored = pools.create(&PostParams::default(), &defaulted).await.unwrap();
     assert_eq!(stored.data["spec"]["draEnabled"], true, "the CRD's defaults apply");
     assert_eq!(stored.data["spec"]["maxUnavailable"], 1);
