@@ -197,6 +197,10 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     }))
     .unwrap();
     pvcs.create(&PostParams::default(), &originals).await.unwrap();
+    // And one the state no longer renders (another pvcName then): pruned, it would be deleted.
+    let mut older = originals.clone();
+    older.metadata.name = Some("older-fw-storage".into());
+    pvcs.create(&PostParams::default(), &older).await.unwrap();
 
     let _controller = ControllerProcess::start("nic-configuration-controller", ns, &[]);
     // Without the section, as the original: false on the NIC node, none elsewhere.
@@ -221,9 +225,11 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     set_wait_label(&client, &nodes[0], "true").await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     wait_labels(&client, &nodes, [Some("true"), None], "the daemon's label left alone").await;
-    let released = pvcs.get("nic-fw-storage-pvc").await.expect("the original's PVC is kept");
-    assert!(!released.labels().contains_key(STATE_LABEL), "{:?}", released.labels());
-    assert!(released.owner_references().is_empty(), "{:?}", released.owner_references());
+    for name in ["nic-fw-storage-pvc", "older-fw-storage"] {
+        let released = pvcs.get(name).await.unwrap_or_else(|e| panic!("the original's PVC {name} is gone: {e}"));
+        assert!(!released.labels().contains_key(STATE_LABEL), "{name}: {:?}", released.labels());
+        assert!(released.owner_references().is_empty(), "{name}: {:?}", released.owner_references());
+    }
 
     // Another PVC name: created by us, with neither owner nor state label.
     let mut renamed = section.clone();
@@ -249,7 +255,7 @@ async fn nic_configuration_is_ready_with_its_workloads_and_never_deletes_its_crs
     // The policy deleted too: the garbage collector finds nothing of the user's to take.
     Api::<NicClusterPolicy>::all(client.clone()).delete(POLICY_NAME, &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    for name in ["nic-fw-storage-pvc", "fw-storage-2"] {
+    for name in ["nic-fw-storage-pvc", "older-fw-storage", "fw-storage-2"] {
         assert!(pvcs.get_opt(name).await.unwrap().is_some(), "PVC {name} was deleted");
     }
     for (kind, _) in nic_configuration_crs() {
