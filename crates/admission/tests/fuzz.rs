@@ -99,6 +99,7 @@ const SECTIONS: &[&str] = &[
     "ibKubernetes",
     "nicFeatureDiscovery",
     "docaTelemetryService",
+    "spectrumXOperator",
 ];
 
 fn section(random: &mut Random) -> Value {
@@ -119,7 +120,7 @@ fn section(random: &mut Random) -> Value {
 fn arbitrary_configs_and_policies_never_panic() {
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     let mut typed = 0;
-    for _ in 0..3_000 {
+    for _ in 0..4_000 {
         let mut spec = Map::new();
         for name in SECTIONS {
             if random.below(2) == 0 {
