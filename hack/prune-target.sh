@@ -3,11 +3,12 @@
 #
 # Cargo never deletes stale artifacts: every change of code or lock file leaves the previous build
 # beside the new one. This removes the incremental caches (CI builds with CARGO_INCREMENTAL=0, so
-# they are dead weight) and, when target/ still holds more than TARGET_BUDGET_MB (default 16000,
-# about twice what one full CI run builds), starts again from an empty target/.
+# they are dead weight) and, when target/ still holds more than TARGET_BUDGET_MB (default 10000,
+# about 1.5 times what one full CI run from an empty target/ leaves), starts again from an empty
+# target/: the disk then holds at most that budget plus one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget=${TARGET_BUDGET_MB:-16000}
+budget=${TARGET_BUDGET_MB:-10000}
 [ -d target ] || exit 0
 rm -rf target/debug/incremental target/release/incremental
 used=$(du -sm target | cut -f1)
