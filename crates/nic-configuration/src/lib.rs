@@ -26,7 +26,6 @@ use api::{FieldError, ImageSpec, NicClusterPolicy};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
 use state_core::leftovers::Leftover;
@@ -144,7 +143,7 @@ impl State for NicConfiguration {
     /// The CRDs the original rendered (owned by the policy): released, so deleting the policy
     /// deletes no template and no NicDevice.
     fn released() -> Vec<Leftover> {
-        CRDS.iter().map(|name| Leftover { kind: Kind::cluster::<CustomResourceDefinition>(), name }).collect()
+        CRDS.into_iter().map(Leftover::crd).collect()
     }
 
     fn render(spec: &NicConfigurationOperatorSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {

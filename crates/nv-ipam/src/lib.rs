@@ -31,7 +31,6 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::DynamicObject;
 use serde_json::json;
 use state_core::leftovers::Leftover;
@@ -112,7 +111,7 @@ impl State for NvIpam {
     /// The ConfigMap of older releases, and the pool CRDs the original operator rendered
     /// (owned by the policy): released, so deleting the policy deletes no pool.
     fn released() -> Vec<Leftover> {
-        let crds = POOL_CRDS.iter().map(|name| Leftover { kind: Kind::cluster::<CustomResourceDefinition>(), name });
+        let crds = POOL_CRDS.into_iter().map(Leftover::crd);
         std::iter::once(Leftover { kind: Kind::namespaced::<ConfigMap>(), name: OLD_CONFIG_MAP }).chain(crds).collect()
     }
 

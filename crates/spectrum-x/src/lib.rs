@@ -18,7 +18,6 @@ use api::{FieldError, ImageSpec, NicClusterPolicy};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::DynamicObject;
 use serde_json::json;
 use state_core::leftovers::Leftover;
@@ -98,7 +97,7 @@ impl State for SpectrumX {
     /// The CRD the original rendered (owned by the policy): released, so deleting the policy
     /// deletes no rail pool configuration.
     fn released() -> Vec<Leftover> {
-        vec![Leftover { kind: Kind::cluster::<CustomResourceDefinition>(), name: RAIL_POOL_CRD }]
+        vec![Leftover::crd(RAIL_POOL_CRD)]
     }
 
     fn render(spec: &SpectrumXOperatorSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {

@@ -10,6 +10,7 @@
 use crate::STATE_LABEL;
 use crate::apply::{self, api_for};
 use crate::objects::Kind;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 
@@ -21,6 +22,14 @@ pub struct Leftover {
     pub kind: Kind,
     /// Its name.
     pub name: &'static str,
+}
+
+impl Leftover {
+    /// The CustomResourceDefinition `name` (e.g. one the original rendered with a state, owned
+    /// by the policy, that ships in `crds/` now).
+    pub fn crd(name: &'static str) -> Self {
+        Self { kind: Kind::cluster::<CustomResourceDefinition>(), name }
+    }
 }
 
 /// What happened to one leftover.

@@ -18,7 +18,6 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::DynamicObject;
 use serde_json::json;
 use state_core::leftovers::Leftover;
@@ -79,7 +78,7 @@ impl State for Whereabouts {
     /// The IP pool CRDs the original operator rendered, owned by the policy: released, so that
     /// deleting the policy after a takeover deletes no IP allocation.
     fn released() -> Vec<Leftover> {
-        POOL_CRDS.iter().map(|name| Leftover { kind: Kind::cluster::<CustomResourceDefinition>(), name }).collect()
+        POOL_CRDS.into_iter().map(Leftover::crd).collect()
     }
 
     fn render(spec: &ImageSpec, ctx: &RenderContext<'_>) -> Result<Vec<DynamicObject>, RenderError> {
