@@ -315,6 +315,18 @@ if render ofed-lookup-off --set ofedDriver.precompiledLookup=false; then
         grep -q 'OFED_PRECOMPILED_LOOKUP: "false"' "$tmp/ofed-lookup-off.yaml"
     expect defaults "OFED_PRECOMPILED_LOOKUP true by default" grep -q 'OFED_PRECOMPILED_LOOKUP: "true"' "$tmp/defaults.yaml"
 fi
+refuse requestor-id "requestorID" --set operator.maintenanceOperator.requestorID=-bad
+refuse other-operator-key "admissionController" --set operator.admissionController.enabled=true
+# Driver upgrades through the Maintenance Operator: off by default, the original chart's keys on request.
+expect defaults "no MAINTENANCE_OPERATOR_* setting by default" \
+    bash -c "! grep -q MAINTENANCE_OPERATOR_ '$tmp/defaults.yaml'"
+if render ofed-requestor --set operator.maintenanceOperator.useRequestor=true \
+    --set operator.maintenanceOperator.nodeMaintenanceNamespace=maintenance; then
+    expect ofed-requestor "MAINTENANCE_OPERATOR_* in <release>-ofed-settings with useRequestor" \
+        bash -c "grep -q 'MAINTENANCE_OPERATOR_ENABLED: \"true\"' '$tmp/ofed-requestor.yaml' \
+            && grep -q 'MAINTENANCE_OPERATOR_REQUESTOR_ID: \"nvidia.doca-driver-upgrade\"' '$tmp/ofed-requestor.yaml' \
+            && grep -q 'MAINTENANCE_OPERATOR_REQUESTOR_NAMESPACE: \"maintenance\"' '$tmp/ofed-requestor.yaml'"
+fi
 
 # The install notes: a warning for each monitoring object requested whose API is absent, none
 # when it is there; the CRD command with --force-conflicts.

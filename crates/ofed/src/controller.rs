@@ -162,7 +162,7 @@ pub async fn sync_and_upgrade(
         }
     };
     let report = upgrade(policy, scope, nodes, ctx).await;
-    (with_upgrade(outcome, report.message.clone()), report)
+    (with_upgrade(outcome, &report), report)
 }
 
 /// One upgrade pass over the driver DaemonSets of the policy of `scope` and the driver pods the
@@ -183,9 +183,13 @@ async fn upgrade(policy: &NicClusterPolicy, scope: &Scope<'_>, nodes: &NodeSet, 
     ctx.upgrades.pass(&key, OfedDriver::spec(policy), &daemon_sets, &ctx.pods.state(), nodes).await
 }
 
-/// The outcome with the upgrade's progress added to its message.
-fn with_upgrade(mut outcome: Outcome, progress: Option<String>) -> Outcome {
-    if let Some(progress) = progress {
+/// The outcome with the upgrade's progress added to its message; `error` when upgrades
+/// cannot go on as configured.
+fn with_upgrade(mut outcome: Outcome, report: &PassReport) -> Outcome {
+    if let Some(error) = &report.error {
+        return Outcome::new(SyncState::Error, error.clone());
+    }
+    if let Some(progress) = report.message.clone() {
         outcome.message = Some(match outcome.message.take() {
             Some(message) => format!("{message}; {progress}"),
             None => progress,
@@ -446,7 +450,15 @@ pub async fn run_controller(
     let node_policy_controller = Controller::new(Api::<NicNodePolicy>::all(client.clone()), watcher::Config::default())
         .with_config(controller::Config::default().debounce(state_core::run::DEBOUNCE));
     let node_policies = node_policy_controller.store();
-    let upgrades = Upgrades::new(client.clone(), namespace.clone(), upgrade_nodes, &metrics);
+    let (maintenance, maintenance_changes) = match crate::settings().maintenance.clone() {
+        Some(requestor) => {
+            tracing::info!(requestor = %requestor.id, namespace = %requestor.namespace, "driver upgrades go through the Maintenance Operator");
+            let (watch, changes) = upgrade::pass::MaintenanceWatch::new(&client, requestor);
+            (Some(watch), changes.boxed())
+        }
+        None => (None, futures::stream::pending().boxed()),
+    };
+    let upgrades = Upgrades::new(client.clone(), namespace.clone(), upgrade_nodes, &metrics, maintenance);
     let core =
         Context::new(client.clone(), namespace.clone(), openshift, owned.clone(), metrics).with_nodes(nodes.clone());
     let ctx = Arc::new(OfedContext {
@@ -481,6 +493,7 @@ pub async fn run_controller(
         owned_changes.map(|_| ()).boxed(),
         node_changes.boxed(),
         upgrade_node_changes.boxed(),
+        maintenance_changes,
         pod_changes.boxed(),
         tag_changes.boxed(),
         state_core::run::config_map_changes(&ctx.core.client, &namespace).boxed(),

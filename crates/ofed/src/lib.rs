@@ -65,6 +65,9 @@ pub struct Settings {
     /// (`OFED_PRECOMPILED_LOOKUP`, default true). Off (air-gapped clusters), the controller never
     /// contacts a registry and every pool uses the source image.
     pub precompiled_lookup: bool,
+    /// Driver upgrades through the Maintenance Operator (`MAINTENANCE_OPERATOR_ENABLED` and the
+    /// other `MAINTENANCE_OPERATOR_*` variables, as the original's); `None`: our own drain.
+    pub maintenance: Option<upgrade::maintenance::Requestor>,
 }
 
 impl Default for Settings {
@@ -73,13 +76,14 @@ impl Default for Settings {
             init_container_image: Some(DEFAULT_INIT_CONTAINER_IMAGE.to_string()),
             use_dtk: true,
             precompiled_lookup: true,
+            maintenance: None,
         }
     }
 }
 
 impl Settings {
-    /// The settings of the environment variables `OFED_INIT_CONTAINER_IMAGE`, `USE_DTK` and
-    /// `OFED_PRECOMPILED_LOOKUP`.
+    /// The settings of the environment variables `OFED_INIT_CONTAINER_IMAGE`, `USE_DTK`,
+    /// `OFED_PRECOMPILED_LOOKUP` and `MAINTENANCE_OPERATOR_*`.
     pub fn from_env() -> Self {
         let mut settings = Self::default();
         if let Ok(image) = std::env::var("OFED_INIT_CONTAINER_IMAGE") {
@@ -92,6 +96,7 @@ impl Settings {
         if let Ok(lookup) = std::env::var("OFED_PRECOMPILED_LOOKUP") {
             settings.precompiled_lookup = !off(lookup);
         }
+        settings.maintenance = upgrade::maintenance::Requestor::from_env(|key| std::env::var(key).ok());
         settings
     }
 }
@@ -493,6 +498,15 @@ pub fn rbac(sample: &NicClusterPolicy) -> state_core::rbac::ControllerRbac {
         &["create"],
         "drains a node before its driver is replaced, only when upgradePolicy.drainSpec.enable is set, \
          through the Eviction API (PodDisruptionBudgets hold)",
+    );
+    rbac.cluster.allow_every(
+        "maintenance.nvidia.com",
+        "nodemaintenances",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "only with MAINTENANCE_OPERATOR_ENABLED (operator.maintenanceOperator.useRequestor): requests a \
+         NodeMaintenance per upgrading node in the requestor namespace (default \"default\", so not restricted to \
+         one namespace) and releases it: deletes only those with its own requestorID, else removes itself from \
+         additionalRequestors",
     );
     rbac.cluster.allow_every(
         "events.k8s.io",

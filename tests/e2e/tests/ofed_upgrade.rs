@@ -3,20 +3,25 @@
 //! evicted through the Eviction API, a PodDisruptionBudget that allows nothing fails its node
 //! (with a Warning Event naming the pod) without stalling the others, the node recovers once its
 //! driver is replaced by hand; a skipped node is left alone, and turning upgrades off uncordons
-//! the node caught mid-upgrade.
+//! the node caught mid-upgrade. Through the Maintenance Operator (played by the test), three
+//! nodes upgrade with one NodeMaintenance at a time, and turning upgrades off releases it.
 
 use api::{NicClusterPolicy, POLICY_NAME};
 use e2e::binary::ControllerProcess;
 use e2e::kubelet::{MOFED_WAIT_LABEL, create_node, run_pods};
-use e2e::{TestEnv, WAIT, applied_state, create_namespace, eventually, fresh_policy, seed_policy, unique_name};
+use e2e::{
+    TestEnv, WAIT, applied_state, create_namespace, delete_if_present, eventually, fresh_policy, seed_policy,
+    unique_name,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use ofed::pools::{ARCH_LABEL, KERNEL_LABEL, OS_LABEL, OS_VERSION_LABEL};
-use ofed::upgrade::{SKIP_LABEL, STATE_LABEL};
+use ofed::upgrade::{REQUESTOR_MODE_ANNOTATION, SKIP_LABEL, STATE_LABEL, maintenance};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -494,4 +499,230 @@ async fn a_broken_drain_selector_is_an_error_naming_it_and_no_node_is_cordoned()
     tokio::time::sleep(Duration::from_secs(3)).await;
     let states = node_states(&client, std::slice::from_ref(&node)).await;
     assert_eq!(states.get(&node), Some(&("upgrade-done".to_string(), false)), "nothing was cordoned");
+}
+
+/// The Maintenance Operator's `NodeMaintenance` CRD, as far as the requestor uses it (written
+/// here from its API's fields: the real one comes with the Maintenance Operator).
+fn node_maintenance_crd() -> CustomResourceDefinition {
+    let int = |default: i64| json!({"type": "integer", "format": "int32", "minimum": 0, "default": default});
+    let drain = json!({"type": "object", "properties": {
+        "force": {"type": "boolean", "default": false},
+        "podSelector": {"type": "string"},
+        "timeoutSeconds": int(300),
+        "deleteEmptyDir": {"type": "boolean", "default": false},
+        "podEvictionFilters": {"type": "array", "items": {"type": "object",
+            "properties": {"byResourceNameRegex": {"type": "string"}}}}}});
+    let spec = json!({"type": "object", "required": ["nodeName", "requestorID"], "properties": {
+        "requestorID": {"type": "string", "minLength": 2, "maxLength": 63,
+            "pattern": "^([a-z0-9A-Z]([-a-z0-9A-Z]*[a-z0-9A-Z])?(\\.[a-z0-9A-Z]([-a-z0-9A-Z]*[a-z0-9A-Z])?)*)$"},
+        "additionalRequestors": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+        "nodeName": {"type": "string"},
+        "cordon": {"type": "boolean", "default": true},
+        "waitForPodCompletion": {"type": "object", "properties": {
+            "podSelector": {"type": "string"}, "timeoutSeconds": int(0)}},
+        "drainSpec": drain}});
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "nodemaintenances.maintenance.nvidia.com"},
+        "spec": {"group": "maintenance.nvidia.com", "scope": "Namespaced",
+                 "names": {"kind": "NodeMaintenance", "listKind": "NodeMaintenanceList",
+                           "plural": "nodemaintenances", "singular": "nodemaintenance"},
+                 "versions": [{"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}},
+                     "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                         "spec": spec,
+                         "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .expect("a valid CRD")
+}
+
+/// What the played Maintenance Operator saw.
+#[derive(Default)]
+struct Maintained {
+    /// Every NodeMaintenance seen, by name, with its spec.
+    seen: BTreeMap<String, serde_json::Value>,
+    /// The most NodeMaintenance objects at once.
+    most_at_once: usize,
+    /// Nodes it cordoned and has not uncordoned yet.
+    cordoned: BTreeSet<String>,
+}
+
+/// One step of the Maintenance Operator, played: each NodeMaintenance's node is cordoned, then
+/// the object is `Ready`; the node of a released one is uncordoned. Checks that no node is
+/// cordoned by anyone else.
+async fn play_maintenance_operator(client: &Client, namespace: &str, nodes: &[String], played: &mut Maintained) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &maintenance::api_resource());
+    let list = api.list(&ListParams::default()).await.expect("NodeMaintenance objects listable");
+    played.most_at_once = played.most_at_once.max(list.items.len());
+    let node_api: Api<Node> = Api::all(client.clone());
+    let mut held = BTreeSet::new();
+    for object in &list.items {
+        let node = object.data["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+        played.seen.insert(object.name_any(), object.data["spec"].clone());
+        held.insert(node.clone());
+        if played.cordoned.insert(node.clone()) {
+            let cordon = json!({"spec": {"unschedulable": true}});
+            node_api.patch(&node, &PatchParams::default(), &Patch::Merge(&cordon)).await.expect("node cordoned");
+        }
+        let ready = object.data["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty());
+        if !ready {
+            let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                "message": "maintenance operations completed", "lastTransitionTime": "2026-11-30T00:00:00Z"}]}});
+            api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .expect("NodeMaintenance status written");
+        }
+    }
+    for node in played.cordoned.clone().into_iter().filter(|n| !held.contains(n)) {
+        let uncordon = json!({"spec": {"unschedulable": null}});
+        node_api.patch(&node, &PatchParams::default(), &Patch::Merge(&uncordon)).await.expect("node uncordoned");
+        played.cordoned.remove(&node);
+    }
+    for (name, (_, cordoned)) in node_states(client, nodes).await {
+        assert!(!cordoned || played.cordoned.contains(&name), "{name} was cordoned, not by the Maintenance Operator");
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(not(e2e_cluster), ignore = "needs a cluster: set NETOP_E2E_KUBECONFIG, or run hack/e2e.sh")]
+async fn through_the_maintenance_operator_nodes_upgrade_with_one_node_maintenance_at_a_time() {
+    let Some(env) = TestEnv::new("netop-e2e-upgrade").await else { return };
+    let client = env.client.clone();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd_name = "nodemaintenances.maintenance.nvidia.com";
+    // Without the Maintenance Operator's API, the setting is an error naming it.
+    delete_if_present(&crds, crd_name).await;
+    eventually("the NodeMaintenance CRD to be gone", WAIT, || async {
+        match crds.get_opt(crd_name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    let requestors = unique_name("netop-e2e-maintenance");
+    create_namespace(&client, &requestors).await;
+    env.cleanup.namespace(&requestors);
+    let base = unique_name("upg");
+    let nodes: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{base}-{s}")).collect();
+    for node in &nodes {
+        nic_node(&env, node, &[]).await;
+    }
+    let policy = policy_with(json!({"autoUpgrade": true, "maxParallelUpgrades": 1, "maxUnavailable": "100%",
+                                    "drain": {"enable": true, "timeoutSeconds": 5}}))
+    .await;
+    fresh_policy(&env, &policy).await;
+    let requestor_env =
+        [("MAINTENANCE_OPERATOR_ENABLED", "true"), ("MAINTENANCE_OPERATOR_REQUESTOR_NAMESPACE", requestors.as_str())];
+    let mut controller = ControllerProcess::start("ofed-controller", &env.namespace, &requestor_env);
+    controller.wait_ready().await;
+    let message = e2e::wait_for_entry(&client, STATE, "error").await.unwrap_or_default();
+    assert!(
+        message.starts_with("spec.ofedDriver.upgradePolicy: driver upgrades through the Maintenance Operator")
+            && message.contains("maintenance.nvidia.com/v1alpha1 nodemaintenances"),
+        "{message}"
+    );
+    let states = node_states(&client, &nodes).await;
+    assert!(states.values().all(|(s, c)| s.is_empty() && !c), "no node touched: {states:?}");
+
+    // The API installed: the state recovers and the nodes settle.
+    crds.create(&PostParams::default(), &node_maintenance_crd()).await.expect("the CRD is accepted");
+    e2e::wait_established(&client, crd_name).await;
+    eventually("every node to be upgrade-done with its first driver", WAIT, || async {
+        play_driver_kubelet(&client, &env.namespace).await;
+        let states = node_states(&client, &nodes).await;
+        let done = states.len() == nodes.len() && states.values().all(|(s, c)| s == "upgrade-done" && !c);
+        if done { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+
+    // A version bump: one NodeMaintenance at a time, each node through node-maintenance-required.
+    bump_version(&client, NEW_VERSION).await;
+    let mut played = Maintained::default();
+    let mut passed_through = BTreeSet::new();
+    let started = Instant::now();
+    let node_api: Api<Node> = Api::all(client.clone());
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(180), "the upgrade did not finish in 3 minutes");
+        play_maintenance_operator(&client, &requestors, &nodes, &mut played).await;
+        assert!(played.most_at_once <= 1, "maxParallelUpgrades is 1: {:?}", played.seen.keys());
+        play_driver_kubelet(&client, &env.namespace).await;
+        for node in &nodes {
+            let live = node_api.get(node).await.expect("node readable");
+            if live.labels().get(STATE_LABEL).map(String::as_str) == Some("node-maintenance-required") {
+                let mode = live.annotations().get(REQUESTOR_MODE_ANNOTATION).map(String::as_str);
+                assert_eq!(mode, Some("true"), "{node} is marked as upgraded through the Maintenance Operator");
+                passed_through.insert(node.clone());
+            }
+        }
+        let states = node_states(&client, &nodes).await;
+        let done = states.values().all(|(s, c)| s == "upgrade-done" && !c);
+        if done && played.seen.len() == 3 && played.cordoned.is_empty() {
+            let left = Api::<DynamicObject>::namespaced_with(client.clone(), &requestors, &maintenance::api_resource())
+                .list(&ListParams::default())
+                .await
+                .expect("listable");
+            if left.items.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("3 nodes upgraded through the Maintenance Operator in {:?}", started.elapsed());
+    assert_eq!(played.most_at_once, 1);
+    let expected: BTreeSet<String> = nodes.iter().map(|n| format!("network-operator-{n}")).collect();
+    assert_eq!(played.seen.keys().cloned().collect::<BTreeSet<_>>(), expected, "one per node, the original's names");
+    for (name, spec) in &played.seen {
+        assert_eq!(spec["requestorID"], "nvidia.doca-driver-upgrade", "{name}");
+        assert_eq!(spec["drainSpec"]["timeoutSeconds"], 5, "{name}: the policy's drain");
+        assert_eq!(spec["drainSpec"]["podSelector"], "nvidia.com/ofed-driver-upgrade-drain.skip!=true", "{name}");
+    }
+    assert!(passed_through.len() >= 2, "nodes seen waiting for their maintenance: {passed_through:?}");
+    for node in &nodes {
+        let pod = driver_pod_on(&client, &env.namespace, node).await.expect("a driver pod");
+        assert!(image_of(&pod).contains(NEW_VERSION), "{node}: {}", image_of(&pod));
+        let live = node_api.get(node).await.expect("node readable");
+        assert!(!live.annotations().contains_key(REQUESTOR_MODE_ANNOTATION), "{node}: the mode annotation is gone");
+    }
+
+    // Upgrades turned off mid-maintenance: the NodeMaintenance is deleted, the keys go.
+    bump_version(&client, NEWER_VERSION).await;
+    let mut played = Maintained::default();
+    eventually("a node waiting in node-maintenance-required", WAIT, || async {
+        play_driver_kubelet(&client, &env.namespace).await;
+        let states = node_states(&client, &nodes).await;
+        let waiting = states.values().any(|(s, _)| s == "node-maintenance-required");
+        if waiting { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    play_maintenance_operator(&client, &requestors, &nodes, &mut played).await;
+    assert_eq!(played.seen.len(), 1);
+    let off = json!({"spec": {"ofedDriver": {"upgradePolicy": {"autoUpgrade": false}}}});
+    Api::<NicClusterPolicy>::all(client.clone())
+        .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    // The test keeps playing the Maintenance Operator (it uncordons the released node).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut step = Maintained { cordoned: played.cordoned.clone(), ..Default::default() };
+        play_maintenance_operator(&client, &requestors, &nodes, &mut step).await;
+        played.cordoned = step.cordoned;
+        let states = node_states(&client, &nodes).await;
+        let mut annotated = Vec::new();
+        for node in &nodes {
+            if node_api.get(node).await.expect("node readable").annotations().contains_key(REQUESTOR_MODE_ANNOTATION) {
+                annotated.push(node.clone());
+            }
+        }
+        let left = step.seen.len();
+        if left == 0 && annotated.is_empty() && states.values().all(|(s, c)| s.is_empty() && !c) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "turned off: {left} NodeMaintenance left, annotated {annotated:?}, {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _) = controller.terminate(Duration::from_secs(5)).await;
+    assert!(status.success());
 }

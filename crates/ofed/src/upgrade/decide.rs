@@ -7,10 +7,16 @@
 //! hold a parallel slot forever; `maxUnavailable` limits how many more nodes may be taken
 //! (the original only compared it with the nodes already unavailable); the original's disabled
 //! pod-deletion step is skipped (a node in it still moves on).
+//!
+//! In requestor mode ([`Settings::requestor`]) a node taking a slot requests its
+//! `NodeMaintenance` instead of being cordoned, and holds the slot until it is released: unlike
+//! the original, which requests every waiting node's maintenance at once, `maxParallelUpgrades`
+//! and `maxUnavailable` bound the requests.
 
+use super::maintenance::Maintenance;
 use super::{
     DRAIN_START_ANNOTATION, FAILURE_ANNOTATION, INITIAL_STATE_ANNOTATION, LEGACY_STATE_ANNOTATION, NodeState,
-    REQUESTED_ANNOTATION, Settings, WAIT_START_ANNOTATION,
+    REQUESTED_ANNOTATION, REQUESTOR_MODE_ANNOTATION, Settings, WAIT_START_ANNOTATION,
 };
 use crate::SAFE_LOAD_ANNOTATION;
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +54,8 @@ pub struct NodeView {
     pub failure: Option<String>,
     /// It carries the annotation of old releases.
     pub legacy: bool,
+    /// Its upgrade goes through a `NodeMaintenance` (requestor mode).
+    pub requestor_mode: bool,
 }
 
 /// How a driver pod relates to its DaemonSet's current template.
@@ -106,6 +114,8 @@ pub struct Snapshot {
     pub jobs_running: BTreeSet<String>,
     /// Nodes being drained now (by a task of this process).
     pub draining: BTreeSet<String>,
+    /// Requestor mode: the `NodeMaintenance` of each node that has one, by node name.
+    pub maintenance: BTreeMap<String, Maintenance>,
     /// Now, in Unix seconds.
     pub now: i64,
 }
@@ -170,7 +180,8 @@ impl Update {
         update
     }
 
-    fn annotate(mut self, key: &'static str, value: Option<String>) -> Self {
+    /// Sets (`Some`) or removes (`None`) annotation `key`.
+    pub fn annotate(mut self, key: &'static str, value: Option<String>) -> Self {
         self.annotations.insert(key, value);
         self
     }
@@ -198,6 +209,22 @@ pub enum Action {
     Drain {
         /// The node.
         node: String,
+    },
+    /// Requestor mode: request the node's `NodeMaintenance` (create it, or join another
+    /// requestor's), then write `then`.
+    RequestMaintenance {
+        /// The node.
+        node: String,
+        /// The write once it is requested.
+        then: Update,
+    },
+    /// Requestor mode: release the node's `NodeMaintenance` (delete it if ours, else leave its
+    /// additional requestors), then write `then`.
+    ReleaseMaintenance {
+        /// The node.
+        node: String,
+        /// The write once it is released.
+        then: Update,
     },
     /// Delete a node's outdated driver pod, so its DaemonSet starts a current one.
     RestartDriver {
@@ -272,7 +299,9 @@ impl Limits {
         };
         let total = snapshot.nodes.len() + snapshot.podless.len();
         let max_unavailable = settings.max_unavailable_of(total);
-        let cordoning = count(NodeState::CordonRequired);
+        // A requested maintenance is a cordon to come.
+        let requested = views().filter(|n| n.state == NodeState::NodeMaintenanceRequired && !n.unschedulable).count();
+        let cordoning = count(NodeState::CordonRequired) + requested;
         let headroom = max_unavailable.saturating_sub(unavailable.len() + cordoning);
         Limits { parallel, headroom, in_progress, unavailable, cordoning, max_unavailable, total }
     }
@@ -281,10 +310,10 @@ impl Limits {
 /// Why nodes that need an upgrade wait in this pass, naming the limit and the nodes it counts:
 /// `None` when a slot is free or no node waits.
 pub fn holding(settings: &Settings, snapshot: &Snapshot) -> Option<String> {
-    let waiting = snapshot
-        .nodes
-        .iter()
-        .any(|m| m.node.state == NodeState::UpgradeRequired && !m.node.skip && !m.node.unschedulable);
+    let waiting = snapshot.nodes.iter().any(|m| {
+        let needs_slot = settings.requestor.is_some() || !m.node.unschedulable;
+        m.node.state == NodeState::UpgradeRequired && !m.node.skip && needs_slot
+    });
     let limits = Limits::of(settings, snapshot);
     if !waiting || limits.parallel.min(limits.headroom) > 0 {
         return None;
@@ -347,13 +376,32 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
                 if node.requested {
                     update = update.annotate(REQUESTED_ANNOTATION, None);
                 }
-                if node.skip || (slots == 0 && !node.unschedulable) {
+                // A cordoned node takes no availability, so it needs no slot; a maintenance
+                // request always takes one.
+                let needs_slot = settings.requestor.is_some() || !node.unschedulable;
+                if node.skip || (slots == 0 && needs_slot) {
                     // Skipped, or waiting for a slot (freed by another node's change).
                 } else {
                     let requested = update.annotations.clone();
-                    update = Update::moving(node, NodeState::CordonRequired, "a parallel upgrade slot is free");
-                    update.annotations.extend(requested);
                     slots = slots.saturating_sub(1);
+                    match &settings.requestor {
+                        None => {
+                            update = Update::moving(node, NodeState::CordonRequired, "a parallel upgrade slot is free");
+                            update.annotations.extend(requested);
+                        }
+                        Some(requestor) => {
+                            let why = format!(
+                                "a parallel upgrade slot is free: NodeMaintenance {}/{} requested",
+                                requestor.namespace,
+                                requestor.object_name(&node.name)
+                            );
+                            let mut then = Update::moving(node, NodeState::NodeMaintenanceRequired, why)
+                                .annotate(REQUESTOR_MODE_ANNOTATION, Some("true".into()));
+                            then.annotations.extend(requested);
+                            plan.actions.push(Action::RequestMaintenance { node: node.name.clone(), then });
+                            update = Update::of(node);
+                        }
+                    }
                 }
             }
             NodeState::CordonRequired => {
@@ -392,25 +440,62 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
                 Some(_) if snapshot.draining.contains(&node.name) => {}
                 Some(_) => plan.actions.push(Action::Drain { node: node.name.clone() }),
             },
-            NodeState::PodRestartRequired | NodeState::ValidationRequired => match pod.revision {
-                Revision::Outdated | Revision::Orphan if !pod.terminating => {
-                    plan.actions.push(Action::RestartDriver { node: node.name.clone(), pod: pod.name.clone() });
-                }
-                Revision::Outdated | Revision::Orphan => {}
-                Revision::Current if node.safe_load => {
-                    update = update.annotate(SAFE_LOAD_ANNOTATION, None);
-                }
-                Revision::Current if pod.ready() => update = upgraded(node),
-                Revision::Current => {
-                    if let Some(crash) = &pod.crash_loop {
-                        update = Update::failing(node, &format!("driver pod {} is crash-looping: {crash}", pod.name));
+            NodeState::NodeMaintenanceRequired => {
+                let maintenance = snapshot.maintenance.get(&node.name);
+                match (&settings.requestor, maintenance) {
+                    (None, _) => {
+                        let why = "the Maintenance Operator's requestor mode is off: the node upgrades in place";
+                        update = Update::moving(node, NodeState::UpgradeRequired, why)
+                            .annotate(REQUESTOR_MODE_ANNOTATION, None);
+                    }
+                    (Some(requestor), Some(m)) if m.holds(&requestor.id) => {
+                        if m.ready {
+                            let why = format!("NodeMaintenance {} is Ready", m.name);
+                            update = Update::moving(node, NodeState::PodRestartRequired, why);
+                        }
+                    }
+                    (Some(requestor), _) => {
+                        let why = format!(
+                            "NodeMaintenance {}/{} is gone or no longer held by {}: requested again",
+                            requestor.namespace,
+                            requestor.object_name(&node.name),
+                            requestor.id
+                        );
+                        update = Update::moving(node, NodeState::UpgradeRequired, why);
                     }
                 }
-            },
+            }
+            NodeState::PodRestartRequired | NodeState::PostMaintenanceRequired | NodeState::ValidationRequired => {
+                match pod.revision {
+                    Revision::Outdated | Revision::Orphan if !pod.terminating => {
+                        plan.actions.push(Action::RestartDriver { node: node.name.clone(), pod: pod.name.clone() });
+                    }
+                    Revision::Outdated | Revision::Orphan => {}
+                    Revision::Current if node.safe_load => {
+                        update = update.annotate(SAFE_LOAD_ANNOTATION, None);
+                    }
+                    Revision::Current if pod.ready() => update = upgraded(node),
+                    Revision::Current => {
+                        if let Some(crash) = &pod.crash_loop {
+                            update =
+                                Update::failing(node, &format!("driver pod {} is crash-looping: {crash}", pod.name));
+                        }
+                    }
+                }
+            }
             NodeState::UpgradeFailed if pod.ready() => update = upgraded(node),
             NodeState::UpgradeFailed => {}
+            NodeState::UncordonRequired if node.requestor_mode && settings.requestor.is_some() => {
+                let why = "NodeMaintenance released: the Maintenance Operator uncordons the node";
+                let then = Update::moving(node, NodeState::UpgradeDone, why).annotate(REQUESTOR_MODE_ANNOTATION, None);
+                plan.actions.push(Action::ReleaseMaintenance { node: node.name.clone(), then });
+            }
             NodeState::UncordonRequired => {
                 update = Update::moving(node, NodeState::UpgradeDone, "uncordoned");
+                if node.requestor_mode {
+                    // Begun in requestor mode, which is off now: finished in place.
+                    update = update.annotate(REQUESTOR_MODE_ANNOTATION, None);
+                }
                 update = if node.initially_unschedulable {
                     update.annotate(INITIAL_STATE_ANNOTATION, None)
                 } else {
@@ -428,9 +513,13 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
     plan
 }
 
-/// The node's new driver is Ready: uncordon it next, or, if it was cordoned before its
-/// upgrade, leave it cordoned and be done.
+/// The node's new driver is Ready: uncordon it next (in requestor mode: release its
+/// maintenance), or, if it was cordoned before its upgrade, leave it cordoned and be done.
 fn upgraded(node: &NodeView) -> Update {
+    if node.requestor_mode {
+        let update = Update::moving(node, NodeState::UncordonRequired, "the new driver is Ready");
+        return if node.initially_unschedulable { update.annotate(INITIAL_STATE_ANNOTATION, None) } else { update };
+    }
     if node.initially_unschedulable {
         Update::moving(
             node,
@@ -460,7 +549,8 @@ pub fn drain_started(node: &NodeView, now: i64) -> Update {
 }
 
 /// Upgrades are off: every node loses its state label and our annotations, and the nodes we
-/// cordoned are uncordoned (not those cordoned before their upgrade began).
+/// cordoned are uncordoned (not those cordoned before their upgrade began, nor those the
+/// Maintenance Operator cordoned: it uncordons them once their maintenance is released).
 pub fn turn_off(nodes: &[NodeView]) -> Vec<Update> {
     let mut updates = Vec::new();
     for node in nodes {
@@ -471,11 +561,12 @@ pub fn turn_off(nodes: &[NodeView]) -> Vec<Update> {
             (DRAIN_START_ANNOTATION, node.drain_started.is_some()),
             (FAILURE_ANNOTATION, node.failure.is_some()),
             (LEGACY_STATE_ANNOTATION, node.legacy),
+            (REQUESTOR_MODE_ANNOTATION, node.requestor_mode),
         ];
         for (key, _) in ours.into_iter().filter(|(_, present)| *present) {
             update.annotations.insert(key, None);
         }
-        if node.state.cordoned_by_us() && node.unschedulable && !node.initially_unschedulable {
+        if node.state.cordoned_by_us() && node.unschedulable && !node.initially_unschedulable && !node.requestor_mode {
             update.unschedulable = Some(false);
             update.note = Some(Note {
                 warning: false,
@@ -497,7 +588,12 @@ pub fn turn_off(nodes: &[NodeView]) -> Vec<Update> {
 pub fn after(nodes: &[Managed], actions: &[Action]) -> Vec<Managed> {
     let mut out = nodes.to_vec();
     for action in actions {
-        let Action::Update(update) = action else { continue };
+        let update = match action {
+            Action::Update(update)
+            | Action::RequestMaintenance { then: update, .. }
+            | Action::ReleaseMaintenance { then: update, .. } => update,
+            Action::Drain { .. } | Action::RestartDriver { .. } => continue,
+        };
         let Some(managed) = out.iter_mut().find(|m| m.node.name == update.node) else { continue };
         if let Some(to) = update.to {
             managed.node.state = to;

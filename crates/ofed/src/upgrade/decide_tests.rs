@@ -512,3 +512,112 @@ fn a_waiting_upgrade_says_which_limit_holds_it_and_names_the_nodes() {
     let free = outdated(node("e", NodeState::UpgradeRequired));
     assert_eq!(holding(&all, &snapshot(vec![free])), None, "a slot is free");
 }
+
+// Requestor mode: the Maintenance Operator cordons, waits and drains.
+
+fn requestor_settings() -> Settings {
+    let requestor = crate::upgrade::maintenance::Requestor {
+        id: "nvidia.doca-driver-upgrade".into(),
+        namespace: "default".into(),
+        name_prefix: "network-operator".into(),
+    };
+    Settings { requestor: Some(requestor), ..settings() }
+}
+
+fn in_requestor_mode(managed: Managed) -> Managed {
+    with(managed, |n, _| n.requestor_mode = true)
+}
+
+fn maintenance_of(node: &str, ready: bool) -> (String, Maintenance) {
+    let found = Maintenance {
+        name: format!("network-operator-{node}"),
+        node: node.into(),
+        requestor_id: "nvidia.doca-driver-upgrade".into(),
+        ready,
+        ..Default::default()
+    };
+    (node.to_string(), found)
+}
+
+#[test]
+fn in_requestor_mode_a_node_taking_a_slot_requests_its_maintenance_instead_of_being_cordoned() {
+    let nodes = vec![
+        with(outdated(node("a", NodeState::UpgradeRequired)), |n, _| n.requested = true),
+        outdated(node("b", NodeState::UpgradeRequired)),
+    ];
+    let plan = plan_of(&requestor_settings(), &snapshot(nodes));
+    let [Action::RequestMaintenance { node, then }] = plan.actions.as_slice() else { panic!("{plan:?}") };
+    assert_eq!((node.as_str(), then.to), ("a", Some(NodeState::NodeMaintenanceRequired)));
+    assert_eq!(then.unschedulable, None, "the Maintenance Operator cordons");
+    assert_eq!(then.annotations[REQUESTOR_MODE_ANNOTATION].as_deref(), Some("true"));
+    assert_eq!(then.annotations[REQUESTED_ANNOTATION], None, "the request is cleared in the same write");
+    assert!(then.note.as_ref().unwrap().message.contains("NodeMaintenance default/network-operator-a requested"));
+}
+
+#[test]
+fn in_requestor_mode_a_requested_maintenance_holds_the_slot_even_on_a_cordoned_node() {
+    let holder = in_requestor_mode(outdated(node("a", NodeState::NodeMaintenanceRequired)));
+    let cordoned = with(outdated(node("b", NodeState::UpgradeRequired)), |n, _| n.unschedulable = true);
+    let all = Settings { max_unavailable: Some(IntOrString::String("100%".into())), ..requestor_settings() };
+    let mut snap = snapshot(vec![holder, cordoned]);
+    snap.maintenance = [maintenance_of("a", false)].into();
+    assert_eq!(plan_of(&all, &snap).actions, vec![], "a waits for its maintenance, b for a slot");
+    assert!(holding(&all, &snap).is_some(), "the wait is reported");
+}
+
+#[test]
+fn a_node_in_maintenance_restarts_its_driver_once_the_maintenance_is_ready() {
+    let waiting = in_requestor_mode(outdated(node("a", NodeState::NodeMaintenanceRequired)));
+    let mut snap = snapshot(vec![waiting]);
+    snap.maintenance = [maintenance_of("a", true)].into();
+    assert_eq!(moves(&plan_of(&requestor_settings(), &snap)), [("a".to_string(), Some(NodeState::PodRestartRequired))]);
+}
+
+#[test]
+fn a_node_whose_maintenance_is_gone_or_whose_mode_is_off_goes_back_to_upgrade_required() {
+    let waiting = in_requestor_mode(outdated(node("a", NodeState::NodeMaintenanceRequired)));
+    let gone = plan_of(&requestor_settings(), &snapshot(vec![waiting.clone()]));
+    assert_eq!(moves(&gone), [("a".to_string(), Some(NodeState::UpgradeRequired))]);
+    let mut snap = snapshot(vec![waiting.clone()]);
+    let (_, mut theirs) = maintenance_of("a", true);
+    theirs.requestor_id = "nvidia.gpu-driver-upgrade".into();
+    snap.maintenance = [("a".to_string(), theirs)].into();
+    assert_eq!(moves(&plan_of(&requestor_settings(), &snap)), [("a".to_string(), Some(NodeState::UpgradeRequired))]);
+
+    let off = plan_of(&settings(), &snapshot(vec![waiting]));
+    let update = only_update(&off);
+    assert_eq!(update.to, Some(NodeState::UpgradeRequired));
+    assert_eq!(update.annotations[REQUESTOR_MODE_ANNOTATION], None, "then upgraded in place");
+}
+
+#[test]
+fn in_requestor_mode_the_upgraded_node_releases_its_maintenance_and_is_not_uncordoned_by_us() {
+    let restarted = in_requestor_mode(with(node("a", NodeState::PodRestartRequired), |n, _| {
+        n.unschedulable = true;
+        n.initially_unschedulable = true;
+    }));
+    let plan = plan_of(&requestor_settings(), &snapshot(vec![restarted]));
+    let update = only_update(&plan);
+    assert_eq!(update.to, Some(NodeState::UncordonRequired), "its maintenance is released even if cordoned before");
+    assert_eq!(update.annotations[INITIAL_STATE_ANNOTATION], None);
+
+    let uncordon = in_requestor_mode(with(node("a", NodeState::UncordonRequired), |n, _| n.unschedulable = true));
+    let plan = plan_of(&requestor_settings(), &snapshot(vec![uncordon.clone()]));
+    let [Action::ReleaseMaintenance { node, then }] = plan.actions.as_slice() else { panic!("{plan:?}") };
+    assert_eq!((node.as_str(), then.to, then.unschedulable), ("a", Some(NodeState::UpgradeDone), None));
+    assert_eq!(then.annotations[REQUESTOR_MODE_ANNOTATION], None);
+
+    // Begun in requestor mode, finished in place once the mode is off.
+    let plan = plan_of(&settings(), &snapshot(vec![uncordon]));
+    assert_eq!(only_update(&plan).unschedulable, Some(false));
+}
+
+#[test]
+fn turning_upgrades_off_leaves_the_maintenance_operators_cordon_to_it() {
+    let mut view = in_requestor_mode(node("a", NodeState::PodRestartRequired)).node;
+    view.unschedulable = true;
+    let updates = turn_off(&[view]);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].unschedulable, None, "uncordoned by the Maintenance Operator once released");
+    assert_eq!(updates[0].annotations[REQUESTOR_MODE_ANNOTATION], None);
+}

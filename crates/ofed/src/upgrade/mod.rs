@@ -8,9 +8,15 @@
 //! [`STATE_LABEL`] and the annotations below. [`observe`] reads a pass's inputs into plain
 //! values, [`decide`] (pure) turns them into actions, [`pass`] executes them, and [`drain`]
 //! evicts a node's pods in a task of its own.
+//!
+//! With the Maintenance Operator's requestor mode ([`maintenance`]), a node's cordon, wait and
+//! drain are asked of the NVIDIA Maintenance Operator through a `NodeMaintenance` instead: the
+//! node waits in `node-maintenance-required` until it is `Ready`, gets its new driver, and the
+//! `NodeMaintenance` is released.
 
 pub mod decide;
 pub mod drain;
+pub mod maintenance;
 pub mod observe;
 pub mod pass;
 #[cfg(test)]
@@ -38,6 +44,9 @@ pub const WAIT_START_ANNOTATION: &str = "nvidia.com/ofed-driver-upgrade-wait-for
 pub const DRAIN_START_ANNOTATION: &str = "nvidia.com/ofed-driver-upgrade-drain-start-time";
 /// Node annotation (ours): why the node's upgrade failed.
 pub const FAILURE_ANNOTATION: &str = "nvidia.com/ofed-driver-upgrade-failure";
+/// Node annotation: `"true"` while the node's upgrade goes through a `NodeMaintenance` of the
+/// Maintenance Operator (requestor mode), so it is finished in that mode.
+pub const REQUESTOR_MODE_ANNOTATION: &str = "nvidia.com/ofed-driver-upgrade-requestor-mode";
 /// Node annotation of old releases, removed wherever it is found.
 pub const LEGACY_STATE_ANNOTATION: &str = "nvidia.com/ofed-upgrade-state";
 /// Pod label: `"true"` keeps the pod out of drains (the operator's own pods carry it).
@@ -61,6 +70,12 @@ pub enum NodeState {
     PodDeletionRequired,
     /// Being drained.
     DrainRequired,
+    /// Requestor mode: its `NodeMaintenance` is requested; waits for it to be `Ready` (the
+    /// Maintenance Operator cordons, waits and drains).
+    NodeMaintenanceRequired,
+    /// The original library's name for the step after a `NodeMaintenance` is `Ready` (not
+    /// written by it yet); handled as [`NodeState::PodRestartRequired`].
+    PostMaintenanceRequired,
     /// Its old driver pod is replaced; waits for the new one to be Ready.
     PodRestartRequired,
     /// The original's validation step (disabled there); passed through.
@@ -76,13 +91,15 @@ pub enum NodeState {
 
 impl NodeState {
     /// Every state, in the order of an upgrade.
-    pub const ALL: [NodeState; 11] = [
+    pub const ALL: [NodeState; 13] = [
         NodeState::Unknown,
         NodeState::UpgradeRequired,
         NodeState::CordonRequired,
         NodeState::WaitForJobsRequired,
         NodeState::PodDeletionRequired,
         NodeState::DrainRequired,
+        NodeState::NodeMaintenanceRequired,
+        NodeState::PostMaintenanceRequired,
         NodeState::PodRestartRequired,
         NodeState::ValidationRequired,
         NodeState::UncordonRequired,
@@ -99,6 +116,8 @@ impl NodeState {
             NodeState::WaitForJobsRequired => "wait-for-jobs-required",
             NodeState::PodDeletionRequired => "pod-deletion-required",
             NodeState::DrainRequired => "drain-required",
+            NodeState::NodeMaintenanceRequired => "node-maintenance-required",
+            NodeState::PostMaintenanceRequired => "post-maintenance-required",
             NodeState::PodRestartRequired => "pod-restart-required",
             NodeState::ValidationRequired => "validation-required",
             NodeState::UncordonRequired => "uncordon-required",
@@ -116,6 +135,8 @@ impl NodeState {
             NodeState::WaitForJobsRequired => "WaitForJobsRequired",
             NodeState::PodDeletionRequired => "PodDeletionRequired",
             NodeState::DrainRequired => "DrainRequired",
+            NodeState::NodeMaintenanceRequired => "NodeMaintenanceRequired",
+            NodeState::PostMaintenanceRequired => "PostMaintenanceRequired",
             NodeState::PodRestartRequired => "PodRestartRequired",
             NodeState::ValidationRequired => "ValidationRequired",
             NodeState::UncordonRequired => "UncordonRequired",
@@ -130,13 +151,15 @@ impl NodeState {
     }
 
     /// Whether we may have cordoned a node in this state (it is uncordoned when upgrades are
-    /// turned off, unless it was cordoned before).
+    /// turned off, unless it was cordoned before or its upgrade went through a
+    /// `NodeMaintenance`: the Maintenance Operator cordoned it and uncordons it).
     pub fn cordoned_by_us(self) -> bool {
         matches!(
             self,
             NodeState::WaitForJobsRequired
                 | NodeState::PodDeletionRequired
                 | NodeState::DrainRequired
+                | NodeState::PostMaintenanceRequired
                 | NodeState::PodRestartRequired
                 | NodeState::ValidationRequired
                 | NodeState::UncordonRequired
@@ -156,6 +179,9 @@ pub struct Settings {
     pub wait_for: Option<WaitFor>,
     /// How to drain; `None`: no drain.
     pub drain: Option<DrainSettings>,
+    /// Requestor mode: nodes are maintained through `NodeMaintenance` objects of this requestor
+    /// (set by the controller from its environment, not by the policy).
+    pub requestor: Option<maintenance::Requestor>,
 }
 
 /// `waitForCompletion`.
@@ -237,6 +263,7 @@ impl Settings {
             max_unavailable: policy.max_unavailable.clone(),
             wait_for,
             drain,
+            requestor: None,
         }))
     }
 }

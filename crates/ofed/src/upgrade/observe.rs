@@ -6,7 +6,8 @@
 use super::decide::{DriverPod, Managed, NodeView, Revision};
 use super::{
     DRAIN_START_ANNOTATION, FAILURE_ANNOTATION, INITIAL_STATE_ANNOTATION, LEGACY_STATE_ANNOTATION, NodeState,
-    REQUESTED_ANNOTATION, REVISION_HASH_LABEL, SKIP_LABEL, STATE_LABEL, WAIT_START_ANNOTATION,
+    REQUESTED_ANNOTATION, REQUESTOR_MODE_ANNOTATION, REVISION_HASH_LABEL, SKIP_LABEL, STATE_LABEL,
+    WAIT_START_ANNOTATION,
 };
 use crate::SAFE_LOAD_ANNOTATION;
 use crate::pod::{Pod, PodSpec};
@@ -65,6 +66,7 @@ pub fn node_view(node: &Node) -> NodeView {
         drain_started: seconds(DRAIN_START_ANNOTATION),
         failure: annotation(FAILURE_ANNOTATION).map(str::to_string),
         legacy: annotation(LEGACY_STATE_ANNOTATION).is_some(),
+        requestor_mode: annotation(REQUESTOR_MODE_ANNOTATION) == Some("true"),
     }
 }
 

@@ -1,9 +1,11 @@
 //! One upgrade pass, run at the end of every OFED reconcile: read the inputs ([`super::observe`]),
 //! decide ([`super::decide`]), and carry the actions out: node writes (one merge patch each,
 //! waited for until the node watch shows it, so the next pass decides from it), an Event on
-//! the node for each transition, driver pod deletions, and drains in tasks of their own.
+//! the node for each transition, driver pod deletions, and drains in tasks of their own; in
+//! requestor mode, the `NodeMaintenance` objects requested and released.
 
 use super::decide::{self, Action, Managed, NodeView, Progress, Snapshot, Update, decide};
+use super::maintenance::{self, Maintenance, Release, Request, Requestor};
 use super::observe::{self, managed, newest_revision_hash, node_view};
 use super::{DrainSettings, NodeState, STATE_LABEL, Settings, WaitFor, drain};
 use crate::OfedDriver;
@@ -25,6 +27,7 @@ use state_core::metrics::Metrics;
 use state_core::nodes::NIC_LABEL;
 use state_core::reconcile::field_manager;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +110,47 @@ pub struct PassReport {
     pub message: Option<String>,
     /// Look again after [`RECHECK`].
     pub recheck: bool,
+    /// Upgrades cannot go on as configured (the state is `error` with this message).
+    pub error: Option<String>,
+}
+
+/// Requestor mode: the requestor options of the controller and its watch of the
+/// `NodeMaintenance` objects in the requestor namespace.
+pub struct MaintenanceWatch {
+    requestor: Requestor,
+    store: Store<DynamicObject>,
+    /// The API server was seen serving `NodeMaintenance`.
+    served: AtomicBool,
+}
+
+impl MaintenanceWatch {
+    /// Watches the `NodeMaintenance` objects of `requestor`'s namespace; the stream yields on
+    /// every change and must be polled (while the API is not installed, its list fails and is
+    /// retried with a back-off).
+    pub fn new(client: &Client, requestor: Requestor) -> (Self, impl Stream<Item = ()> + Send + 'static) {
+        let writer = reflector::store::Writer::new(maintenance::api_resource());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &requestor.namespace, &maintenance::api_resource());
+        let changes = state_core::owned::backoff_on_failure(reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(|object: &mut DynamicObject| {
+                object.metadata.managed_fields = None;
+            }),
+        ))
+        .filter_map(|event| async move {
+            matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone))
+                .then_some(())
+        });
+        (Self { requestor, store, served: AtomicBool::new(false) }, changes)
+    }
+
+    /// The `NodeMaintenance` named `name`, as the watch last saw it.
+    fn get(&self, name: &str) -> Option<Maintenance> {
+        self.store
+            .get(&ObjectRef::new_with(name, maintenance::api_resource()).within(&self.requestor.namespace))
+            .map(|object| Maintenance::of(&object))
+    }
 }
 
 /// The upgrade machinery of one OFED controller.
@@ -121,6 +165,8 @@ pub struct Upgrades {
     draining: Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
     /// Newest template hash per driver DaemonSet uid, with the generation it was read for.
     hashes: Mutex<BTreeMap<String, (i64, String)>>,
+    /// Requestor mode, when the controller runs in it.
+    maintenance: Option<MaintenanceWatch>,
 }
 
 /// Watches the NIC nodes for upgrades (kept slim, see [`observe::slim_node`]); the stream yields
@@ -141,8 +187,15 @@ pub fn watch_nodes(client: &Client) -> (Store<Node>, impl Stream<Item = ()> + Se
 }
 
 impl Upgrades {
-    /// The upgrades of the driver pods in `namespace`, deciding from `nodes` (see [`watch_nodes`]).
-    pub fn new(client: Client, namespace: String, nodes: Store<Node>, metrics: &Metrics) -> Arc<Self> {
+    /// The upgrades of the driver pods in `namespace`, deciding from `nodes` (see [`watch_nodes`]);
+    /// with `maintenance`, in requestor mode.
+    pub fn new(
+        client: Client,
+        namespace: String,
+        nodes: Store<Node>,
+        metrics: &Metrics,
+        maintenance: Option<MaintenanceWatch>,
+    ) -> Arc<Self> {
         let reporter = Reporter { controller: "ofed-controller".into(), instance: std::env::var("POD_NAME").ok() };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -153,6 +206,7 @@ impl Upgrades {
             manager: field_manager::<OfedDriver>(),
             draining: Mutex::default(),
             hashes: Mutex::default(),
+            maintenance,
         })
     }
 
@@ -173,26 +227,49 @@ impl Upgrades {
         scope: &NodeSet,
     ) -> PassReport {
         let nodes = scope.of(self.nodes.state());
-        let settings = match Settings::of(spec) {
+        let mut settings = match Settings::of(spec) {
             Ok(Some(settings)) => settings,
             Ok(None) => return self.turn_off(policy, &nodes).await,
             Err(_) => return PassReport::default(), // the render reports it, naming the field
         };
+        if let Some(watch) = &self.maintenance {
+            let requestor = match watch.requestor.for_policy(policy) {
+                Ok(requestor) => requestor,
+                Err(message) => return PassReport { error: Some(message), ..Default::default() },
+            };
+            if let Err(message) = self.maintenance_served(watch).await {
+                return PassReport { error: Some(message), recheck: true, ..Default::default() };
+            }
+            if tokio::time::timeout(WATCH_LAG, watch.store.wait_until_ready()).await.is_err() {
+                let message = "upgrade: waiting for the first list of NodeMaintenance objects".to_string();
+                return PassReport { message: Some(message), recheck: true, error: None };
+            }
+            settings.requestor = Some(requestor);
+        }
         let hashes = match self.hashes(daemon_sets).await {
             Ok(hashes) => hashes,
-            Err(message) => return PassReport { message: Some(message), recheck: true },
+            Err(message) => return PassReport { message: Some(message), recheck: true, error: None },
         };
         let managed = managed(&nodes, pods, &hashes);
         let jobs_running = match &settings.wait_for {
             Some(wait) => match self.jobs_running(wait, &managed).await {
                 Ok(found) => found,
-                Err(message) => return PassReport { message: Some(message), recheck: true },
+                Err(message) => return PassReport { message: Some(message), recheck: true, error: None },
             },
             None => BTreeSet::new(),
         };
         let draining = self.draining.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         let podless = observe::podless(&nodes, &managed);
-        let snapshot = Snapshot { nodes: managed, podless, jobs_running, draining, now: drain::unix_now() };
+        let mut maintenance = BTreeMap::new();
+        if let (Some(watch), Some(requestor)) = (&self.maintenance, &settings.requestor) {
+            for node in managed.iter().map(|m| &m.node.name) {
+                if let Some(found) = watch.get(&requestor.object_name(node)) {
+                    maintenance.insert(node.clone(), found);
+                }
+            }
+        }
+        let snapshot =
+            Snapshot { nodes: managed, podless, jobs_running, draining, maintenance, now: drain::unix_now() };
         let plan = decide(&settings, &snapshot);
         let held = decide::holding(&settings, &snapshot);
         let progress = Progress::of(&decide::after(&snapshot.nodes, &plan.actions));
@@ -209,6 +286,14 @@ impl Upgrades {
                     Ok(())
                 }
                 Action::RestartDriver { node, pod } => self.restart_driver(&node, &pod).await,
+                Action::RequestMaintenance { node, then } => match self.request_maintenance(&node, &settings).await {
+                    Ok(()) => self.write(&then).await,
+                    Err(e) => Err(e),
+                },
+                Action::ReleaseMaintenance { node, then } => match self.release_maintenance(&node, &settings).await {
+                    Ok(()) => self.write(&then).await,
+                    Err(e) => Err(e),
+                },
             };
             errors.extend(result.err());
         }
@@ -220,7 +305,110 @@ impl Upgrades {
             let note = format!("upgrade: {first}");
             message = Some(message.map_or(note.clone(), |m| format!("{m}; {note}")));
         }
-        PassReport { message, recheck: plan.recheck || !errors.is_empty() }
+        PassReport { message, recheck: plan.recheck || !errors.is_empty(), error: None }
+    }
+
+    /// Whether the API server serves `NodeMaintenance` (asked until it does); the error names
+    /// the missing API and what to do.
+    async fn maintenance_served(&self, watch: &MaintenanceWatch) -> Result<(), String> {
+        if watch.served.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let served = match self.client.list_api_group_resources(maintenance::API_VERSION).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == maintenance::PLURAL),
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(e) => {
+                return Err(format!(
+                    "upgrade: asking the API server for {}: {}",
+                    maintenance::API_VERSION,
+                    describe(&e)
+                ));
+            }
+        };
+        if !served {
+            return Err(format!(
+                "spec.ofedDriver.upgradePolicy: driver upgrades through the Maintenance Operator \
+                 (MAINTENANCE_OPERATOR_ENABLED) need the NodeMaintenance API ({} {}), which this cluster does not serve: \
+                 install the Maintenance Operator (or its CRDs), or turn the requestor mode off \
+                 (chart value operator.maintenanceOperator.useRequestor); no node is upgraded until then",
+                maintenance::API_VERSION,
+                maintenance::PLURAL
+            ));
+        }
+        watch.served.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Requests the `NodeMaintenance` of `node` (creates it, or joins another requestor's), and
+    /// waits until the watch shows it, so the next pass finds it.
+    async fn request_maintenance(&self, node: &str, settings: &Settings) -> Result<(), String> {
+        let (Some(watch), Some(requestor)) = (&self.maintenance, &settings.requestor) else { return Ok(()) };
+        let name = requestor.object_name(node);
+        let api = self.maintenance_api(requestor);
+        let written = match maintenance::request(requestor, node, settings, watch.get(&name).as_ref()) {
+            None => return Ok(()),
+            Some(Request::Create(body)) => {
+                let object: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                api.create(
+                    &kube::api::PostParams { field_manager: Some(self.manager.clone()), ..Default::default() },
+                    &object,
+                )
+                .await
+            }
+            Some(Request::Join(patch)) => api.patch(&name, &self.patch_params(), &Patch::Merge(&patch)).await,
+        }
+        .map_err(|e| format!("requesting NodeMaintenance {}/{name}: {}", requestor.namespace, describe(&e)))?;
+        tracing::info!(%node, maintenance = %name, requestor = %requestor.id, "requested node maintenance");
+        let wanted = written.resource_version();
+        let deadline = Instant::now() + WATCH_LAG;
+        while Instant::now() < deadline {
+            let seen = watch.store.get(&ObjectRef::from_obj_with(&written, maintenance::api_resource()));
+            if seen.is_some_and(|s| s.resource_version() == wanted || Maintenance::of(&s).holds(&requestor.id)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!("NodeMaintenance {}/{name} was written but the watch has not shown it yet", requestor.namespace))
+    }
+
+    /// Releases the `NodeMaintenance` of `node`: deletes it if this requestor created it, else
+    /// leaves its additional requestors.
+    async fn release_maintenance(&self, node: &str, settings: &Settings) -> Result<(), String> {
+        let (Some(watch), Some(requestor)) = (&self.maintenance, &settings.requestor) else { return Ok(()) };
+        match watch.get(&requestor.object_name(node)) {
+            Some(found) => self.release(requestor, &found).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Releases `found` for `requestor` (nothing when it does not hold it).
+    async fn release(&self, requestor: &Requestor, found: &Maintenance) -> Result<(), String> {
+        let api = self.maintenance_api(requestor);
+        let result = match maintenance::release(&requestor.id, found) {
+            None => return Ok(()),
+            Some(Release::Delete) => api.delete(&found.name, &DeleteParams::default()).await.map(|_| ()),
+            Some(Release::Leave(patch)) => {
+                api.patch(&found.name, &self.patch_params(), &Patch::Merge(&patch)).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(node = %found.node, maintenance = %found.name, requestor = %requestor.id, "released node maintenance");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => {
+                Err(format!("releasing NodeMaintenance {}/{}: {}", requestor.namespace, found.name, describe(&e)))
+            }
+        }
+    }
+
+    fn maintenance_api(&self, requestor: &Requestor) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &requestor.namespace, &maintenance::api_resource())
+    }
+
+    fn patch_params(&self) -> PatchParams {
+        PatchParams { field_manager: Some(self.manager.clone()), ..Default::default() }
     }
 
     /// `policy` is gone: as when upgrades are turned off, drains stop and every node of `scope`
@@ -245,10 +433,30 @@ impl Upgrades {
         self.metrics.show(policy, &Progress::default());
         let views: Vec<NodeView> = nodes.iter().map(|n| node_view(n)).collect();
         let mut errors = Vec::new();
+        // Every NodeMaintenance this policy's requestor holds is released (the Maintenance
+        // Operator uncordons their nodes).
+        if let Some(watch) = &self.maintenance
+            && let Ok(requestor) = watch.requestor.for_policy(policy)
+        {
+            let held: Vec<Maintenance> = watch
+                .store
+                .state()
+                .iter()
+                .map(|object| Maintenance::of(object))
+                .filter(|m| maintenance::release(&requestor.id, m).is_some())
+                .collect();
+            for found in held {
+                errors.extend(self.release(&requestor, &found).await.err());
+            }
+        }
         for update in decide::turn_off(&views) {
             errors.extend(self.write(&update).await.err());
         }
-        PassReport { message: errors.first().map(|e| format!("upgrade cleanup: {e}")), recheck: !errors.is_empty() }
+        PassReport {
+            message: errors.first().map(|e| format!("upgrade cleanup: {e}")),
+            recheck: !errors.is_empty(),
+            error: None,
+        }
     }
 
     /// The newest template hash of each driver DaemonSet (by uid) whose status describes its

@@ -4,16 +4,21 @@
 //! write applied as the controller applies it (its merge patch, read back as a [`NodeView`]).
 //! After every pass: the nodes upgrading stay within `maxParallelUpgrades`, a node is only taken
 //! while the unavailable ones stay within `maxUnavailable`, and turning upgrades off leaves no
-//! node cordoned and no upgrade state. A seeded generator: a failure names its seed.
+//! node cordoned and no upgrade state. Half the clusters run in requestor mode, the test playing
+//! the Maintenance Operator (cordon, then `Ready` after a while; uncordon on release): there the
+//! `NodeMaintenance` objects of nodes not failed stay within `maxParallelUpgrades` too. A seeded
+//! generator: a failure names its seed.
 
 use super::decide::{
     Action, DriverPod, Managed, NodeView, Revision, Snapshot, decide, drain_failed, drained, turn_off,
 };
+use super::maintenance::{Maintenance, Requestor};
 use super::observe::node_view;
 use super::pass::patch_of;
 use super::{DrainSettings, NodeState, Settings};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// xorshift64*: a small seeded generator, so a failing case can be replayed.
 struct Rng(u64);
@@ -93,7 +98,7 @@ impl SimNode {
 /// Nodes between cordon and driver restart that were not cordoned before: each holds a slot.
 fn upgrading(nodes: &[SimNode]) -> usize {
     // From cordon-required to validation-required, in the order of an upgrade.
-    let holding = &NodeState::ALL[2..8];
+    let holding = &NodeState::ALL[2..10];
     nodes.iter().filter(|n| holding.contains(&n.view.state) && !n.view.initially_unschedulable).count()
 }
 
@@ -106,7 +111,10 @@ fn unavailable(nodes: &[SimNode]) -> usize {
             let mid_upgrade = !matches!(n.view.state, NodeState::Unknown | NodeState::UpgradeDone);
             n.view.unschedulable
                 || !n.view.ready
-                || matches!(n.view.state, NodeState::UpgradeFailed | NodeState::CordonRequired)
+                || matches!(
+                    n.view.state,
+                    NodeState::UpgradeFailed | NodeState::CordonRequired | NodeState::NodeMaintenanceRequired
+                )
                 || (n.pod.is_none() && mid_upgrade)
         })
         .count()
@@ -122,7 +130,13 @@ fn settings(rng: &mut Rng) -> Settings {
         _ => Some(IntOrString::String("100%".into())),
     };
     let drain = rng.chance(80).then(|| DrainSettings { timeout_seconds: 300, ..Default::default() });
-    Settings { max_parallel: [0, 1, 1, 2, 3, 5][rng.below(6) as usize], max_unavailable, wait_for: None, drain }
+    let requestor = rng.chance(50).then(|| Requestor {
+        id: "nvidia.doca-driver-upgrade".into(),
+        namespace: "default".into(),
+        name_prefix: "network-operator".into(),
+    });
+    let max_parallel = [0, 1, 1, 2, 3, 5][rng.below(6) as usize];
+    Settings { max_parallel, max_unavailable, wait_for: None, drain, requestor }
 }
 
 /// Plays one random cluster; panics naming `seed` when an invariant breaks.
@@ -139,6 +153,9 @@ fn play(seed: u64) {
     // Drains running in the controller: node, passes left, whether it fails.
     let mut drains: Vec<(String, u64, bool)> = Vec::new();
     let mut upgrades_on = true;
+    // The Maintenance Operator's objects: node → (Ready, passes until Ready).
+    let mut maintenances: BTreeMap<String, (bool, u64)> = BTreeMap::new();
+    let uncordon = json!({"spec": {"unschedulable": null}});
     let limit = settings.max_unavailable_of(count);
     let fail = |what: &str, nodes: &[SimNode]| -> ! {
         let states: Vec<String> = nodes
@@ -169,6 +186,10 @@ fn play(seed: u64) {
             upgrades_on = !upgrades_on;
             if !upgrades_on {
                 drains.clear();
+                // The pass releases every NodeMaintenance; the Maintenance Operator uncordons.
+                for (name, _) in std::mem::take(&mut maintenances) {
+                    nodes.iter_mut().find(|n| n.view.name == name).expect("a node").write(&uncordon);
+                }
                 let views: Vec<NodeView> = nodes.iter().map(|n| n.view.clone()).collect();
                 for update in turn_off(&views) {
                     let node = nodes.iter_mut().find(|n| n.view.name == update.node).expect("a node");
@@ -207,6 +228,19 @@ fn play(seed: u64) {
         if !upgrades_on {
             continue;
         }
+        // The Maintenance Operator: cordons each requested node (some passes later), then is
+        // Ready after a while.
+        for (name, (ready, left)) in maintenances.iter_mut() {
+            let node = nodes.iter_mut().find(|n| &n.view.name == name).expect("a node");
+            if !node.view.unschedulable {
+                if rng.chance(50) {
+                    node.write(&json!({"spec": {"unschedulable": true}}));
+                }
+                continue;
+            }
+            *left = left.saturating_sub(1);
+            *ready |= *left == 0;
+        }
         // One pass of the controller.
         let managed: Vec<Managed> = nodes
             .iter()
@@ -227,8 +261,27 @@ fn play(seed: u64) {
             .map(|n| n.view.clone())
             .collect();
         let draining = drains.iter().map(|(n, _, _)| n.clone()).collect();
-        let snapshot =
-            Snapshot { nodes: managed, podless, jobs_running: Default::default(), draining, now: pass as i64 * 10 };
+        let maintenance = maintenances
+            .iter()
+            .map(|(node, (ready, _))| {
+                let found = Maintenance {
+                    name: format!("network-operator-{node}"),
+                    node: node.clone(),
+                    requestor_id: "nvidia.doca-driver-upgrade".into(),
+                    ready: *ready,
+                    ..Default::default()
+                };
+                (node.clone(), found)
+            })
+            .collect();
+        let snapshot = Snapshot {
+            nodes: managed,
+            podless,
+            jobs_running: Default::default(),
+            draining,
+            maintenance,
+            now: pass as i64 * 10,
+        };
         let plan = decide(&settings, &snapshot);
         let mut taken = false;
         for action in plan.actions {
@@ -245,6 +298,17 @@ fn play(seed: u64) {
                         drains.push((node, 1 + rng.below(4), rng.chance(5)));
                     }
                 }
+                Action::RequestMaintenance { node, then } => {
+                    taken = true;
+                    maintenances.insert(node.clone(), (false, rng.below(3)));
+                    nodes.iter_mut().find(|n| n.view.name == node).expect("a node").write(&patch_of(&then));
+                }
+                Action::ReleaseMaintenance { node, then } => {
+                    maintenances.remove(&node);
+                    let node = nodes.iter_mut().find(|n| n.view.name == node).expect("a node");
+                    node.write(&uncordon);
+                    node.write(&patch_of(&then));
+                }
                 Action::RestartDriver { node, .. } => {
                     let node = nodes.iter_mut().find(|n| n.view.name == node).expect("a node");
                     node.pod = None;
@@ -254,6 +318,13 @@ fn play(seed: u64) {
         }
         if settings.max_parallel > 0 && upgrading(&nodes) > settings.max_parallel {
             fail(&format!("pass {pass}: {} nodes upgrading", upgrading(&nodes)), &nodes);
+        }
+        let held = nodes
+            .iter()
+            .filter(|n| maintenances.contains_key(&n.view.name) && n.view.state != NodeState::UpgradeFailed)
+            .count();
+        if settings.max_parallel > 0 && held > settings.max_parallel {
+            fail(&format!("pass {pass}: {held} NodeMaintenance objects held"), &nodes);
         }
         if taken && unavailable(&nodes) > limit {
             fail(&format!("pass {pass}: a node was taken with {} unavailable", unavailable(&nodes)), &nodes);
