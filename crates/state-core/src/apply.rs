@@ -110,6 +110,27 @@ pub fn revision(object: &DynamicObject) -> String {
     hash(&serde_json::to_string(&to_value(object)).unwrap_or_default())
 }
 
+/// What applying `object` sends given `live` (its copy in the cluster, if any): adopted from a
+/// workload of the original operator, with the revision annotation; `None` when `live` is not
+/// the operator's ([`is_managed`]) and must be left alone.
+pub fn to_apply(mut object: DynamicObject, live: Option<&DynamicObject>) -> Option<DynamicObject> {
+    if let Some(live) = live {
+        if !is_managed(live, &object) {
+            return None;
+        }
+        object = adopt::adopted(object, live);
+    }
+    let revision = revision(&object);
+    object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), revision);
+    Some(object)
+}
+
+/// Whether `live` already holds every field of `applied` (see [`to_apply`]): applying it would
+/// change nothing.
+pub fn holds(live: &DynamicObject, applied: &DynamicObject) -> bool {
+    is_subset(&to_value(applied), &to_value(live))
+}
+
 /// Server-side applies `object` with `manager` (forcing conflicts) unless `live` (the watched
 /// copy) already holds every field of it, including the revision annotation.
 ///
@@ -120,7 +141,7 @@ pub async fn apply_if_changed(
     client: &Client,
     live: Option<Arc<DynamicObject>>,
     kind: &Kind,
-    mut object: DynamicObject,
+    object: DynamicObject,
     manager: &str,
 ) -> Result<Applied, ApplyError> {
     let key = ObjectKey::of(&object);
@@ -131,16 +152,12 @@ pub async fn apply_if_changed(
             api.get_opt(&key.name).await.map_err(|source| ApplyError::Api { key: key.clone(), source })?.map(Arc::new)
         }
     };
-    if let Some(live) = &live {
-        if !is_managed(live, &object) {
-            return Err(ApplyError::NotManaged { key });
-        }
-        object = adopt::adopted(object, live);
-    }
-    let revision = revision(&object);
-    object.annotations_mut().insert(REVISION_ANNOTATION.to_string(), revision);
+    let object = match to_apply(object, live.as_deref()) {
+        Some(object) => object,
+        None => return Err(ApplyError::NotManaged { key }),
+    };
     if let Some(live) = live
-        && is_subset(&to_value(&object), &to_value(&live))
+        && holds(&live, &object)
     {
         return Ok(Applied::Unchanged(live));
     }
