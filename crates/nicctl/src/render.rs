@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::core::DynamicObject;
 use network_nads::render::Network;
 use serde_json::Value;
+use state_core::objects::Kind;
 use state_core::{Observed, RenderContext, RenderError, State, render_state};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,46 @@ pub struct RenderArgs {
     cni_bin_dir: Option<String>,
 }
 
+/// One rendered object, with the state that renders it: its field manager and kinds.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The state's name (`state-OFED`), or `network-nads` for a network CR's.
+    pub state: &'static str,
+    /// The field manager its controller applies with.
+    pub manager: String,
+    /// The kinds of the state (one of them is the object's).
+    pub kinds: Vec<Kind>,
+    /// The object.
+    pub object: DynamicObject,
+}
+
+impl Rendered {
+    fn of<S: State>(object: DynamicObject) -> Self {
+        Self { state: S::NAME, manager: state_core::reconcile::field_manager::<S>(), kinds: S::kinds(), object }
+    }
+
+    /// The kind of the object, among its state's.
+    pub fn kind(&self) -> Option<&Kind> {
+        let types = self.object.types.as_ref()?;
+        self.kinds.iter().find(|k| k.resource.api_version == types.api_version && k.resource.kind == types.kind)
+    }
+}
+
+/// Where and how to render.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The file the documents came from (named in errors).
+    pub file: &'a Path,
+    /// The operands' namespace.
+    pub namespace: &'a str,
+    /// An OpenShift cluster.
+    pub openshift: bool,
+    /// Nodes were given (else states that wait for them say how to give them).
+    pub nodes_given: bool,
+    /// Render as a cluster serving every optional API does (offline); else as `observed` says.
+    pub serve_all: bool,
+}
+
 /// Runs `nicctl render`.
 pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     let documents = read_documents(&args.file)?;
@@ -42,6 +83,13 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
         None => Observed::default(),
     };
     observed.cni_bin_dir = args.cni_bin_dir.clone();
+    let target = Target {
+        file: &args.file,
+        namespace: &args.namespace,
+        openshift: args.openshift,
+        nodes_given: args.nodes.is_some(),
+        serve_all: true,
+    };
     let mut objects: Vec<DynamicObject> = Vec::new();
     let foreign: Vec<String> = documents
         .iter()
@@ -56,28 +104,11 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
             format!("no NicClusterPolicy, NicNodePolicy or network CR in the file (found: {})", foreign.join(", ")),
         ));
     }
-    let cluster_policy = documents.iter().find_map(|d| match d {
-        Document::Policy(policy) => Some(policy.as_ref()),
-        _ => None,
-    });
-    let node_policies: Vec<&api::NicNodePolicy> = documents
-        .iter()
-        .filter_map(|d| match d {
-            Document::NodePolicy(policy) => Some(policy.as_ref()),
-            _ => None,
-        })
-        .collect();
+    let policies = render_policies(&documents, &observed, &target)?;
+    objects.extend(policies.into_iter().map(|r| r.object));
     for document in &documents {
         match document {
-            Document::NodePolicy(policy) => {
-                objects.extend(render_node_policy(policy, cluster_policy, &node_policies, &observed, args)?);
-            }
-            Document::Policy(policy) => {
-                if let Some(first) = api::validate::policy(policy).into_iter().next() {
-                    return Err(input_error(&args.file, first));
-                }
-                objects.extend(render_policy(policy, &observed, args)?);
-            }
+            Document::NodePolicy(_) | Document::Policy(_) => {}
             Document::Foreign { api_version, kind } => {
                 eprintln!("note: {}: skipping {api_version} {kind}: not an operator kind", args.file.display());
             }
@@ -101,27 +132,65 @@ pub fn run(args: &RenderArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Every object the NicClusterPolicy and NicNodePolicies of `documents` render, checked as
+/// the controllers check them; the objects NicNodePolicies share come once.
+pub fn render_policies(
+    documents: &[Document],
+    observed: &Observed,
+    target: &Target<'_>,
+) -> Result<Vec<Rendered>, Failure> {
+    let cluster_policy = documents.iter().find_map(|d| match d {
+        Document::Policy(policy) => Some(policy.as_ref()),
+        _ => None,
+    });
+    let node_policies: Vec<&api::NicNodePolicy> = documents
+        .iter()
+        .filter_map(|d| match d {
+            Document::NodePolicy(policy) => Some(policy.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let mut rendered = Vec::new();
+    for document in documents {
+        match document {
+            Document::NodePolicy(policy) => {
+                rendered.extend(render_node_policy(policy, cluster_policy, &node_policies, observed, target)?);
+            }
+            Document::Policy(policy) => {
+                if let Some(first) = api::validate::policy(policy).into_iter().next() {
+                    return Err(input_error(target.file, first));
+                }
+                rendered.extend(render_policy(policy, observed, target)?);
+            }
+            _ => {}
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    rendered.retain(|r| seen.insert(state_core::objects::ObjectKey::of(&r.object)));
+    Ok(rendered)
+}
+
 /// Every object of every compiled-in state for this policy, states in the original's order.
 fn render_policy(
     policy: &api::NicClusterPolicy,
     observed: &Observed,
-    args: &RenderArgs,
-) -> Result<Vec<DynamicObject>, Failure> {
-    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy, observed };
+    target: &Target<'_>,
+) -> Result<Vec<Rendered>, Failure> {
+    let ctx = RenderContext { namespace: target.namespace, openshift: target.openshift, policy, observed };
     let mut objects = Vec::new();
-    objects.extend(state::<multus::Multus>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<cni_plugins::CniPlugins>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<ipoib::IpoibCni>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<whereabouts::Whereabouts>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<ofed::OfedDriver>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<sriov_dp::SriovDevicePlugin>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<nv_ipam::NvIpam>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<nic_configuration::NicConfiguration>(&ctx, &args.file, args.nodes.is_some())?);
-    objects.extend(state::<spectrum_x::SpectrumX>(&ctx, &args.file, args.nodes.is_some())?);
+    objects.extend(state::<multus::Multus>(&ctx, target)?);
+    objects.extend(state::<cni_plugins::CniPlugins>(&ctx, target)?);
+    objects.extend(state::<ipoib::IpoibCni>(&ctx, target)?);
+    objects.extend(state::<whereabouts::Whereabouts>(&ctx, target)?);
+    objects.extend(state::<ofed::OfedDriver>(&ctx, target)?);
+    objects.extend(state::<sriov_dp::SriovDevicePlugin>(&ctx, target)?);
+    objects.extend(state::<rdma_dp::RdmaDevicePlugin>(&ctx, target)?);
+    objects.extend(state::<nic_feature_discovery::NicFeatureDiscovery>(&ctx, target)?);
+    objects.extend(state::<ib_kubernetes::IbKubernetes>(&ctx, target)?);
+    objects.extend(state::<nv_ipam::NvIpam>(&ctx, target)?);
+    objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, target)?);
+    objects.extend(state::<nic_configuration::NicConfiguration>(&ctx, target)?);
+    objects.extend(state::<spectrum_x::SpectrumX>(&ctx, target)?);
     let compiled_in = [
         multus::Multus::NAME,
         cni_plugins::CniPlugins::NAME,
@@ -155,8 +224,8 @@ fn render_node_policy(
     cluster: Option<&api::NicClusterPolicy>,
     all: &[&api::NicNodePolicy],
     observed: &Observed,
-    args: &RenderArgs,
-) -> Result<Vec<DynamicObject>, Failure> {
+    target: &Target<'_>,
+) -> Result<Vec<Rendered>, Failure> {
     use api::node_policy;
     use kube::ResourceExt;
     let nodes: Vec<(String, std::collections::BTreeMap<String, String>)> =
@@ -165,9 +234,9 @@ fn render_node_policy(
     errors.extend(node_policy::section_conflicts(policy, cluster));
     errors.extend(node_policy::overlap_error(&node_policy::overlaps(policy, all.iter().copied(), &nodes)));
     if let Some(first) = errors.into_iter().next() {
-        return Err(input_error(&args.file, format!("NicNodePolicy {}: {first}", policy.name_any())));
+        return Err(input_error(target.file, format!("NicNodePolicy {}: {first}", policy.name_any())));
     }
-    if args.nodes.is_some() {
+    if target.nodes_given {
         let selected: Vec<&str> =
             nodes.iter().filter(|(_, labels)| policy.selects(labels)).map(|(name, _)| name.as_str()).collect();
         eprintln!(
@@ -181,11 +250,12 @@ fn render_node_policy(
     // The policy's driver pools come from the nodes it selects.
     let mut mine = observed.clone();
     mine.nodes.retain(|node| policy.selects(node.labels()));
-    let ctx = RenderContext { namespace: &args.namespace, openshift: args.openshift, policy: &view, observed: &mine };
+    let ctx =
+        RenderContext { namespace: target.namespace, openshift: target.openshift, policy: &view, observed: &mine };
     let mut objects = Vec::new();
-    objects.extend(node_policy_state::<ofed::OfedDriver>(&ctx, policy, all, &args.file, args.nodes.is_some())?);
-    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, policy, all, &args.file, true)?);
-    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, policy, all, &args.file, true)?);
+    objects.extend(node_policy_state::<ofed::OfedDriver>(&ctx, policy, all, target.file, target.nodes_given)?);
+    objects.extend(node_policy_state::<sriov_dp::SriovDevicePlugin>(&ctx, policy, all, target.file, true)?);
+    objects.extend(node_policy_state::<rdma_dp::RdmaDevicePlugin>(&ctx, policy, all, target.file, true)?);
     Ok(objects)
 }
 
@@ -198,7 +268,7 @@ fn node_policy_state<S: State>(
     all: &[&api::NicNodePolicy],
     file: &Path,
     nodes_given: bool,
-) -> Result<Vec<DynamicObject>, Failure> {
+) -> Result<Vec<Rendered>, Failure> {
     if !policy.has_section(S::NAME) {
         return Ok(Vec::new());
     }
@@ -207,7 +277,7 @@ fn node_policy_state<S: State>(
     let ctx = RenderContext { observed: &observed, ..*ctx };
     let scope = state_core::scope::Scope::Node(policy);
     match state_core::render::render_in_scope::<S>(&ctx, &scope) {
-        Ok(objects) => Ok(objects.unwrap_or_default()),
+        Ok(objects) => Ok(objects.unwrap_or_default().into_iter().map(Rendered::of::<S>).collect()),
         Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
         Err(RenderError::Waiting(reason)) => {
             let hint = if nodes_given { "" } else { " (pass the cluster's Nodes with --nodes)" };
@@ -227,16 +297,16 @@ fn network_nad<N: Network>(network: &N, file: &Path) -> Result<DynamicObject, Fa
     network_nads::render::render(network).map_err(|e| input_error(file, e))
 }
 
-/// The objects of state `S`, as a cluster serving every optional API of the state gets them
-/// (e.g. cert-manager's); bad input is an input error naming the field. A state that waits for
-/// nodes says so, with a hint to pass them unless `nodes_given`.
-fn state<S: State>(ctx: &RenderContext<'_>, file: &Path, nodes_given: bool) -> Result<Vec<DynamicObject>, Failure> {
-    let observed = ctx.observed.clone().serving_all(&S::kinds());
+/// The objects of state `S` (offline, as a cluster serving every optional API of the state
+/// gets them, e.g. cert-manager's); bad input is an input error naming the field. A state that
+/// waits for nodes says so, with a hint to pass them unless they were given.
+fn state<S: State>(ctx: &RenderContext<'_>, target: &Target<'_>) -> Result<Vec<Rendered>, Failure> {
+    let observed = if target.serve_all { ctx.observed.clone().serving_all(&S::kinds()) } else { ctx.observed.clone() };
     match render_state::<S>(&RenderContext { observed: &observed, ..*ctx }) {
-        Ok(objects) => Ok(objects.unwrap_or_default()),
-        Err(RenderError::Invalid(e)) => Err(input_error(file, e)),
+        Ok(objects) => Ok(objects.unwrap_or_default().into_iter().map(Rendered::of::<S>).collect()),
+        Err(RenderError::Invalid(e)) => Err(input_error(target.file, e)),
         Err(RenderError::Waiting(reason)) => {
-            let hint = if nodes_given { "" } else { " (pass the cluster's Nodes with --nodes)" };
+            let hint = if target.nodes_given { "" } else { " (pass the cluster's Nodes with --nodes)" };
             eprintln!("note: {}: nothing rendered: {reason}{hint}", S::NAME);
             Ok(Vec::new())
         }
@@ -254,7 +324,8 @@ fn input_error(path: &Path, error: impl std::fmt::Display) -> Failure {
     Failure::Input(format!("{}: {error}", path.display()))
 }
 
-fn read_documents(path: &Path) -> Result<Vec<Document>, Failure> {
+/// The documents of the YAML file at `path` (an input error when there is none).
+pub fn read_documents(path: &Path) -> Result<Vec<Document>, Failure> {
     let documents = parse::parse_all(&read(path)?).map_err(|e| input_error(path, e))?;
     if documents.is_empty() {
         return Err(input_error(path, "no document in the file"));

@@ -161,6 +161,26 @@ async fn every_controller_runs_as_a_real_pod_from_the_images_this_repo_builds() 
     let problems = controllers_run(&client, &ns, &node, 15).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
+    // `nicctl doctor` sees every controller running, reads its build info through the pod proxy,
+    // and finds each ServiceAccount allowed everything its generated RBAC grants.
+    let output = Command::new(bin_dir().join("nicctl"))
+        .args(["doctor", "-n", &ns, "-o", "json"])
+        .env("KUBECONFIG", std::env::var(e2e::KUBECONFIG_VAR).unwrap())
+        .output()
+        .expect("nicctl runs");
+    let findings: Vec<Value> = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("doctor's JSON: {e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let running: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["check"] == "controllers" && f["verdict"] == "ok")
+        .filter_map(|f| f["found"].as_str())
+        .filter(|found| found.contains("version=\"") && found.contains("commit=\""))
+        .collect();
+    assert_eq!(running.len(), 15, "every controller with its build info: {findings:#?}");
+    let rbac: Vec<&Value> = findings.iter().filter(|f| f["check"] == "rbac").collect();
+    assert_eq!(rbac.len(), 15, "{rbac:#?}");
+    assert!(rbac.iter().all(|f| f["verdict"] == "ok"), "{rbac:#?}");
+
     // Two rdma-dp replicas: exactly one leads (its Lease names it, its metrics say so); deleting
     // its pod hands the Lease over to the other.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

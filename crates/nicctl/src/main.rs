@@ -1,0 +1,5 @@
+//! `nicctl`: see the library's documentation for its commands.
+
+fn main() -> std::process::ExitCode {
+    nicctl::main("nicctl")
+}
