@@ -126,28 +126,6 @@ pub fn template_changed(live: &DynamicObject, applied: &DynamicObject) -> bool {
     live.data["spec"]["template"] != applied.data["spec"]["template"]
 }
 
-/// Every kind of every state (each once).
-fn all_kinds() -> Vec<(&'static str, Vec<Kind>, &'static [&'static str])> {
-    fn of<S: State>() -> (&'static str, Vec<Kind>, &'static [&'static str]) {
-        (S::NAME, S::kinds(), S::KEPT_KINDS)
-    }
-    vec![
-        of::<multus::Multus>(),
-        of::<cni_plugins::CniPlugins>(),
-        of::<ipoib::IpoibCni>(),
-        of::<whereabouts::Whereabouts>(),
-        of::<ofed::OfedDriver>(),
-        of::<sriov_dp::SriovDevicePlugin>(),
-        of::<rdma_dp::RdmaDevicePlugin>(),
-        of::<nic_feature_discovery::NicFeatureDiscovery>(),
-        of::<ib_kubernetes::IbKubernetes>(),
-        of::<nv_ipam::NvIpam>(),
-        of::<doca_telemetry::DocaTelemetry>(),
-        of::<nic_configuration::NicConfiguration>(),
-        of::<spectrum_x::SpectrumX>(),
-    ]
-}
-
 /// The cluster's facts a render reads: Nodes, the operands' ConfigMaps, OpenShift and the
 /// optional APIs served.
 async fn observe(client: &Client, namespace: &str) -> Result<(Observed, bool), Failure> {
@@ -162,7 +140,7 @@ async fn observe(client: &Client, namespace: &str) -> Result<(Observed, bool), F
     for config_map in config_maps.items {
         observed.config_maps.insert(config_map.name_any(), config_map);
     }
-    let kinds: Vec<Kind> = all_kinds().into_iter().flat_map(|(_, kinds, _)| kinds).collect();
+    let kinds: Vec<Kind> = render::states().into_iter().flat_map(|s| s.kinds).collect();
     observed.served = state_core::reconcile::discover(client, &kinds).await.map_err(anyhow::Error::msg)?;
     let openshift = client.list_api_group_resources("config.openshift.io/v1").await.is_ok();
     Ok((observed, openshift))
@@ -258,12 +236,13 @@ pub async fn compare(client: &Client, namespace: &str, rendered: &[Rendered]) ->
     }
     // What a state labels and no longer renders is pruned (kept kinds never are).
     let mut listed = BTreeSet::new();
-    for (_, kinds, kept) in all_kinds() {
-        for kind in kinds {
-            if kept.contains(&kind.resource.kind.as_str()) || !listed.insert(kind.type_name()) {
+    let states = render::states();
+    for state in &states {
+        for kind in &state.kinds {
+            if state.kept.contains(&kind.resource.kind.as_str()) || !listed.insert(kind.type_name()) {
                 continue;
             }
-            let api = apply::api_for(client, &kind, kind.namespaced.then_some(namespace));
+            let api = apply::api_for(client, kind, kind.namespaced.then_some(namespace));
             let objects = match api.list(&ListParams::default().labels(state_core::STATE_LABEL)).await {
                 Ok(list) => list.items,
                 Err(kube::Error::Api(status)) if status.code == 404 => continue,
@@ -280,7 +259,7 @@ pub async fn compare(client: &Client, namespace: &str, rendered: &[Rendered]) ->
                     name: object.name_any(),
                 };
                 let state = object.labels().get(state_core::STATE_LABEL).cloned().unwrap_or_default();
-                let ours = all_kinds().iter().any(|(name, _, _)| *name == state);
+                let ours = states.iter().any(|s| s.name == state);
                 if ours && !wanted.contains(&key) {
                     let what = shown(&kind.resource.kind, &key);
                     report.changes.push(Change { action: Action::Delete, state, object: what, diff: None });

@@ -24,7 +24,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
-use state_core::State;
 use state_core::edits::{MOFED_WAIT_LABEL, NIC_PRESENT_LABEL};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -151,25 +150,8 @@ pub struct Facts {
 }
 
 /// Each policy state with the subchart (controller) that runs it.
-pub fn state_charts() -> [(&'static str, &'static str); 13] {
-    fn of<S: State>() -> (&'static str, &'static str) {
-        (S::NAME, S::COMPONENT)
-    }
-    [
-        of::<multus::Multus>(),
-        of::<cni_plugins::CniPlugins>(),
-        of::<ipoib::IpoibCni>(),
-        of::<whereabouts::Whereabouts>(),
-        of::<ofed::OfedDriver>(),
-        of::<sriov_dp::SriovDevicePlugin>(),
-        of::<rdma_dp::RdmaDevicePlugin>(),
-        of::<nic_feature_discovery::NicFeatureDiscovery>(),
-        of::<ib_kubernetes::IbKubernetes>(),
-        of::<nv_ipam::NvIpam>(),
-        of::<doca_telemetry::DocaTelemetry>(),
-        of::<nic_configuration::NicConfiguration>(),
-        of::<spectrum_x::SpectrumX>(),
-    ]
+pub fn state_charts() -> Vec<(&'static str, &'static str)> {
+    crate::render::states().into_iter().map(|s| (s.name, s.component)).collect()
 }
 
 /// The states whose section the policy (or a NicNodePolicy) sets.
@@ -720,7 +702,8 @@ pub async fn gather(client: &Client, config: &kube::Config, args: &DoctorArgs) -
         .await
         .context("listing the operator's Deployments")?
         .items;
-    for deployment in &deployments {
+    // A Deployment being deleted (its release uninstalled, its namespace going) runs nothing.
+    for deployment in deployments.iter().filter(|d| d.metadata.deletion_timestamp.is_none()) {
         let pod_spec = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref());
         facts.controllers.push(Controller {
             chart: deployment.labels().get("app.kubernetes.io/name").cloned().unwrap_or_else(|| deployment.name_any()),

@@ -85,6 +85,9 @@ pub enum Failure {
     /// Done, with this exit code (a report's verdict: doctor's warnings or problems, diff's
     /// changes).
     Exit(u8),
+    /// A cluster command could not read the cluster (unreachable, a request refused): exit
+    /// code 3, never mistaken for a verdict.
+    Cluster(anyhow::Error),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -120,6 +123,10 @@ pub fn main(program: &'static str) -> ExitCode {
         Err(Failure::Internal(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+        Err(Failure::Cluster(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
         }
     }
 }

@@ -62,11 +62,15 @@ pub async fn connect_with_config(args: &ClusterArgs) -> Result<(Client, Config),
     Ok((client, config))
 }
 
-/// Runs a cluster command on a runtime of its own.
+/// Runs a cluster command on a runtime of its own; its failures to read the cluster become
+/// [`Failure::Cluster`] (exit code 3).
 pub fn block_on(command: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(command)
+    match runtime.block_on(command) {
+        Err(Failure::Internal(e)) => Err(Failure::Cluster(e)),
+        other => other,
+    }
 }
 
 /// Prints `value` as JSON or YAML (`format` is not [`Format::Human`]).

@@ -60,6 +60,41 @@ impl Rendered {
     }
 }
 
+/// A compiled-in state: what the cluster commands need to know of it.
+#[derive(Debug, Clone)]
+pub struct StateInfo {
+    /// Its name (`state-OFED`).
+    pub name: &'static str,
+    /// Its controller's subchart (`ofed`), also its field manager's suffix.
+    pub component: &'static str,
+    /// The kinds it renders.
+    pub kinds: Vec<Kind>,
+    /// The kinds it keeps (never prunes).
+    pub kept: &'static [&'static str],
+}
+
+/// Every compiled-in state of the NicClusterPolicy, in the original's order.
+pub fn states() -> Vec<StateInfo> {
+    fn of<S: State>() -> StateInfo {
+        StateInfo { name: S::NAME, component: S::COMPONENT, kinds: S::kinds(), kept: S::KEPT_KINDS }
+    }
+    vec![
+        of::<multus::Multus>(),
+        of::<cni_plugins::CniPlugins>(),
+        of::<ipoib::IpoibCni>(),
+        of::<whereabouts::Whereabouts>(),
+        of::<ofed::OfedDriver>(),
+        of::<sriov_dp::SriovDevicePlugin>(),
+        of::<rdma_dp::RdmaDevicePlugin>(),
+        of::<nic_feature_discovery::NicFeatureDiscovery>(),
+        of::<ib_kubernetes::IbKubernetes>(),
+        of::<nv_ipam::NvIpam>(),
+        of::<doca_telemetry::DocaTelemetry>(),
+        of::<nic_configuration::NicConfiguration>(),
+        of::<spectrum_x::SpectrumX>(),
+    ]
+}
+
 /// Where and how to render.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
@@ -191,21 +226,7 @@ fn render_policy(
     objects.extend(state::<doca_telemetry::DocaTelemetry>(&ctx, target)?);
     objects.extend(state::<nic_configuration::NicConfiguration>(&ctx, target)?);
     objects.extend(state::<spectrum_x::SpectrumX>(&ctx, target)?);
-    let compiled_in = [
-        multus::Multus::NAME,
-        cni_plugins::CniPlugins::NAME,
-        ipoib::IpoibCni::NAME,
-        whereabouts::Whereabouts::NAME,
-        ofed::OfedDriver::NAME,
-        sriov_dp::SriovDevicePlugin::NAME,
-        rdma_dp::RdmaDevicePlugin::NAME,
-        ib_kubernetes::IbKubernetes::NAME,
-        nv_ipam::NvIpam::NAME,
-        nic_feature_discovery::NicFeatureDiscovery::NAME,
-        doca_telemetry::DocaTelemetry::NAME,
-        nic_configuration::NicConfiguration::NAME,
-        spectrum_x::SpectrumX::NAME,
-    ];
+    let compiled_in: Vec<&str> = states().iter().map(|s| s.name).collect();
     let skipped: Vec<&str> = api::state::names::ALL
         .into_iter()
         .filter(|name| policy.spec.has_section(name) && !compiled_in.contains(name))

@@ -388,3 +388,22 @@ fn a_node_policy_section_without_a_version_is_required_there_having_no_global() 
         "{message}"
     );
 }
+
+#[test]
+fn a_cluster_command_without_a_usable_kubeconfig_exits_2_and_an_unreachable_cluster_3() {
+    let missing = nicctl(&["doctor", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("--kubeconfig /nonexistent/kubeconfig"), "{}", stderr(&missing));
+    let kubeconfig = write_temp(
+        "unreachable.kubeconfig",
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+         users: [{name: x, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\n",
+    );
+    for args in [&["doctor"][..], &["upgrade", "status"], &["diff", "-f", SEED_POLICY]] {
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+        let output = nicctl(&all);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).starts_with("error: "), "{}", stderr(&output));
+    }
+}

@@ -6,6 +6,34 @@ use crate::{Cleanup, KUBECONFIG_VAR};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The umbrella chart's controller subcharts (all on by default).
+pub const CONTROLLER_CHARTS: [&str; 15] = [
+    "aggregator",
+    "network-nads",
+    "ofed",
+    "rdma-dp",
+    "nic-feature-discovery",
+    "doca-telemetry",
+    "ib-kubernetes",
+    "sriov-dp",
+    "multus",
+    "cni-plugins",
+    "ipoib",
+    "whereabouts",
+    "nv-ipam",
+    "nic-configuration",
+    "spectrum-x",
+];
+
+/// The `--set <chart>.enabled=false` arguments that leave only the controllers of `kept`.
+pub fn only_controllers(kept: &[&str]) -> Vec<String> {
+    CONTROLLER_CHARTS
+        .iter()
+        .filter(|chart| !kept.contains(chart))
+        .flat_map(|chart| ["--set".to_string(), format!("{chart}.enabled=false")])
+        .collect()
+}
+
 /// The helm binary on the PATH (`hack/e2e.sh` puts one there), or `None` after saying so.
 pub fn helm() -> Option<PathBuf> {
     let found = Command::new("helm").arg("version").output().is_ok_and(|o| o.status.success());

@@ -83,41 +83,8 @@ async fn helm_installs_the_whole_chart_and_a_subset() {
     e2e::create_namespace(&client, &namespace).await;
     env.cleanup.namespace(&namespace);
     let some = unique_name("some");
-    install(
-        &env.cleanup,
-        &some,
-        &namespace,
-        &[
-            "--set",
-            "aggregator.enabled=false",
-            "--set",
-            "network-nads.enabled=false",
-            "--set",
-            "ofed.enabled=false",
-            "--set",
-            "nic-feature-discovery.enabled=false",
-            "--set",
-            "doca-telemetry.enabled=false",
-            "--set",
-            "ib-kubernetes.enabled=false",
-            "--set",
-            "sriov-dp.enabled=false",
-            "--set",
-            "multus.enabled=false",
-            "--set",
-            "cni-plugins.enabled=false",
-            "--set",
-            "ipoib.enabled=false",
-            "--set",
-            "whereabouts.enabled=false",
-            "--set",
-            "nv-ipam.enabled=false",
-            "--set",
-            "nic-configuration.enabled=false",
-            "--set",
-            "spectrum-x.enabled=false",
-        ],
-    );
+    let args = e2e::helm::only_controllers(&["rdma-dp"]);
+    install(&env.cleanup, &some, &namespace, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(deployments(&client, &namespace).await, [(format!("{some}-rdma-dp"), format!("{some}-rdma-dp"))]);
 }
 

@@ -143,26 +143,7 @@ async fn doctor_names_each_problem_of_a_broken_cluster() {
 
 /// The chart's release with the OFED controller only.
 fn install_ofed_release(env: &TestEnv, release: &str) {
-    let mut args: Vec<String> = Vec::new();
-    for chart in [
-        "aggregator",
-        "network-nads",
-        "rdma-dp",
-        "nic-feature-discovery",
-        "doca-telemetry",
-        "ib-kubernetes",
-        "sriov-dp",
-        "multus",
-        "cni-plugins",
-        "ipoib",
-        "whereabouts",
-        "nv-ipam",
-        "nic-configuration",
-        "spectrum-x",
-    ] {
-        args.push("--set".into());
-        args.push(format!("{chart}.enabled=false"));
-    }
+    let args = e2e::helm::only_controllers(&["ofed"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     e2e::helm::install(&env.cleanup, release, &env.namespace, &args);
 }

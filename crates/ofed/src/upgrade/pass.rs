@@ -240,7 +240,8 @@ impl Upgrades {
             if let Err(message) = self.maintenance_served(watch).await {
                 return PassReport { error: Some(message), recheck: true, ..Default::default() };
             }
-            if tokio::time::timeout(WATCH_LAG, watch.store.wait_until_ready()).await.is_err() {
+            // Right after the API appears, its watch may not have listed yet: decide later.
+            if tokio::time::timeout(Duration::from_secs(1), watch.store.wait_until_ready()).await.is_err() {
                 let message = "upgrade: waiting for the first list of NodeMaintenance objects".to_string();
                 return PassReport { message: Some(message), recheck: true, error: None };
             }
