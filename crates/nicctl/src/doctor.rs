@@ -289,15 +289,6 @@ pub fn check_nfd(facts: &Facts) -> Vec<Finding> {
     out
 }
 
-fn driver_pod_on<'a>(facts: &'a Facts, node: &str) -> Option<&'a Pod> {
-    facts
-        .pods
-        .iter()
-        .filter(|p| p.labels().contains_key(ofed::DRIVER_LABEL))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-}
-
 /// What a pod's containers say: phase, each container not ready with its waiting or last
 /// terminated reason and restarts.
 pub fn pod_summary(pod: &Pod) -> String {
@@ -331,7 +322,7 @@ pub fn check_mofed_wait(facts: &Facts) -> Vec<Finding> {
     for node in facts.nodes.iter().filter(|n| n.labels().get(MOFED_WAIT_LABEL).map(String::as_str) == Some("true")) {
         waiting += 1;
         let name = node.name_any();
-        let Some(pod) = driver_pod_on(facts, &name) else {
+        let Some(pod) = crate::upgrade_status::driver_pod_on(&facts.pods, &name) else {
             out.push(Finding::problem(
                 "mofed-wait",
                 format!("{name}: {MOFED_WAIT_LABEL}=true and no driver pod runs on it"),

@@ -112,17 +112,21 @@ fn first_image(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> Option<Str
     spec.and_then(|s| s.containers.first()).and_then(|c| c.image.clone())
 }
 
+/// The driver pod (labelled [`ofed::DRIVER_LABEL`]) bound to `node` and not being deleted.
+pub fn driver_pod_on<'a>(pods: &'a [Pod], node: &str) -> Option<&'a Pod> {
+    pods.iter()
+        .filter(|p| p.labels().contains_key(ofed::DRIVER_LABEL))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+}
+
 /// The report of `inputs`.
 pub fn report(inputs: &Inputs) -> Report {
     let mut lines = Vec::new();
     for node in &inputs.nodes {
         let name = node.name_any();
         let state = node.labels().get(STATE_LABEL).cloned().unwrap_or_default();
-        let pod = inputs
-            .driver_pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()));
+        let pod = driver_pod_on(&inputs.driver_pods, &name);
         let running = pod.and_then(|p| first_image(p.spec.as_ref())).map(|i| version_of(&i));
         let owner = pod.and_then(|p| p.owner_references().first().map(|o| o.uid.clone()));
         let wanted = inputs
@@ -332,7 +336,7 @@ mod tests {
     }
 
     fn driver(node: &str, image: &str, owner: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": format!("mofed-{node}"),
+        serde_json::from_value(json!({"metadata": {"name": format!("mofed-{node}"), "labels": {ofed::DRIVER_LABEL: ""},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": owner}]},
             "spec": {"nodeName": node, "containers": [{"name": "mofed", "image": image}]}}))
         .unwrap()

@@ -310,10 +310,10 @@ impl Limits {
 /// Why nodes that need an upgrade wait in this pass, naming the limit and the nodes it counts:
 /// `None` when a slot is free or no node waits.
 pub fn holding(settings: &Settings, snapshot: &Snapshot) -> Option<String> {
-    let waiting = snapshot.nodes.iter().any(|m| {
-        let needs_slot = settings.requestor.is_some() || !m.node.unschedulable;
-        m.node.state == NodeState::UpgradeRequired && !m.node.skip && needs_slot
-    });
+    let waiting = snapshot
+        .nodes
+        .iter()
+        .any(|m| m.node.state == NodeState::UpgradeRequired && !m.node.skip && needs_slot(settings, &m.node));
     let limits = Limits::of(settings, snapshot);
     if !waiting || limits.parallel.min(limits.headroom) > 0 {
         return None;
@@ -332,6 +332,12 @@ pub fn holding(settings: &Settings, snapshot: &Snapshot) -> Option<String> {
         ));
     }
     Some(format!("held by maxParallelUpgrades: {} of {} upgrading", limits.in_progress, settings.max_parallel))
+}
+
+/// Whether starting `node`'s upgrade takes a slot: a cordoned node takes no availability, so it
+/// needs none; a maintenance request always takes one.
+fn needs_slot(settings: &Settings, node: &NodeView) -> bool {
+    settings.requestor.is_some() || !node.unschedulable
 }
 
 /// The actions of one pass.
@@ -376,10 +382,7 @@ pub fn decide(settings: &Settings, snapshot: &Snapshot) -> Plan {
                 if node.requested {
                     update = update.annotate(REQUESTED_ANNOTATION, None);
                 }
-                // A cordoned node takes no availability, so it needs no slot; a maintenance
-                // request always takes one.
-                let needs_slot = settings.requestor.is_some() || !node.unschedulable;
-                if node.skip || (slots == 0 && needs_slot) {
+                if node.skip || (slots == 0 && needs_slot(settings, node)) {
                     // Skipped, or waiting for a slot (freed by another node's change).
                 } else {
                     let requested = update.annotations.clone();

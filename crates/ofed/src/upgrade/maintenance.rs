@@ -33,6 +33,11 @@ pub fn api_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&gvk, PLURAL)
 }
 
+/// The `NodeMaintenance` kind as state-core's discovery asks for it: namespaced, optional.
+pub fn kind() -> state_core::objects::Kind {
+    state_core::objects::Kind { resource: api_resource(), namespaced: true, optional: true }
+}
+
 /// Who requests node maintenance, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Requestor {

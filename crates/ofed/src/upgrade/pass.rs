@@ -315,18 +315,11 @@ impl Upgrades {
         if watch.served.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let served = match self.client.list_api_group_resources(maintenance::API_VERSION).await {
-            Ok(list) => list.resources.iter().any(|r| r.name == maintenance::PLURAL),
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
-            Err(e) => {
-                return Err(format!(
-                    "upgrade: asking the API server for {}: {}",
-                    maintenance::API_VERSION,
-                    describe(&e)
-                ));
-            }
-        };
-        if !served {
+        let kind = maintenance::kind();
+        let served = state_core::reconcile::discover(&self.client, std::slice::from_ref(&kind))
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        if !served.contains(&kind.type_name()) {
             return Err(format!(
                 "spec.ofedDriver.upgradePolicy: driver upgrades through the Maintenance Operator \
                  (MAINTENANCE_OPERATOR_ENABLED) need the NodeMaintenance API ({} {}), which this cluster does not serve: \
